@@ -1,0 +1,555 @@
+# Copyright 2026 The mlpl authors. Licensed under the Apache License, Version 2.0.
+"""The mlpl joint CTC + language-ID transformer encoder (SPEC 2).
+
+Flashlight's network for "Pseudo-Labeling for Massively Multilingual Speech Recognition":
+
+    features (B, T, 80)
+      -> LayerNorm over each utterance's whole (T, 80) plane, one scalar weight and bias
+      -> Conv1d(80 -> 2H, kernel 7, stride 3) -> GLU -> dropout            (B, ceil(T / 3), H)
+      -> N post-LN blocks: h = LN1(x + f * Attn(x)); y = LN2(h + f * MLP(h))
+         (no linear biases, scalar-affine LayerNorms, Shaw keys-only relative positions,
+          f = 0 with probability `layerdrop` in training)
+      -> CTC head Linear(H, vocab)  and  LID head Linear(H, languages) averaged over valid frames.
+
+Where we deliberately differ from Flashlight ("ours" in SPEC 2) it is to make a padded batch give
+exactly the per-utterance result: the input LayerNorm and the LID average ignore padded frames,
+attention masks padded keys, and the front end always pads kernel // 2 frames on both sides
+(Flashlight's "SAME" padding depends on T mod 3; M-CTC-T pads like us).
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import ModelOutput
+from transformers.modeling_utils import PreTrainedModel
+
+from .configuration_mlpl import MlplConfig
+
+
+def compute_output_lengths(feature_lengths, conv_stride=3):
+    """Encoder frames for `feature_lengths` feature frames: ceil(T / stride).
+
+    With an odd kernel k padded by k // 2 on both sides, the convolution yields
+    floor((T + (k - 1) - k) / s) + 1 = floor((T - 1) / s) + 1 = ceil(T / s) frames.
+    """
+    if isinstance(feature_lengths, torch.Tensor):
+        return torch.div(feature_lengths + conv_stride - 1, conv_stride, rounding_mode="floor")
+    return (int(feature_lengths) + conv_stride - 1) // conv_stride
+
+
+def relative_position_scores(query, relative_embeddings, max_relative_positions):
+    """Shaw keys-only relative-position term, `(B, heads, T, T)`.
+
+    `score[b, h, i, j] = query[b, h, i] . E[P - 1 + (j - i)]` for |j - i| <= P - 1 and 0 beyond
+    (Flashlight's `relativePositionEmbeddingRotate` pads with zeros; it does not clip to the edge
+    row), with P = `max_relative_positions` and E of shape `(2P - 1, head_dim)`.
+
+    Cost: one `(B, H, T, hd) x (hd, 2T - 1)` product and a skew; the `(2T - 1)` distances are
+    read off a zero-extended table so that distances beyond the table give exactly 0.
+    """
+    length = query.shape[-2]
+    center = max_relative_positions - 1
+    if length <= max_relative_positions:
+        window = relative_embeddings[center - (length - 1) : center + length]
+    else:
+        zeros = relative_embeddings.new_zeros(length - max_relative_positions, relative_embeddings.shape[-1])
+        window = torch.cat([zeros, relative_embeddings, zeros], dim=0)
+    # scores_by_distance[..., i, c] pairs query i with distance d = c - (T - 1)
+    scores_by_distance = query @ window.to(query.dtype).transpose(0, 1)  # (B, H, T, 2T - 1)
+    if length == 1:
+        return scores_by_distance
+    # Skew: row i needs columns (T - 1 - i) .. (2T - 2 - i). In the flattened (T * (2T - 1)) row-major
+    # layout, element (i, j) sits at i * (2T - 2) + j + (T - 1): a contiguous slice reshaped to
+    # (T, 2T - 2) whose first T columns are the answer.
+    leading = scores_by_distance.shape[:-2]
+    flat = scores_by_distance.reshape(*leading, length * (2 * length - 1))
+    flat = flat[..., length - 1 : length - 1 + length * (2 * length - 2)]
+    return flat.reshape(*leading, length, 2 * length - 2)[..., :length]
+
+
+class MlplScalarLayerNorm(nn.Module):
+    """LayerNorm over the channel dimension with ONE scalar weight and ONE scalar bias (Flashlight
+    `LayerNorm` with affine size 1, SPEC 2.3): 2 parameters per norm, 4 per block."""
+
+    def __init__(self, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(1))
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, hidden_states):
+        normalized = F.layer_norm(hidden_states, hidden_states.shape[-1:], eps=self.eps)
+        return normalized * self.weight + self.bias
+
+
+class MlplInputLayerNorm(nn.Module):
+    """LayerNorm over each utterance's whole `(T, F)` feature plane, scalar weight and bias (SPEC 2.1).
+
+    Ours: the statistics use the valid frames only, and padded frames come out as exact zeros so the
+    convolution sees the same zeros it would pad an unbatched utterance with.
+    """
+
+    def __init__(self, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(1))
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_features, frame_mask):
+        """input_features `(B, T, F)`, frame_mask `(B, T)` bool -> `(B, T, F)` float32."""
+        features = input_features.float()
+        valid = frame_mask[..., None].to(features.dtype)
+        count = valid.sum(dim=(1, 2), keepdim=True) * features.shape[-1]
+        mean = (features * valid).sum(dim=(1, 2), keepdim=True) / count
+        variance = (((features - mean) * valid) ** 2).sum(dim=(1, 2), keepdim=True) / count
+        normalized = (features - mean) * torch.rsqrt(variance + self.eps)
+        return (normalized * self.weight + self.bias) * valid
+
+
+class MlplConvFrontEnd(nn.Module):
+    """Conv1d(num_mel_bins -> 2H, kernel 7, stride 3, bias) -> GLU over channels -> dropout (SPEC 2.2)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.conv = nn.Conv1d(
+            config.num_mel_bins,
+            2 * config.hidden_size,
+            kernel_size=config.conv_kernel_size,
+            stride=config.conv_stride,
+            padding=config.conv_kernel_size // 2,
+        )
+
+    def forward(self, features):
+        """features `(B, T, F)` -> `(B, ceil(T / stride), H)`."""
+        hidden_states = self.conv(features.transpose(1, 2).to(self.conv.weight.dtype))
+        hidden_states = F.glu(hidden_states, dim=1).transpose(1, 2)
+        return F.dropout(hidden_states, p=self.config.dropout, training=self.training)
+
+
+class MlplAttention(nn.Module):
+    """Multi-head self-attention without biases, with a learned Shaw relative-position table (keys only).
+
+    The relative term and the key padding mask form one additive bias, so the attention runs in
+    PyTorch's fused `scaled_dot_product_attention`; an eager path returns the attention weights.
+    """
+
+    def __init__(self, config, layer_idx=None):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.head_dim
+        # Flashlight scales q by 1/sqrt(head_dim) BEFORE both q.k and q.E (Functions.cpp, multiheadAttention).
+        self.scaling = self.head_dim**-0.5
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+        self.out_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+        if config.max_relative_positions > 0:
+            # one table per layer, shared by all heads: (2 * 920 - 1, head_dim) = (1839, 192) in the base model
+            self.relative_position_embeddings = nn.Parameter(
+                torch.empty(2 * config.max_relative_positions - 1, self.head_dim)
+            )
+        else:
+            self.relative_position_embeddings = None
+
+    def forward(self, hidden_states, key_padding_bias=None, output_attentions=False):
+        """hidden_states `(B, T, H)`; key_padding_bias `(B, 1, 1, T)` additive (0 or a large negative).
+
+        Returns the attention output `(B, T, H)` and, on the eager path, the weights `(B, heads, T, T)`.
+        """
+        batch_size, length, _ = hidden_states.shape
+        shape = (batch_size, length, self.num_heads, self.head_dim)
+        query = self.q_proj(hidden_states).view(shape).transpose(1, 2)
+        key = self.k_proj(hidden_states).view(shape).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(shape).transpose(1, 2)
+
+        bias = key_padding_bias
+        if self.relative_position_embeddings is not None:
+            positional = relative_position_scores(
+                query * self.scaling, self.relative_position_embeddings, self.config.max_relative_positions
+            )
+            bias = positional if bias is None else positional + bias.to(positional.dtype)
+        dropout = self.config.dropout if self.training else 0.0
+
+        if output_attentions or self.config._attn_implementation == "eager":
+            scores = (query * self.scaling) @ key.transpose(-1, -2)
+            if bias is not None:
+                scores = scores + bias
+            weights = torch.softmax(scores.float(), dim=-1).to(query.dtype)
+            weights = F.dropout(weights, p=dropout, training=self.training)
+            attended = weights @ value
+        else:
+            weights = None
+            attended = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=bias, dropout_p=dropout, scale=self.scaling
+            )
+        attended = attended.transpose(1, 2).reshape(batch_size, length, -1)
+        return self.out_proj(attended), (weights if output_attentions else None)
+
+
+class MlplFeedForward(nn.Module):
+    """w2(dropout(relu(w1 x))), no biases (Flashlight Transformer::mlp)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, hidden_states):
+        hidden_states = torch.relu(self.fc1(hidden_states))
+        hidden_states = F.dropout(hidden_states, p=self.config.dropout, training=self.training)
+        return self.fc2(hidden_states)
+
+
+class MlplEncoderLayer(GradientCheckpointingLayer):
+    """Post-LN block: h = LN1(x + f Attn(x)); y = LN2(h + f MLP(h)) (Flashlight Transformer::forward, preLN=false)."""
+
+    def __init__(self, config, layer_idx=None):
+        super().__init__()
+        self.self_attn = MlplAttention(config, layer_idx)
+        self.attn_layer_norm = MlplScalarLayerNorm(config.layer_norm_eps)
+        self.feed_forward = MlplFeedForward(config)
+        self.final_layer_norm = MlplScalarLayerNorm(config.layer_norm_eps)
+
+    def forward(self, hidden_states, key_padding_bias=None, drop_branches=False, output_attentions=False):
+        """`drop_branches`: the layerdrop draw (f = 0). Flashlight multiplies both branches by 0 and still
+        applies the LayerNorms; we skip computing the branches, which gives the same output for less work."""
+        if drop_branches:
+            return self.final_layer_norm(self.attn_layer_norm(hidden_states)), None
+        attended, weights = self.self_attn(hidden_states, key_padding_bias, output_attentions=output_attentions)
+        hidden_states = self.attn_layer_norm(hidden_states + attended)
+        hidden_states = self.final_layer_norm(hidden_states + self.feed_forward(hidden_states))
+        return hidden_states, weights
+
+
+@dataclass
+class MlplModelOutput(ModelOutput):
+    """
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch, frames, hidden_size)`):
+            Output of the last block; one frame per 480 input samples (30 ms).
+        output_attention_mask (`torch.LongTensor` of shape `(batch, frames)`):
+            1 on valid encoder frames, 0 on padding.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            Front-end output and the output of every block (`num_hidden_layers + 1` tensors).
+        attentions (`tuple(torch.FloatTensor)`, *optional*):
+            Attention weights `(batch, heads, frames, frames)` of every block.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    output_attention_mask: torch.LongTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class MlplCTCOutput(ModelOutput):
+    """
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*):
+            `ctc_loss + lid_loss_weight * lid_loss`, over whichever of `labels` / `language_ids` were given.
+        logits (`torch.FloatTensor` of shape `(batch, frames, vocab_size)`):
+            CTC logits (before log-softmax); the blank is `pad_token_id`.
+        lid_logits (`torch.FloatTensor` of shape `(batch, num_languages)`, *optional*):
+            Language-ID logits: per-frame LID logits averaged over the valid frames (None without a LID head).
+        ctc_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            CTC loss, reduced as `config.ctc_loss_reduction` says.
+        lid_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            Mean cross-entropy of the utterance-level language prediction.
+        output_attention_mask (`torch.LongTensor` of shape `(batch, frames)`):
+            1 on valid output frames.
+        hidden_states, attentions: as in [`MlplModelOutput`].
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    lid_logits: torch.FloatTensor | None = None
+    ctc_loss: torch.FloatTensor | None = None
+    lid_loss: torch.FloatTensor | None = None
+    output_attention_mask: torch.LongTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class MlplPreTrainedModel(PreTrainedModel):
+    config_class = MlplConfig
+    config: MlplConfig
+    base_model_prefix = "mlpl"
+    main_input_name = "input_features"
+    input_modalities = "audio"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["MlplEncoderLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = False  # the relative-position term needs an additive bias
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        # Flashlight transformerInitLinear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)); we use the same rule for
+        # the front end and both heads (and their biases).
+        if isinstance(module, (nn.Linear, nn.Conv1d)):
+            fan_in = module.weight[0].numel()
+            bound = 1.0 / math.sqrt(fan_in)
+            init.uniform_(module.weight, -bound, bound)
+            if module.bias is not None:
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, (MlplScalarLayerNorm, MlplInputLayerNorm)):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, MlplAttention) and module.relative_position_embeddings is not None:
+            init.uniform_(module.relative_position_embeddings, -0.1, 0.1)  # SPEC 2.3
+
+    def get_output_lengths(self, feature_lengths):
+        """Encoder (= logit) frames for feature frame counts: ceil(T / conv_stride)."""
+        return compute_output_lengths(feature_lengths, self.config.conv_stride)
+
+    def set_regularization(self, dropout=None, layerdrop=None):
+        """Change dropout / layerdrop in place (slimIPL lowers both to 0.1 when it starts, SPEC 5).
+
+        Every module reads these values from the shared config at forward time, so this is the only
+        place they change, and `save_pretrained` records the current values.
+        """
+        if dropout is not None:
+            if not 0.0 <= dropout < 1.0:
+                raise ValueError(f"dropout={dropout} must be in [0, 1)")
+            self.config.dropout = float(dropout)
+        if layerdrop is not None:
+            if not 0.0 <= layerdrop < 1.0:
+                raise ValueError(f"layerdrop={layerdrop} must be in [0, 1)")
+            self.config.layerdrop = float(layerdrop)
+
+
+class MlplModel(MlplPreTrainedModel):
+    """The encoder: input LayerNorm, convolutional front end and the transformer blocks."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.input_layer_norm = MlplInputLayerNorm(config.layer_norm_eps)
+        self.front_end = MlplConvFrontEnd(config)
+        self.layers = nn.ModuleList([MlplEncoderLayer(config, index) for index in range(config.num_hidden_layers)])
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def forward(
+        self,
+        input_features,
+        attention_mask=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ):
+        r"""
+        input_features (`torch.FloatTensor` of shape `(batch, frames, num_mel_bins)`):
+            Log-mel features from [`MlplFeatureExtractor`].
+        attention_mask (`torch.LongTensor` of shape `(batch, frames)`, *optional*):
+            1 on valid feature frames, 0 on padding; without it every frame is valid.
+        """
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        if input_features.ndim != 3 or input_features.shape[-1] != self.config.num_mel_bins:
+            raise ValueError(
+                f"input_features has shape {tuple(input_features.shape)}; expected (batch, frames, "
+                f"{self.config.num_mel_bins}) as MlplFeatureExtractor returns"
+            )
+        batch_size, num_frames, _ = input_features.shape
+        if attention_mask is None:
+            attention_mask = torch.ones(batch_size, num_frames, dtype=torch.long, device=input_features.device)
+        frame_mask = attention_mask.bool()
+
+        hidden_states = self.front_end(self.input_layer_norm(input_features, frame_mask))
+        output_lengths = self.get_output_lengths(frame_mask.sum(-1))
+        output_mask = torch.arange(hidden_states.shape[1], device=hidden_states.device)[None, :] < output_lengths[:, None]
+        key_padding_bias = None
+        if not bool(output_mask.all()):
+            # additive mask over keys only (padded queries are computed and ignored downstream)
+            key_padding_bias = torch.zeros(output_mask.shape, dtype=hidden_states.dtype, device=hidden_states.device)
+            key_padding_bias = key_padding_bias.masked_fill(~output_mask, torch.finfo(hidden_states.dtype).min)
+            key_padding_bias = key_padding_bias[:, None, None, :]
+
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layers:
+            # LayerDrop: one draw per layer per forward for the whole batch (Flashlight `fl::rand({1}) < p`).
+            drop_branches = self.training and self.config.layerdrop > 0 and float(torch.rand([])) < self.config.layerdrop
+            hidden_states, weights = layer(
+                hidden_states,
+                key_padding_bias=key_padding_bias,
+                drop_branches=drop_branches,
+                output_attentions=output_attentions,
+            )
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            if output_attentions:
+                all_attentions += (weights,)
+
+        output = MlplModelOutput(
+            last_hidden_state=hidden_states,
+            output_attention_mask=output_mask.long(),
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class MlplForCTC(MlplPreTrainedModel):
+    """The encoder with its CTC head and its language-ID head (SPEC 2.4-2.6)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.mlpl = MlplModel(config)
+        self.ctc_head = nn.Linear(config.hidden_size, config.vocab_size)
+        self.lid_head = nn.Linear(config.hidden_size, config.num_languages) if config.num_languages > 0 else None
+        self.post_init()
+
+    def forward(
+        self,
+        input_features,
+        attention_mask=None,
+        labels=None,
+        language_ids=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ):
+        r"""
+        input_features (`torch.FloatTensor` of shape `(batch, frames, num_mel_bins)`):
+            Log-mel features from [`MlplFeatureExtractor`].
+        attention_mask (`torch.LongTensor` of shape `(batch, frames)`, *optional*):
+            1 on valid feature frames, 0 on padding.
+        labels (`torch.LongTensor` of shape `(batch, target_length)`, *optional*):
+            Character ids of the transcripts, padded with -100. Gives the CTC loss.
+        language_ids (`torch.LongTensor` of shape `(batch,)`, *optional*):
+            LID class of each utterance (index into `config.languages`; -100 = unknown). Gives the LID loss.
+        """
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        encoded = self.mlpl(
+            input_features,
+            attention_mask=attention_mask,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        hidden_states = encoded.last_hidden_state
+        output_mask = encoded.output_attention_mask
+        logits = self.ctc_head(hidden_states)
+
+        lid_logits = None
+        if self.lid_head is not None:
+            # Linear per frame then mean over time == Linear of the mean (the head is affine); ours: valid frames only.
+            valid = output_mask[..., None].to(hidden_states.dtype)
+            pooled = (hidden_states * valid).sum(1) / valid.sum(1).clamp(min=1)
+            lid_logits = self.lid_head(pooled)
+
+        ctc_loss = self.compute_ctc_loss(logits, output_mask.sum(-1), labels) if labels is not None else None
+        lid_loss = None
+        if language_ids is not None:
+            if lid_logits is None:
+                raise ValueError(
+                    "language_ids were given but this model has no LID head (config.num_languages = 0); "
+                    "drop language_ids or build the model with a list of languages"
+                )
+            lid_loss = self.compute_lid_loss(lid_logits, language_ids)
+
+        loss = None
+        if ctc_loss is not None or lid_loss is not None:
+            loss = ctc_loss if ctc_loss is not None else 0.0
+            if lid_loss is not None:
+                loss = loss + self.config.lid_loss_weight * lid_loss
+
+        output = MlplCTCOutput(
+            loss=loss,
+            logits=logits,
+            lid_logits=lid_logits,
+            ctc_loss=ctc_loss,
+            lid_loss=lid_loss,
+            output_attention_mask=output_mask,
+            hidden_states=encoded.hidden_states,
+            attentions=encoded.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def compute_ctc_loss(self, logits, output_lengths, labels):
+        """CTC loss in float32 with `zero_infinity`, reduced as `config.ctc_loss_reduction` says.
+
+        `"sqrt_target_length"` is Flashlight's: each utterance's negative log-likelihood divided by
+        sqrt(its target length), averaged over the batch (SPEC 4).
+        """
+        if labels.max() >= self.config.vocab_size:
+            raise ValueError(
+                f"labels contain id {int(labels.max())}, but vocab_size is {self.config.vocab_size}; "
+                "the tokenizer and the model config disagree"
+            )
+        label_mask = labels >= 0
+        target_lengths = label_mask.sum(-1)
+        targets = labels.masked_select(label_mask)
+        log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (T, B, V)
+        with torch.backends.cudnn.flags(enabled=False):
+            per_utterance = F.ctc_loss(
+                log_probs,
+                targets,
+                output_lengths,
+                target_lengths,
+                blank=self.config.pad_token_id,
+                reduction="none",
+                zero_infinity=self.config.ctc_zero_infinity,
+            )
+        reduction = self.config.ctc_loss_reduction
+        if reduction == "sum":
+            return per_utterance.sum()
+        scale = target_lengths.clamp(min=1).to(per_utterance.dtype)
+        scale = scale.sqrt() if reduction == "sqrt_target_length" else scale
+        return (per_utterance / scale).mean()
+
+    def compute_lid_loss(self, lid_logits, language_ids):
+        """Mean cross-entropy over utterances with a known language (-100 = unknown, ignored)."""
+        if language_ids.max() >= self.config.num_languages:
+            raise ValueError(
+                f"language_ids contain {int(language_ids.max())}, but the LID head has {self.config.num_languages} "
+                f"classes ({self.config.language_codes[:8]}...); map languages with config.languages"
+            )
+        known = language_ids >= 0
+        if not bool(known.any()):
+            return lid_logits.float().sum() * 0.0
+        return F.cross_entropy(lid_logits.float(), language_ids, ignore_index=-100)
+
+    @torch.no_grad()
+    def detect_language(self, input_features, attention_mask=None, top_k=1):
+        """Most likely languages of each utterance.
+
+        Returns, per utterance, a list of `top_k` dicts `{"language": code, "score": probability}`,
+        most likely first; codes come from `config.languages`.
+        """
+        if self.lid_head is None:
+            raise ValueError("this model has no LID head (config.num_languages = 0), so it cannot detect languages")
+        lid_logits = self(input_features, attention_mask=attention_mask).lid_logits
+        probabilities = torch.softmax(lid_logits.float(), dim=-1)
+        scores, indices = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
+        codes = self.config.language_codes
+        return [
+            [{"language": codes[index], "score": float(score)} for score, index in zip(row_scores, row_indices.tolist())]
+            for row_scores, row_indices in zip(scores, indices)
+        ]
+
+
+__all__ = [
+    "MlplPreTrainedModel",
+    "MlplModel",
+    "MlplForCTC",
+    "MlplModelOutput",
+    "MlplCTCOutput",
+    "compute_output_lengths",
+    "relative_position_scores",
+]

@@ -1,0 +1,209 @@
+"""MlplModel / MlplForCTC behaviour on tiny configurations."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from modeling_mlpl import MlplForCTC, MlplModel, compute_output_lengths, relative_position_scores
+from tiny_models import tiny_config
+
+
+def random_batch(lengths, num_mel_bins=80, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(len(lengths), max(lengths), num_mel_bins, generator=generator)
+    mask = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    for row, length in enumerate(lengths):
+        mask[row, :length] = 1
+        features[row, length:] = 0
+    return features, mask
+
+
+def naive_relative_scores(query, table, window):
+    """O(T^2) loop: score[i, j] = q_i . E[P - 1 + j - i] when |j - i| <= P - 1, else 0."""
+    batch, heads, length, _ = query.shape
+    scores = torch.zeros(batch, heads, length, length, dtype=query.dtype)
+    for i in range(length):
+        for j in range(length):
+            if abs(j - i) <= window - 1:
+                scores[:, :, i, j] = query[:, :, i] @ table[window - 1 + j - i]
+    return scores
+
+
+@pytest.mark.parametrize("length", [1, 2, 5, 7, 11])
+def test_relative_position_term_matches_the_naive_loop(length):
+    window = 4  # a table of 7 rows: lengths > 4 exercise distances beyond the table (zeros, not clipped)
+    generator = torch.Generator().manual_seed(length)
+    query = torch.randn(2, 3, length, 5, generator=generator, dtype=torch.float64)
+    table = torch.randn(2 * window - 1, 5, generator=generator, dtype=torch.float64)
+    torch.testing.assert_close(relative_position_scores(query, table, window), naive_relative_scores(query, table, window))
+
+
+def test_relative_position_term_is_zero_beyond_the_table_not_the_edge_row():
+    query = torch.ones(1, 1, 6, 2, dtype=torch.float64)
+    table = torch.arange(1.0, 6.0, dtype=torch.float64)[:, None].repeat(1, 2)  # window 3: rows 1..5
+    scores = relative_position_scores(query, table, 3)
+    assert scores[0, 0, 0, 2] == 10.0  # distance +2 -> last row (5) . (1, 1)
+    assert scores[0, 0, 0, 3] == 0.0  # distance +3 -> beyond the table
+    assert scores[0, 0, 5, 0] == 0.0
+
+
+def test_output_lengths_are_ceil_of_a_third():
+    assert [compute_output_lengths(t) for t in (1, 2, 3, 4, 9, 10, 11)] == [1, 1, 1, 2, 3, 4, 4]
+    lengths = torch.tensor([1, 3, 4, 100])
+    torch.testing.assert_close(compute_output_lengths(lengths), torch.tensor([1, 1, 2, 34]))
+
+
+def test_forward_shapes_and_output_lengths():
+    model = MlplForCTC(tiny_config()).eval()
+    features, mask = random_batch([50, 31, 10])
+    output = model(features, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    assert output.logits.shape == (3, 17, 24)
+    assert output.lid_logits.shape == (3, 3)
+    assert output.output_attention_mask.sum(-1).tolist() == [17, 11, 4]
+    assert len(output.hidden_states) == 3 and output.hidden_states[0].shape == (3, 17, 32)
+    assert len(output.attentions) == 2 and output.attentions[0].shape == (3, 4, 17, 17)
+    # attention never goes to padded keys
+    assert output.attentions[0][1, :, :, 11:].abs().max() == 0
+
+
+def test_padding_invariance_of_logits_and_language_probabilities():
+    model = MlplForCTC(tiny_config(max_relative_positions=8)).eval()
+    lengths = [61, 40, 23, 7]
+    features, mask = random_batch(lengths, seed=3)
+    batched = model(features, attention_mask=mask)
+    for row, length in enumerate(lengths):
+        alone = model(features[row : row + 1, :length])
+        frames = alone.logits.shape[1]
+        torch.testing.assert_close(batched.logits[row, :frames], alone.logits[0], atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            batched.lid_logits[row].softmax(-1), alone.lid_logits[0].softmax(-1), atol=1e-4, rtol=0
+        )
+
+
+def test_eager_and_sdpa_attention_agree():
+    config = tiny_config()
+    model = MlplForCTC(config).eval()
+    features, mask = random_batch([40, 25])
+    sdpa = model(features, attention_mask=mask).logits
+    model.config._attn_implementation = "eager"
+    eager = model(features, attention_mask=mask).logits
+    torch.testing.assert_close(sdpa, eager, atol=1e-5, rtol=1e-5)
+
+
+def test_ctc_loss_reductions():
+    torch.manual_seed(0)
+    model = MlplForCTC(tiny_config()).eval()
+    features, mask = random_batch([60, 45])
+    labels = torch.tensor([[3, 4, 5, 6], [7, 8, -100, -100]])
+    logits = model(features, attention_mask=mask).logits
+    log_probs = F.log_softmax(logits, -1).transpose(0, 1)
+    per_utterance = F.ctc_loss(
+        log_probs, labels.clamp(min=0), torch.tensor([20, 15]), torch.tensor([4, 2]), reduction="none"
+    )
+    expected = {
+        "sqrt_target_length": (per_utterance[0] / 2 + per_utterance[1] / math.sqrt(2)) / 2,
+        "mean": (per_utterance[0] / 4 + per_utterance[1] / 2) / 2,
+        "sum": per_utterance.sum(),
+    }
+    for reduction, value in expected.items():
+        model.config.ctc_loss_reduction = reduction
+        output = model(features, attention_mask=mask, labels=labels)
+        torch.testing.assert_close(output.ctc_loss, value)
+        assert output.lid_loss is None and output.loss == output.ctc_loss
+
+
+def test_total_loss_is_ctc_plus_weighted_lid():
+    model = MlplForCTC(tiny_config(lid_loss_weight=0.5)).eval()
+    features, mask = random_batch([30, 30])
+    labels = torch.tensor([[3, 4], [5, -100]])
+    language_ids = torch.tensor([2, 0])
+    output = model(features, attention_mask=mask, labels=labels, language_ids=language_ids)
+    torch.testing.assert_close(output.lid_loss, F.cross_entropy(output.lid_logits, language_ids))
+    torch.testing.assert_close(output.loss, output.ctc_loss + 0.5 * output.lid_loss)
+    only_lid = model(features, attention_mask=mask, language_ids=torch.tensor([-100, 1]))
+    torch.testing.assert_close(only_lid.loss, 0.5 * F.cross_entropy(only_lid.lid_logits[1:], torch.tensor([1])))
+
+
+def test_model_without_lid_head():
+    model = MlplForCTC(tiny_config(languages=None, num_languages=0)).eval()
+    features, mask = random_batch([30])
+    output = model(features, attention_mask=mask)
+    assert output.lid_logits is None and model.lid_head is None
+    with pytest.raises(ValueError, match="no LID head"):
+        model(features, attention_mask=mask, language_ids=torch.tensor([0]))
+    with pytest.raises(ValueError, match="no LID head"):
+        model.detect_language(features)
+
+
+def test_bad_ids_are_rejected_with_the_value():
+    model = MlplForCTC(tiny_config()).eval()
+    features, mask = random_batch([30])
+    with pytest.raises(ValueError, match="id 99.*vocab_size is 24"):
+        model(features, labels=torch.tensor([[99]]))
+    with pytest.raises(ValueError, match="language_ids contain 7"):
+        model(features, language_ids=torch.tensor([7]))
+    with pytest.raises(ValueError, match=r"\(1, 30\).*80"):
+        model(features[:, :, 0])
+
+
+def test_detect_language_returns_codes_with_probabilities():
+    model = MlplForCTC(tiny_config()).eval()
+    with torch.no_grad():
+        model.lid_head.bias.copy_(torch.tensor([0.0, 5.0, 1.0]))
+    features, mask = random_batch([30, 20])
+    result = model.detect_language(features, attention_mask=mask, top_k=2)
+    assert [row[0]["language"] for row in result] == ["el", "el"]
+    assert all(row[0]["score"] >= row[1]["score"] for row in result)
+    full = model.detect_language(features, attention_mask=mask, top_k=3)
+    assert all(abs(sum(item["score"] for item in row) - 1) < 1e-5 for row in full)
+
+
+def test_layerdrop_skips_the_branches_but_keeps_the_layer_norms():
+    torch.manual_seed(0)
+    model = MlplModel(tiny_config(num_hidden_layers=1, layerdrop=0.999)).train()
+    features, _ = random_batch([20])
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.attn_layer_norm.weight.fill_(2.0)
+            layer.final_layer_norm.bias.fill_(0.5)
+        output = model(features).last_hidden_state
+        front = model.front_end(model.input_layer_norm(features, torch.ones(1, 20, dtype=torch.bool)))
+        layer = model.layers[0]
+        expected = layer.final_layer_norm(layer.attn_layer_norm(front))
+    torch.testing.assert_close(output, expected)
+
+
+def test_dropout_is_off_in_eval_and_set_regularization_changes_it():
+    model = MlplForCTC(tiny_config(dropout=0.5, layerdrop=0.5))
+    features, mask = random_batch([40])
+    model.eval()
+    torch.testing.assert_close(model(features).logits, model(features).logits)
+    model.set_regularization(dropout=0.1, layerdrop=0.1)
+    assert (model.config.dropout, model.config.layerdrop) == (0.1, 0.1)
+    assert model.mlpl.config.dropout == 0.1  # one shared config: every module sees the change
+    with pytest.raises(ValueError, match="1.2"):
+        model.set_regularization(dropout=1.2)
+    model.train()
+    assert not torch.equal(model(features).logits, model(features).logits)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = MlplForCTC(tiny_config())
+    features, mask = random_batch([40, 33])
+    labels = torch.tensor([[3, 4, 5], [6, 7, -100]])
+
+    def gradients():
+        model.zero_grad()
+        model(features, attention_mask=mask, labels=labels, language_ids=torch.tensor([0, 1])).loss.backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    model.train()
+    plain = gradients()
+    getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
+    assert model.mlpl.layers[0].gradient_checkpointing
+    checkpointed = gradients()
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], msg=name)
