@@ -445,6 +445,12 @@ class MlplForCTC(MlplPreTrainedModel):
         hidden_states = encoded.last_hidden_state
         output_mask = encoded.output_attention_mask
         logits = self.ctc_head(hidden_states)
+        if not bool(output_mask.all()):
+            # Padded frames emit a certain blank: the ASR pipeline argmaxes a padded batch over all its frames,
+            # and those frames must decode to nothing. The losses use exact lengths and never read them.
+            blank_only = torch.full_like(logits[0, 0], torch.finfo(logits.dtype).min)
+            blank_only[self.config.pad_token_id] = 0.0
+            logits = torch.where(output_mask[..., None].bool(), logits, blank_only)
 
         lid_logits = None
         if self.lid_head is not None:
