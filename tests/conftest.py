@@ -1,0 +1,15 @@
+"""Shared fixtures. Nothing may come from the network: the Hub is switched off for every test."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before datasets/transformers are imported by any test module
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_demo_corpus(tmp_path_factory):
+    """The tiny demo corpus (7 languages, Common Voice + VoxPopuli layouts), built once per session (~2 s)."""
+    from training.demo_corpus import make_demo_corpus
+
+    return make_demo_corpus(tmp_path_factory.mktemp("demo") / "tiny", size="tiny", seed=0)

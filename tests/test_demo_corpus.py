@@ -1,0 +1,118 @@
+"""The built-in demo corpus: layouts, languages and scripts, paper-like imbalance, determinism, atomic builds."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from training.demo_corpus import LANGUAGES, SIZES, _make_job, make_demo_corpus, read_manifest
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def read_tsv(path):
+    with open(path, encoding="utf-8", newline="") as table:
+        return list(csv.DictReader(table, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def test_manifest_languages_scripts_and_licenses(tiny_demo_corpus):
+    manifest = read_manifest(tiny_demo_corpus)
+
+    assert len(manifest["languages"]) >= 6
+    assert len(manifest["scripts"]) >= 3 and {"Latin", "Cyrillic", "Greek"} <= set(manifest["scripts"])
+    assert manifest["parameters"] == {"size": "tiny", "seed": 0, "corpus_version": 1}
+    assert "GPL-3" in manifest["licenses"]["speech"] and "CC-BY-SA 4.0" in manifest["licenses"]["text"]
+    assert manifest["generators"]["espeak-ng"].startswith("1.")
+
+
+def test_imbalance_is_paper_like(tiny_demo_corpus):
+    languages = read_manifest(tiny_demo_corpus)["languages"]
+    by_role = {role: [l for l in languages.values() if l["role"] == role] for role in ("high", "mid", "low")}
+
+    assert min(l["hours"]["train"] for l in by_role["high"]) > max(l["hours"]["train"] for l in by_role["mid"])
+    assert min(l["hours"]["train"] for l in by_role["mid"]) > max(l["hours"]["train"] for l in by_role["low"])
+    assert all(l["hours"]["unlabeled"] > l["hours"]["train"] for l in by_role["low"])
+    assert all(l["hours"]["unlabeled"] == 0 for l in by_role["high"] + by_role["mid"])
+    # the default size: over an hour labeled for the high languages, a few minutes (+ unlabeled) for the low
+    default = SIZES["default"]
+    assert default["high"]["train"] > 60 and default["low"]["train"] <= 5 and default["low"]["unlabeled"] >= 10
+
+
+def test_common_voice_layout_and_text_in_each_languages_script(tiny_demo_corpus):
+    for language in LANGUAGES:
+        folder = tiny_demo_corpus / "cv" / language.code
+        splits = {split: read_tsv(folder / f"{split}.tsv") for split in ("train", "dev", "test")}
+        validated = read_tsv(folder / "validated.tsv")
+        assert [row["path"] for row in validated] == [row["path"] for split in splits.values() for row in split]
+        assert {"client_id", "path", "sentence", "locale"} <= set(validated[0])
+        # speakers do not cross splits, and there are several per split
+        speakers = {split: {row["client_id"] for row in rows} for split, rows in splits.items()}
+        assert not speakers["train"] & (speakers["dev"] | speakers["test"])
+        assert len(speakers["train"]) > 1
+        for row in validated:
+            assert row["locale"] == language.code
+            letters = [character for character in row["sentence"] if character.isalpha()]
+            assert letters and all(unicodedata.name(character).startswith(language.script) for character in letters)
+            info = soundfile.info(folder / "clips" / row["path"])
+            assert (info.format, info.samplerate, info.channels) == ("MP3", 48000, 1)
+
+
+def test_voxpopuli_layout_utterances_are_10_to_30_seconds(tiny_demo_corpus):
+    utterances = sorted((tiny_demo_corpus / "voxpopuli").glob("*/*/*.ogg"))
+    assert {path.parts[-3] for path in utterances} == {l.code for l in LANGUAGES if l.role == "low"}
+    for path in utterances:
+        info = soundfile.info(path)
+        assert (info.format, info.subtype, info.samplerate, info.channels) == ("OGG", "VORBIS", 16000, 1)
+        assert 10.0 <= info.duration <= 30.0
+        assert path.parent.name.isdigit()  # <lang>/<year>/
+
+
+def test_no_two_clips_share_their_voice_settings():
+    jobs = [_make_job(0, language_index, "train", index, Path("x")) for language_index in (0, 5) for index in range(200)]
+    settings = {(job["voice"], job["rate"], job["pitch"], job["pitch_range"], job["peak"]) for job in jobs}
+    assert len(settings) == len(jobs)
+    assert len({job["voice"].split("+")[1] for job in jobs}) >= 6
+
+
+def test_same_seed_same_corpus_whatever_the_workers(tiny_demo_corpus, tmp_path):
+    rebuilt = make_demo_corpus(tmp_path / "again", size="tiny", seed=0, workers=1)
+
+    files = sorted(path.relative_to(tiny_demo_corpus) for path in tiny_demo_corpus.rglob("*.*"))
+    assert files == sorted(path.relative_to(rebuilt) for path in rebuilt.rglob("*.*"))
+    for name in files:
+        if name.suffix in (".tsv", ".mp3"):
+            assert (tiny_demo_corpus / name).read_bytes() == (rebuilt / name).read_bytes(), name
+        elif name.suffix == ".ogg":  # bytes differ in the Ogg stream serial number only
+            np.testing.assert_array_equal(soundfile.read(tiny_demo_corpus / name)[0], soundfile.read(rebuilt / name)[0])
+    assert read_manifest(tiny_demo_corpus)["languages"] == read_manifest(rebuilt)["languages"]
+    # another seed: other sentences
+    assert _make_job(1, 0, "train", 0, Path("x"))["texts"] != _make_job(0, 0, "train", 0, Path("x"))["texts"]
+
+
+def test_a_complete_corpus_is_not_rebuilt_and_builds_leave_nothing_behind(tiny_demo_corpus):
+    manifest = tiny_demo_corpus / "manifest.json"
+    before = manifest.stat().st_mtime_ns
+
+    assert make_demo_corpus(tiny_demo_corpus, size="tiny", seed=0) == tiny_demo_corpus
+    assert manifest.stat().st_mtime_ns == before
+    assert [p.name for p in tiny_demo_corpus.parent.iterdir() if p.name.startswith(".")] == []
+    with pytest.raises(ValueError, match="'huge'"):
+        make_demo_corpus(tiny_demo_corpus, size="huge")
+
+
+def test_command_line_reuses_the_existing_corpus(tiny_demo_corpus):
+    script = REPOSITORY / "scripts" / "make_demo_corpus.py"
+    completed = subprocess.run(
+        [sys.executable, str(script), "--out", str(tiny_demo_corpus), "--size", "tiny"],
+        capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"), check=True, timeout=60,
+    )
+    assert f"demo corpus in {tiny_demo_corpus}" in completed.stdout
+    hours_printed = json.loads(completed.stdout.split("\n", 1)[1])
+    assert hours_printed == {code: l["hours"] for code, l in read_manifest(tiny_demo_corpus)["languages"].items()}

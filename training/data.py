@@ -1,0 +1,705 @@
+"""Data sources: one example schema for Common Voice, VoxPopuli, Hub datasets and Flashlight lists (SPEC 8).
+
+Every source returns a `datasets.Dataset` (map-style) or `datasets.IterableDataset` (streaming) whose
+items are
+
+    {"id": str,                 # unique clip name
+     "audio": np.ndarray,       # float32 (n_samples,), mono, 16 kHz (SPEC 1)
+     "sentence": str | None,    # transcript; None for unlabeled audio
+     "language": str,           # language code, e.g. "en"
+     "duration": float}         # n_samples / 16000, seconds
+
+How the two kinds are built (one code path each, shared by all sources):
+- Streaming: the clips' metadata ("records": id, audio reference, sentence, language) is cut into
+  `num_shards` contiguous shards and decoded lazily by a generator, so `split_dataset_by_node` and
+  DataLoader workers read disjoint shares (SPEC 8: shards divide evenly when n_shards % world_size == 0,
+  hence 64 by default). Bad clips are skipped as they come; each shard ends with a logged summary and
+  the process's running total.
+- Map-style: the records become an Arrow table with a `duration` column read from the file headers
+  (about 0.1 ms per mp3, 1 ms per ogg; no decoding), so duration batching (SPEC 4) can sort without
+  touching audio. Bad clips found by that scan are dropped and summarised; audio is decoded on access
+  by a transform. Read the durations with `example_durations(dataset)`: `dataset["duration"]` would run
+  the transform (decode every clip). A clip whose header reads but whose body does not is dropped from
+  the batch it is fetched in (`dataset[[i, j]]`, DataLoader batches), with a warning naming it.
+
+Bad data never stops a run (STYLE 7): clips that cannot be decoded, are empty, or whose transcript is
+empty are skipped and counted by a `SkipCounter`; its summary names a few of each.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+from datasets import Audio, ClassLabel, Dataset, Features, IterableDataset, Value, load_dataset
+from tqdm.auto import tqdm
+
+from .audio import (
+    SAMPLING_RATE,
+    AudioDecodeError,
+    audio_value_source,
+    decode_audio_column,
+    describe_audio_source,
+    probe_duration,
+)
+
+logger = logging.getLogger("mlpl.data")
+
+EXAMPLE_COLUMNS = ("id", "audio", "sentence", "language", "duration")
+
+# Why an example was skipped; the keys of SkipCounter.counts.
+SKIP_UNDECODABLE = "undecodable"
+SKIP_EMPTY_AUDIO = "empty audio"
+SKIP_EMPTY_TRANSCRIPT = "empty transcript"
+
+# 64 shards divide evenly over 1, 2, 4, ..., 64 processes (SPEC 8: split_dataset_by_node).
+DEFAULT_NUM_SHARDS = 64
+
+# Arrow type of an audio reference: the storage of datasets' Audio feature, as a plain struct. Not
+# Audio(decode=False) itself: datasets 5 *encodes* Audio values (even plain paths) through torchcodec,
+# which it does whenever a stream's rows pass through the features.
+_AUDIO_REFERENCE = {"bytes": Value("binary"), "path": Value("string")}
+_RECORD_FEATURES = Features(
+    {"id": Value("string"), "audio": _AUDIO_REFERENCE, "sentence": Value("string"), "language": Value("string")}
+)
+
+# Column names tried, in order, when a Hub dataset's columns are not given (Common Voice mirrors use
+# path/sentence/locale; facebook/voxpopuli uses audio_id/normalized_text/language).
+_HUB_COLUMN_CANDIDATES = {
+    "id": ("id", "audio_id", "path", "segment_id"),
+    "audio": ("audio",),
+    "sentence": ("sentence", "normalized_text", "raw_text", "transcription", "text"),
+    "language": ("language", "locale", "lang"),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Counting what is skipped
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SkipCounter:
+    """Examples skipped per reason, with a few named examples of each; picklable and mergeable.
+
+    Workers or processes keep their own counter; `merge` (or `+`) adds them up afterwards.
+    """
+
+    max_examples: int = 3
+    seen: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    last: str | None = None  # the most recent skip, "reason: what: detail"
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.counts.values())
+
+    def skip(self, reason: str, what: str, detail: str | None = None) -> None:
+        """Record one skipped example (`what`: its path or id; `detail`: the error, if any)."""
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        named = self.examples.setdefault(reason, [])
+        description = f"{what}: {detail}" if detail else what
+        if len(named) < self.max_examples:
+            named.append(description)
+        self.last = f"{reason}: {description}"
+
+    def merge(self, other: "SkipCounter") -> "SkipCounter":
+        """Add `other`'s counts into this counter (in place) and return it."""
+        self.seen += other.seen
+        for reason, count in other.counts.items():
+            self.counts[reason] = self.counts.get(reason, 0) + count
+        for reason, named in other.examples.items():
+            mine = self.examples.setdefault(reason, [])
+            mine.extend(named[: max(0, self.max_examples - len(mine))])
+        return self
+
+    def __add__(self, other: "SkipCounter") -> "SkipCounter":
+        return SkipCounter(max_examples=self.max_examples).merge(self).merge(other)
+
+    def summary(self) -> str:
+        """E.g. "skipped 3 of 1000: 2 undecodable (e.g. clips/x.mp3: <error>), 1 empty transcript (e.g. 17)"."""
+        if not self.skipped:
+            return f"skipped 0 of {self.seen}"
+        parts = [
+            f"{count} {reason} (e.g. {'; '.join(self.examples.get(reason, []))})"
+            for reason, count in sorted(self.counts.items(), key=lambda item: -item[1])
+        ]
+        return f"skipped {self.skipped} of {self.seen}: " + ", ".join(parts)
+
+    def log_summary(self, description: str) -> None:
+        """Log the summary under "mlpl.data": a warning when anything was skipped, else info."""
+        level = logging.WARNING if self.skipped else logging.INFO
+        logger.log(level, "%s: %s", description, self.summary())
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding one record into one example (every source, both kinds)
+# ---------------------------------------------------------------------------------------------
+
+
+def _short_error(error: Exception) -> str:
+    cause = error.__cause__ or error
+    return f"{type(cause).__name__}: {cause}"
+
+
+def _transcript_is_empty(sentence: str | None) -> bool:
+    # None means unlabeled (VoxPopuli, pseudo-labeling input) and is kept; "" means a broken label.
+    return sentence is not None and not sentence.strip()
+
+
+def _read_checked(record: Mapping[str, Any], counter: SkipCounter, read) -> tuple[Any, float] | None:
+    """The skip rules, shared by the map-style scan and decoding: None (and counted) for a bad record.
+
+    `read(audio_reference)` returns `(value, seconds)` or raises AudioDecodeError.
+    """
+    counter.seen += 1
+    name = describe_audio_source(record["audio"])
+    if _transcript_is_empty(record.get("sentence")):
+        counter.skip(SKIP_EMPTY_TRANSCRIPT, f"{record['id']} ({name})")
+        return None
+    try:
+        value, seconds = read(record["audio"])
+    except AudioDecodeError as error:
+        counter.skip(SKIP_UNDECODABLE, name, _short_error(error))
+        return None
+    if seconds <= 0:
+        counter.skip(SKIP_EMPTY_AUDIO, name)
+        return None
+    return value, seconds
+
+
+def _decode(audio: Any, target_sr: int) -> tuple[np.ndarray, float]:
+    waveform = decode_audio_column(audio, target_sr)
+    return waveform, waveform.size / target_sr
+
+
+def _probe_header(audio: Any) -> tuple[None, float]:
+    return None, probe_duration(audio_value_source(audio), name=describe_audio_source(audio))
+
+
+def decode_record(record: Mapping[str, Any], counter: SkipCounter, target_sr: int = SAMPLING_RATE) -> dict | None:
+    """Turn one record (id, audio reference, sentence, language) into a schema example, or None if skipped.
+
+    The audio reference is a path or an `Audio(decode=False)` value. `counter` gets the reason of a skip.
+    Returns `{"id", "audio": float32 (n_samples,), "sentence", "language", "duration": seconds}`.
+    """
+    checked = _read_checked(record, counter, functools.partial(_decode, target_sr=target_sr))
+    if checked is None:
+        return None
+    sentence = record.get("sentence")
+    return {
+        "id": str(record["id"]),
+        "audio": checked[0],
+        "sentence": sentence.strip() if sentence is not None else None,
+        "language": str(record["language"]),
+        "duration": checked[1],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming: records in shards, decoded by a generator
+# ---------------------------------------------------------------------------------------------
+
+
+# Per process: what each streaming source skipped in all the shards this process has read so far.
+_STREAM_TOTALS: dict[str, SkipCounter] = {}
+
+
+def _generate_examples(shards: list, shard_indices: list[int], target_sr: int, description: str) -> Iterator[dict]:
+    """Generator behind every streaming source; datasets calls it with this worker's share of the shards.
+
+    A pass over a stream has no end that a shard can see (workers and processes each read their own
+    shards), so every shard ends with its own summary plus this process's running total: a warning when
+    the shard skipped anything, a debug line otherwise.
+    """
+    for shard, shard_index in zip(shards, shard_indices):
+        counter = SkipCounter()
+        for record in shard:
+            example = decode_record(record, counter, target_sr)
+            if example is not None:
+                yield example
+        total = _STREAM_TOTALS.setdefault(description, SkipCounter()).merge(counter)
+        level = logging.WARNING if counter.skipped else logging.DEBUG
+        logger.log(
+            level,
+            "%s, shard %d: %s; %d of %d skipped so far in this process",
+            description, shard_index, counter.summary(), total.skipped, total.seen,
+        )
+
+
+def _split_into_shards(records: Sequence[dict], num_shards: int) -> list[list[dict]]:
+    """Contiguous, near-equal shards (sizes differ by at most one); never more shards than records."""
+    num_shards = max(1, min(num_shards, len(records)))
+    bounds = np.linspace(0, len(records), num_shards + 1).round().astype(int)
+    return [list(records[start:stop]) for start, stop in zip(bounds[:-1], bounds[1:])]
+
+
+def _stream(shards: list, target_sr: int, description: str) -> IterableDataset:
+    # gen_kwargs lists are what datasets splits across DataLoader workers and split_dataset_by_node.
+    # No `features`: declaring a List(float32) column would turn every waveform into a Python list.
+    return IterableDataset.from_generator(
+        _generate_examples,
+        gen_kwargs={
+            "shards": shards,
+            "shard_indices": list(range(len(shards))),
+            "target_sr": target_sr,
+            "description": description,
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Map-style: an Arrow table of records with durations, decoded on access
+# ---------------------------------------------------------------------------------------------
+
+
+class DecodeTransform:
+    """The `with_transform` of map-style sources: decodes a batch of records, dropping bad clips.
+
+    Picklable (DataLoader workers each hold a copy with its own counter).
+    """
+
+    def __init__(self, target_sr: int = SAMPLING_RATE):
+        self.target_sr = target_sr
+        self.counter = SkipCounter()
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        output = {column: [] for column in EXAMPLE_COLUMNS}
+        size = len(batch["id"])
+        for index in range(size):
+            example = decode_record({column: batch[column][index] for column in batch}, self.counter, self.target_sr)
+            if example is None:
+                logger.warning("%s; skipped, %d of %d so far", self.counter.last, self.counter.skipped, self.counter.seen)
+                continue
+            for column in EXAMPLE_COLUMNS:
+                output[column].append(example[column])
+        return output
+
+
+def _probe(records: Dataset, description: str) -> tuple[list[float], list[int], SkipCounter]:
+    """Read every clip's duration from its header; return (durations of kept rows, kept indices, counter)."""
+    counter = SkipCounter()
+    durations, kept = [], []
+    progress = tqdm(total=len(records), desc=f"scanning {description}", unit="clip", disable=None)
+    for index, record in enumerate(records.select_columns(["id", "audio", "sentence"])):
+        checked = _read_checked(record, counter, _probe_header)
+        if checked is not None:
+            durations.append(checked[1])
+            kept.append(index)
+        progress.update(1)
+    progress.close()
+    return durations, kept, counter
+
+
+def _map_style(records: Dataset, target_sr: int, description: str) -> Dataset:
+    """records: columns id, audio (path / Audio(decode=False)), sentence, language -> decoded-on-access Dataset."""
+    durations, kept, counter = _probe(records, description)
+    counter.log_summary(f"{description} (scan)")
+    if len(kept) < len(records):
+        records = records.select(kept)
+    records = records.add_column("duration", durations)
+    return records.with_transform(DecodeTransform(target_sr))
+
+
+def _records_dataset(records: list[dict]) -> Dataset:
+    """A list of records (audio given as a path) as an Arrow table, audio typed like Hub data's audio storage."""
+    return Dataset.from_list(
+        [dict(record, audio={"bytes": None, "path": os.fspath(record["audio"])}) for record in records],
+        features=_RECORD_FEATURES,
+    )
+
+
+def _from_records(
+    records: list[dict], *, streaming: bool, num_shards: int, target_sr: int, description: str
+) -> Dataset | IterableDataset:
+    """The one place where local sources become datasets: streamed, or map-style with durations."""
+    if not records:
+        raise ValueError(f"{description}: no clips found; check the folder layout and the language codes")
+    if streaming:
+        return _stream(_split_into_shards(records, num_shards), target_sr, description)
+    return _map_style(_records_dataset(records), target_sr, description)
+
+
+def example_durations(dataset: Dataset, column: str = "duration") -> np.ndarray:
+    """Durations in seconds of a map-style source, `(len(dataset),)` float64, read without decoding audio."""
+    return np.asarray(dataset.with_format(None).select_columns([column])[:][column], dtype=np.float64)
+
+
+def records_of(dataset: Dataset) -> Dataset:
+    """A map-style source without its decoding transform: rows of id, audio reference, sentence, language, duration.
+
+    Useful to write the source as a Flashlight list (`write_flashlight_list(records_of(dataset), path)`).
+    """
+    return dataset.with_format(None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Source 1: a Hub dataset id (parquet mirrors of Common Voice, facebook/voxpopuli) or a Dataset object
+# ---------------------------------------------------------------------------------------------
+
+
+class _HubShard:
+    """One shard of a streamed Hub dataset, iterated as records. Picklable (the dataset pickles)."""
+
+    def __init__(self, dataset: IterableDataset, index: int):
+        self.dataset = dataset
+        self.index = index
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self.dataset.shard(num_shards=self.dataset.num_shards, index=self.index))
+
+
+def _pick_column(role: str, columns: Mapping[str, str | None], available: Sequence[str]) -> str | None:
+    if role in columns:
+        chosen = columns[role]
+        if chosen is not None and chosen not in available:
+            raise ValueError(f"columns[{role!r}]={chosen!r} is not a column of the dataset; it has {list(available)}")
+        return chosen
+    return next((name for name in _HUB_COLUMN_CANDIDATES[role] if name in available), None)
+
+
+def _fill_hub_columns(
+    batch: Mapping[str, list], indices: Sequence[int], *, missing: tuple, language: str | None, language_names
+) -> dict[str, list]:
+    """Columns a Hub dataset lacks or stores differently: row-number ids, None sentences, language names."""
+    size = len(indices)
+    filled = {}
+    if "id" in missing:
+        filled["id"] = [str(index) for index in indices]
+    if "sentence" in missing:
+        filled["sentence"] = [None] * size
+    if language is not None:
+        filled["language"] = [language] * size
+    elif language_names is not None:
+        filled["language"] = [language_names[value] for value in batch["language"]]
+    return filled
+
+
+def _standardize_hub_columns(
+    dataset: Dataset | IterableDataset, columns: Mapping[str, str | None], language: str | None
+) -> Dataset | IterableDataset:
+    """Rename a Hub dataset's columns to id/audio/sentence/language and keep only those, without decoding."""
+    features = dataset.features
+    if features is None:  # a stream whose schema is only known after reading: look at one row
+        available = list(next(iter(dataset)).keys())
+    else:
+        available = list(features)
+    picked = {role: _pick_column(role, columns, available) for role in _HUB_COLUMN_CANDIDATES}
+    if picked["audio"] is None:
+        raise ValueError(f"no audio column among {available}; pass columns={{'audio': '<name>'}}")
+    if picked["language"] is None and language is None:
+        raise ValueError(f"no language column among {available}; pass language='<code>' (e.g. language='fi')")
+    if picked["sentence"] is None:
+        logger.info("no transcript column among %s: the examples are unlabeled (sentence None)", available)
+
+    if features is not None and isinstance(features[picked["audio"]], Audio):
+        # First: the later steps (streams implement them as maps) would otherwise decode through torchcodec.
+        dataset = dataset.cast_column(picked["audio"], dict(_AUDIO_REFERENCE))  # undecoded {bytes, path}
+    dataset = dataset.select_columns([name for name in picked.values() if name is not None])
+    dataset = dataset.rename_columns({name: role for role, name in picked.items() if name is not None and name != role})
+    language_names = None
+    if picked["language"] is not None and features is not None and isinstance(features[picked["language"]], ClassLabel):
+        language_names = features[picked["language"]].names  # facebook/voxpopuli stores languages as class ids
+    fill = functools.partial(
+        _fill_hub_columns,
+        missing=tuple(role for role in ("id", "sentence") if picked[role] is None),
+        language=language,
+        language_names=language_names,
+    )
+    if not (fill.keywords["missing"] or language is not None or language_names is not None):
+        return dataset
+    if isinstance(dataset, IterableDataset):
+        # map merges the returned columns into each batch, lazily (nothing is read until iterated).
+        return dataset.map(fill, batched=True, with_indices=True)
+    # Map-style: add_column leaves the (possibly large) audio bytes where they are; .map would rewrite them.
+    languages = {"language": dataset.with_format(None)["language"][:]} if language_names is not None else {}
+    for role, values in fill(languages, range(len(dataset))).items():
+        if role in dataset.column_names:
+            dataset = dataset.remove_columns(role)
+        dataset = dataset.add_column(role, values, feature=Value("string"))
+    return dataset
+
+
+def load_hub_dataset(
+    path: str | Dataset | IterableDataset,
+    name: str | None = None,
+    split: str = "train",
+    *,
+    columns: Mapping[str, str | None] | None = None,
+    language: str | None = None,
+    streaming: bool = True,
+    target_sr: int = SAMPLING_RATE,
+    **load_dataset_kwargs: Any,
+) -> Dataset | IterableDataset:
+    """A Hub dataset (or a local path `load_dataset` understands, or a Dataset object) in the example schema.
+
+    Args:
+        path: a Hub id, e.g. a parquet mirror of Common Voice; "parquet" with `data_files=`; a local folder of
+            parquet files; or an already loaded `Dataset` / `IterableDataset`.
+            Common Voice now comes from the Mozilla Data Collective (SPEC 8), whose client hands back a
+            datasets Dataset that is passed here as it is::
+
+                from datacollective import load_dataset as load_from_mdc  # pip install datacollective; API key
+                common_voice_fi = load_from_mdc("<dataset id from datacollective.mozillafoundation.org>")
+                train = load_hub_dataset(common_voice_fi["train"], language="fi")
+
+        name: the dataset configuration (e.g. a language for per-language mirrors).
+        split: which split to load.
+        columns: schema role -> source column, for roles that the defaults do not find
+            (e.g. `{"sentence": "normalized_text"}`; `{"sentence": None}` marks the data unlabeled).
+            Defaults: id from id/audio_id/path, sentence from sentence/normalized_text/raw_text/
+            transcription/text, language from language/locale/lang (class ids are turned into names).
+        language: a fixed language code for every example (overrides any language column).
+        streaming: stream (the default: nothing downloaded up front) or load map-style.
+        target_sr: sampling rate of the decoded audio in Hz.
+        load_dataset_kwargs: passed to `datasets.load_dataset` (data_files, revision, token...).
+
+    Returns:
+        IterableDataset with one shard per source shard when streaming, else a map-style Dataset with a
+        `duration` column; items follow the module's schema.
+    """
+    if isinstance(path, (Dataset, IterableDataset)):
+        dataset, description = path, f"dataset {path.info.dataset_name or 'object'} ({split})"
+    else:
+        dataset = load_dataset(path, name, split=split, streaming=streaming, **load_dataset_kwargs)
+        description = f"{path}{'/' + name if name else ''} ({split})"
+    dataset = _standardize_hub_columns(dataset, columns or {}, language)
+    if isinstance(dataset, IterableDataset):
+        shards = [_HubShard(dataset, index) for index in range(dataset.num_shards)]
+        return _stream(shards, target_sr, description)
+    return _map_style(dataset, target_sr, description)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources 2 and 3: local Common Voice and VoxPopuli folders
+# ---------------------------------------------------------------------------------------------
+
+
+def _language_folders(roots: str | os.PathLike | Sequence[str | os.PathLike], is_language_folder, languages) -> list[Path]:
+    """Language folders under `roots`: each root holds several, or else is one itself (children are tried first)."""
+    roots = [roots] if isinstance(roots, (str, os.PathLike)) else list(roots)
+    folders = []
+    for root in map(Path, roots):
+        if not root.is_dir():
+            raise ValueError(f"{root} is not a folder; give the release folder or one language folder in it")
+        candidates = sorted(p for p in root.iterdir() if p.is_dir() and is_language_folder(p))
+        if not candidates and is_language_folder(root):
+            candidates = [root]
+        folders.extend(folder for folder in candidates if languages is None or folder.name in languages)
+    if not folders:
+        raise ValueError(f"no language folders found under {roots} for languages={languages}; see the expected layout")
+    return folders
+
+
+def common_voice_records(
+    roots: str | os.PathLike | Sequence[str | os.PathLike], split: str = "train", languages: Sequence[str] | None = None
+) -> list[dict]:
+    """Records of local Common Voice releases: `<root>/<lang>/{clips/*.mp3, <split>.tsv}` (SPEC 8)."""
+    records = []
+    for folder in _language_folders(roots, lambda p: (p / "clips").is_dir(), languages):
+        table_path = folder / f"{split}.tsv"
+        if not table_path.is_file():
+            available = sorted(p.stem for p in folder.glob("*.tsv"))
+            raise ValueError(f"{table_path} does not exist; splits in {folder}: {available}")
+        with open(table_path, encoding="utf-8", newline="") as table:
+            # QUOTE_NONE: Common Voice sentences contain bare quotes that are text, not CSV quoting.
+            for row in csv.DictReader(table, delimiter="\t", quoting=csv.QUOTE_NONE):
+                records.append(
+                    {
+                        "id": Path(row["path"]).stem,
+                        "audio": folder / "clips" / row["path"],
+                        "sentence": row.get("sentence") or "",
+                        "language": row.get("locale") or folder.name,
+                    }
+                )
+    return records
+
+
+def load_common_voice_folder(
+    roots: str | os.PathLike | Sequence[str | os.PathLike],
+    split: str = "train",
+    *,
+    languages: Sequence[str] | None = None,
+    streaming: bool = False,
+    num_shards: int = DEFAULT_NUM_SHARDS,
+    target_sr: int = SAMPLING_RATE,
+) -> Dataset | IterableDataset:
+    """Local Common Voice release(s) in the example schema, one or many languages at once.
+
+    Args:
+        roots: a release folder holding `<lang>/clips/*.mp3` and `<lang>/{train,dev,test,validated}.tsv`, one
+            language folder, or a list of such folders.
+        split: the TSV to read ("train", "dev", "test", "validated", or any other TSV of the release).
+        languages: keep only these language folders (default: all).
+        streaming: an IterableDataset in `num_shards` shards instead of a map-style Dataset.
+        num_shards: shards of the stream (64 divides evenly over up to 64 processes).
+        target_sr: sampling rate of the decoded audio in Hz.
+    """
+    records = common_voice_records(roots, split, languages)
+    description = f"common voice {split} ({', '.join(sorted({r['language'] for r in records}))})"
+    return _from_records(records, streaming=streaming, num_shards=num_shards, target_sr=target_sr, description=description)
+
+
+def _is_voxpopuli_language_folder(folder: Path) -> bool:
+    # <lang>/*.ogg or <lang>/<year>/*.ogg; a year folder (digits) is never a language.
+    return not folder.name.isdigit() and (any(folder.glob("*.ogg")) or any(folder.glob("*/*.ogg")))
+
+
+def voxpopuli_records(
+    roots: str | os.PathLike | Sequence[str | os.PathLike], languages: Sequence[str] | None = None
+) -> list[dict]:
+    """Records of unlabeled VoxPopuli segments: `<root>/<lang>/**/*.ogg` (SPEC 8), sentence None."""
+    records = []
+    for folder in _language_folders(roots, _is_voxpopuli_language_folder, languages):
+        for clip in sorted(folder.rglob("*.ogg")):
+            records.append({"id": clip.stem, "audio": clip, "sentence": None, "language": folder.name})
+    return records
+
+
+def load_voxpopuli_folder(
+    roots: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    languages: Sequence[str] | None = None,
+    streaming: bool = False,
+    num_shards: int = DEFAULT_NUM_SHARDS,
+    target_sr: int = SAMPLING_RATE,
+) -> Dataset | IterableDataset:
+    """A local unlabeled VoxPopuli folder (per-language folders of .ogg segments) in the example schema.
+
+    Args as `load_common_voice_folder`; every example has `sentence=None`.
+    """
+    records = voxpopuli_records(roots, languages)
+    description = f"voxpopuli unlabeled ({', '.join(sorted({r['language'] for r in records}))})"
+    return _from_records(records, streaming=streaming, num_shards=num_shards, target_sr=target_sr, description=description)
+
+
+# ---------------------------------------------------------------------------------------------
+# Source 4: Flashlight list files, read and written
+# ---------------------------------------------------------------------------------------------
+
+# Flashlight's list column `input_size` is "typically audio duration in milliseconds" (flashlight
+# app/asr/README.md); PlGenerator.cpp writes pseudo-label lists as id \t path \t duration \t words.
+_MILLISECONDS_PER_SECOND = 1000.0
+
+
+def read_flashlight_list(path: str | os.PathLike, *, language: str, labeled: bool = True) -> list[dict]:
+    """Records of a Flashlight list file: lines `id path duration_ms transcript...` (whitespace separated).
+
+    Relative audio paths are taken relative to the list's folder (Flashlight itself wants absolute paths).
+    `labeled=False` reads unlabeled lists (transcript column empty or ignored): sentence None.
+    Each record also keeps `duration` in seconds (the list's value / 1000).
+    """
+    path = Path(path)
+    records = []
+    with open(path, encoding="utf-8") as lines:
+        for line_number, line in enumerate(lines, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) < 3:
+                raise ValueError(
+                    f"{path}:{line_number}: expected 'id path duration transcript...', got {line.strip()!r}"
+                )
+            audio = Path(fields[1])
+            records.append(
+                {
+                    "id": fields[0],
+                    "audio": audio if audio.is_absolute() else path.parent / audio,
+                    "sentence": " ".join(fields[3:]) if labeled else None,
+                    "language": language,
+                    "duration": float(fields[2]) / _MILLISECONDS_PER_SECOND,
+                }
+            )
+    return records
+
+
+def load_flashlight_list(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    language: str,
+    labeled: bool = True,
+    streaming: bool = False,
+    num_shards: int = DEFAULT_NUM_SHARDS,
+    target_sr: int = SAMPLING_RATE,
+) -> Dataset | IterableDataset:
+    """One or more Flashlight list files of one language in the example schema.
+
+    The list's duration column is only informational here: map-style durations are read from the audio
+    headers and streamed ones from the decoded audio, so a list in another unit still works.
+    """
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    records = [
+        {key: value for key, value in record.items() if key != "duration"}
+        for path in paths
+        for record in read_flashlight_list(path, language=language, labeled=labeled)
+    ]
+    description = f"flashlight list {', '.join(Path(p).name for p in paths)} ({language})"
+    return _from_records(records, streaming=streaming, num_shards=num_shards, target_sr=target_sr, description=description)
+
+
+def _audio_location(row: Mapping[str, Any]) -> str:
+    audio = row.get("path") or row.get("audio")
+    if isinstance(audio, Mapping):
+        audio = audio.get("path")
+    if not audio:
+        raise ValueError(f"row {row.get('id')!r} has no audio path (keys {sorted(row)}); Flashlight lists need one")
+    return os.fspath(audio)
+
+
+def write_flashlight_list(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> int:
+    """Write rows as a Flashlight list: `id \\t path \\t duration_ms \\t transcript` per line (PlGenerator's layout).
+
+    Args:
+        rows: mappings with `id`, `duration` (seconds), `sentence` (None writes an empty transcript) and the
+            audio path under `path` or `audio` (a path or an Audio(decode=False) value), e.g.
+            `records_of(dataset)` of a map-style source, or pseudo-labels.
+        path: the list file to write.
+
+    Returns:
+        The number of lines written. Whitespace inside transcripts is collapsed to single spaces (the format
+        is whitespace separated); ids and paths must not contain whitespace.
+    """
+    count = 0
+    with open(path, "w", encoding="utf-8") as output:
+        for row in rows:
+            identifier, audio = str(row["id"]), _audio_location(row)
+            for value in (identifier, audio):
+                if not value or len(value.split()) != 1:
+                    raise ValueError(f"{value!r} contains whitespace or is empty; Flashlight lists cannot hold it")
+            duration_ms = float(row["duration"]) * _MILLISECONDS_PER_SECOND
+            if not math.isfinite(duration_ms) or duration_ms < 0:
+                raise ValueError(f"row {identifier!r} has duration {row['duration']!r}; expected seconds >= 0")
+            transcript = " ".join((row.get("sentence") or "").split())
+            output.write(f"{identifier}\t{audio}\t{duration_ms:.2f}\t{transcript}\n")
+            count += 1
+    return count
+
+
+__all__ = [
+    "DEFAULT_NUM_SHARDS",
+    "EXAMPLE_COLUMNS",
+    "SKIP_EMPTY_AUDIO",
+    "SKIP_EMPTY_TRANSCRIPT",
+    "SKIP_UNDECODABLE",
+    "DecodeTransform",
+    "SkipCounter",
+    "common_voice_records",
+    "decode_record",
+    "example_durations",
+    "load_common_voice_folder",
+    "load_flashlight_list",
+    "load_hub_dataset",
+    "load_voxpopuli_folder",
+    "read_flashlight_list",
+    "records_of",
+    "voxpopuli_records",
+    "write_flashlight_list",
+]

@@ -1,0 +1,577 @@
+"""The built-in demo corpus: synthetic multilingual speech made offline, in the layouts of the real sources.
+
+Nothing can be downloaded at run time and users want to try the recipe in minutes, so this module
+synthesizes a small corpus with the shape of the paper's data (issue 3):
+
+- speech from eSpeak NG (GPL-3), called through ctypes from the `espeakng-loader` wheel, which ships the
+  library and its voice data (no system package, no subprocess);
+- text from the `wordfreq` word lists (data CC-BY-SA 4.0) turned into sentences;
+- a labeled part in Common Voice layout, `cv/<lang>/clips/*.mp3` (48 kHz) with `train/dev/test/validated.tsv`,
+  and an unlabeled part in VoxPopuli layout, `voxpopuli/<lang>/<year>/*.ogg` (16 kHz, 10-30 s utterances of
+  several sentences), so that the real loaders (`training.data`, sources 2 and 3) are what reads it;
+- paper-like imbalance: "high" languages with over an hour of labeled training audio, "mid" ones with
+  minutes, and "low" ones with a few minutes labeled plus unlabeled audio (the languages pseudo-labeling
+  helps, SPEC 5);
+- every clip has its own voice variant, rate, pitch, pitch range, gain, noise level and silences, drawn from
+  per-split speaker pools (train/dev/test speakers are disjoint, as in Common Voice).
+
+Everything random is drawn in the main process from `numpy.random.default_rng([seed, ...])` keyed by the
+clip, and clips are rendered in fixed chunks, each in a fresh process (eSpeak carries state from one
+utterance to the next), so the corpus is the same for a seed whatever the number of workers: identical
+TSVs and mp3 files; the ogg files differ only in the random stream serial number libsndfile writes into
+their page headers (their audio is identical). The corpus is built in a temporary
+folder and renamed into place at the end; `manifest.json` is written last and a corpus whose manifest has
+the same parameters is not rebuilt.
+
+Where the time goes (default size, 2 cores): mp3 encoding at 48 kHz (~95x real time per core) dominates,
+then eSpeak synthesis (~400x), ogg encoding (~350x) and soxr resampling (> 2000x).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import csv
+import datetime
+import functools
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+import unicodedata
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import soundfile
+import soxr
+from tqdm.auto import tqdm
+
+# Bump when the output of a given (size, seed) changes, so that old corpora are rebuilt.
+DEMO_CORPUS_VERSION = 1
+
+LABELED_SAMPLING_RATE = 48000  # Common Voice clips are 48 kHz mp3
+UNLABELED_SAMPLING_RATE = 16000  # VoxPopuli segments are 16 kHz ogg/vorbis
+LABELED_SPLITS = ("train", "dev", "test")
+UNLABELED = "unlabeled"
+
+LICENSES = {
+    "speech": "synthesized with eSpeak NG (GPL-3.0-or-later), https://github.com/espeak-ng/espeak-ng",
+    "text": "sentences from wordfreq word lists (data CC-BY-SA 4.0; code Apache-2.0), https://github.com/rspeer/wordfreq",
+}
+
+
+@dataclass(frozen=True)
+class DemoLanguage:
+    """One corpus language: its code (eSpeak voice and wordfreq list alike), script and resource level."""
+
+    code: str
+    script: str  # the prefix of its letters' Unicode names: "LATIN", "CYRILLIC", "GREEK"
+    role: str  # "high", "mid" or "low"
+
+
+# 7 languages in 3 scripts. The low-resource ones are VoxPopuli languages, as in the paper (CV labeled +
+# VoxPopuli unlabeled).
+LANGUAGES = (
+    DemoLanguage("en", "LATIN", "high"),
+    DemoLanguage("de", "LATIN", "high"),
+    DemoLanguage("es", "LATIN", "mid"),
+    DemoLanguage("ru", "CYRILLIC", "mid"),
+    DemoLanguage("fi", "LATIN", "low"),
+    DemoLanguage("el", "GREEK", "low"),
+    DemoLanguage("bg", "CYRILLIC", "low"),
+)
+
+# Minutes of audio per split for each resource level. "high" train > 60 min (the issue asks for languages
+# with over an hour); "low" is a few minutes labeled plus unlabeled audio. Default total: ~2.8 h labeled mp3
+# and ~45 min unlabeled ogg, which builds in under 2 minutes on 2 cores.
+SIZES: dict[str, dict[str, dict[str, float]]] = {
+    "default": {
+        "high": {"train": 61.0, "dev": 1.0, "test": 1.0, UNLABELED: 0.0},
+        "mid": {"train": 10.0, "dev": 1.0, "test": 1.0, UNLABELED: 0.0},
+        "low": {"train": 3.0, "dev": 1.0, "test": 1.0, UNLABELED: 15.0},
+    },
+    # A few clips per split, for tests: builds in seconds.
+    "tiny": {
+        "high": {"train": 0.4, "dev": 0.08, "test": 0.08, UNLABELED: 0.0},
+        "mid": {"train": 0.2, "dev": 0.08, "test": 0.08, UNLABELED: 0.0},
+        "low": {"train": 0.1, "dev": 0.08, "test": 0.08, UNLABELED: 0.15},
+    },
+}
+
+# Speakers: each split draws from its own pool (disjoint speakers, like Common Voice's splits).
+SPEAKERS_PER_SPLIT = {"train": 24, "dev": 4, "test": 4, UNLABELED: 12}
+# eSpeak NG voice variants (espeak-ng-data/voices/!v): male, female and Klatt-synthesizer voices. None
+# with a `breath` line (f2, f3, f5...): their breath noise comes from a generator that eSpeak seeds from
+# the clock and exports no way to reseed, which would make the corpus differ from build to build.
+VOICE_VARIANTS = (
+    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f4", "Andrea", "anika", "belinda",
+    "klatt", "klatt2", "klatt3", "klatt4", "Andy", "Annie", "boris", "david", "linda", "max", "steph", "norbert",
+)
+WORDS_PER_SENTENCE = (5, 13)  # inclusive; Common Voice sentences are short (a few seconds read aloud)
+VOCABULARY_SIZE = 3000  # the most frequent words of each language that sentences are built from
+UNLABELED_SECONDS = (10.0, 30.0)  # VoxPopuli segment lengths
+
+# First guesses of clip lengths, to size the first round of work; later rounds fill what is missing.
+_FIRST_GUESS_SECONDS = {"labeled": 4.0, UNLABELED: 20.0}
+# Audio per task of a worker: ~2.5 s of work at ~100x real time, against ~20 ms to fork a fresh process.
+CHUNK_SECONDS = 240.0
+
+
+# ---------------------------------------------------------------------------------------------
+# eSpeak NG through ctypes
+# ---------------------------------------------------------------------------------------------
+
+# speak_lib.h constants
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_POS_CHARACTER = 1
+_ESPEAK_CHARS_UTF8 = 1
+_ESPEAK_RATE, _ESPEAK_VOLUME, _ESPEAK_PITCH, _ESPEAK_RANGE = 1, 2, 3, 4
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+
+class EspeakSynthesizer:
+    """eSpeak NG in synchronous mode: text in, int16 samples at `sampling_rate` (22050 Hz) out.
+
+    The library has global state, so there is one instance per process (`espeak_synthesizer()`).
+    """
+
+    def __init__(self):
+        import espeakng_loader  # optional dependency: the `demo` extra
+
+        self.library = ctypes.CDLL(espeakng_loader.get_library_path())
+        self.library.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        self.library.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        self.library.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        self.library.espeak_Synth.argtypes = [
+            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
+            ctypes.c_void_p, ctypes.c_void_p,
+        ]
+        self.library.espeak_Info.restype = ctypes.c_char_p
+        self.library.espeak_Info.argtypes = [ctypes.c_void_p]
+        data_path = espeakng_loader.get_data_path().encode()
+        self.sampling_rate = self.library.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path, 0)
+        if self.sampling_rate <= 0:
+            raise RuntimeError(f"espeak_Initialize failed ({self.sampling_rate}) with data path {data_path!r}")
+        self._chunks: list[np.ndarray] = []
+        self._callback = _SYNTH_CALLBACK(self._collect)  # kept referenced: the library calls it later
+        self.library.espeak_SetSynthCallback(self._callback)
+
+    def _collect(self, samples, count, events) -> int:
+        if count > 0:
+            self._chunks.append(np.ctypeslib.as_array(samples, shape=(count,)).copy())
+        return 0  # 0: continue synthesis
+
+    @property
+    def version(self) -> str:
+        return self.library.espeak_Info(None).decode()
+
+    def synthesize(self, text: str, voice: str, rate: int, pitch: int, pitch_range: int) -> np.ndarray:
+        """Speak `text`.
+
+        Args:
+            voice: "<language>+<variant>", e.g. "el+f3".
+            rate: words per minute (eSpeak default 175).
+            pitch, pitch_range: 0-100 (eSpeak default 50 each).
+
+        Returns:
+            int16 `(n_samples,)` at `self.sampling_rate`.
+        """
+        if self.library.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise ValueError(f"eSpeak NG has no voice {voice!r}; see espeak-ng-data/voices/!v and lang/")
+        for parameter, value in ((_ESPEAK_RATE, rate), (_ESPEAK_PITCH, pitch), (_ESPEAK_RANGE, pitch_range)):
+            self.library.espeak_SetParameter(parameter, int(value), 0)
+        self._chunks = []
+        encoded = text.encode("utf-8")
+        status = self.library.espeak_Synth(encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None)
+        if status != 0:
+            raise RuntimeError(f"espeak_Synth failed ({status}) for {text!r} with voice {voice!r}")
+        return np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.int16)
+
+
+@functools.cache
+def espeak_synthesizer() -> EspeakSynthesizer:
+    """The process's synthesizer, created on first use (in each worker process)."""
+    return EspeakSynthesizer()
+
+
+# ---------------------------------------------------------------------------------------------
+# Text
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_word_of_script(word: str, script: str) -> bool:
+    return all(unicodedata.name(character, "").startswith(script) for character in word)
+
+
+@functools.cache
+def vocabulary(language: DemoLanguage) -> tuple[str, ...]:
+    """The language's most frequent words written only in its script (no digits, Latin loans or apostrophes)."""
+    import wordfreq  # optional dependency: the `demo` extra
+
+    words = []
+    for word in wordfreq.top_n_list(language.code, VOCABULARY_SIZE * 2):
+        if language.code == "el" and word.endswith("σ"):
+            word = word[:-1] + "ς"  # wordfreq folds the final sigma; written Greek uses it
+        if _is_word_of_script(word, language.script):
+            words.append(word)
+    return tuple(words[:VOCABULARY_SIZE])
+
+
+def make_sentence(words: tuple[str, ...], rng: np.random.Generator) -> str:
+    """A sentence of 5-13 words drawn with weights 1/sqrt(rank): frequent words dominate, as in real text."""
+    weights = 1.0 / np.sqrt(np.arange(1, len(words) + 1))
+    count = rng.integers(WORDS_PER_SENTENCE[0], WORDS_PER_SENTENCE[1] + 1)
+    chosen = [words[i] for i in rng.choice(len(words), size=count, p=weights / weights.sum())]
+    return " ".join(chosen).capitalize() + "."
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs: everything random is drawn here, in the main process
+# ---------------------------------------------------------------------------------------------
+
+
+def _clip_rng(seed: int, *key: int) -> np.random.Generator:
+    return np.random.default_rng([seed, *key])
+
+
+def _speaker(seed: int, language_index: int, split: str, speaker_index: int) -> dict:
+    """A speaker: a voice variant with its own typical rate, pitch and pitch range; `client_id` like CV's hash."""
+    split_index = (*LABELED_SPLITS, UNLABELED).index(split)
+    rng = _clip_rng(seed, language_index, 100 + split_index, speaker_index)
+    language = LANGUAGES[language_index]
+    return {
+        "client_id": hashlib.sha256(f"{seed}/{language.code}/{split}/{speaker_index}".encode()).hexdigest(),
+        "variant": VOICE_VARIANTS[rng.integers(len(VOICE_VARIANTS))],
+        "rate": int(rng.integers(135, 196)),
+        "pitch": int(rng.integers(25, 76)),
+        "pitch_range": int(rng.integers(30, 81)),
+    }
+
+
+def _make_job(seed: int, language_index: int, split: str, index: int, folder: Path) -> dict:
+    """Everything a worker needs to render one clip (labeled) or one utterance (unlabeled)."""
+    language = LANGUAGES[language_index]
+    split_index = (*LABELED_SPLITS, UNLABELED).index(split)
+    rng = _clip_rng(seed, language_index, split_index, index)
+    speaker = _speaker(seed, language_index, split, int(rng.integers(SPEAKERS_PER_SPLIT[split])))
+    words = vocabulary(language)
+    if split == UNLABELED:
+        # Enough sentences for the longest utterance; the worker stops at the drawn length.
+        texts = [make_sentence(words, rng) for _ in range(16)]
+        year = 2009 + index % 12
+        name = f"{year}/demo_{year}_{language.code}_{index:05d}.ogg"
+        target_seconds = float(rng.uniform(*UNLABELED_SECONDS))
+    else:
+        texts = [make_sentence(words, rng)]
+        name = f"clips/common_voice_{language.code}_{split_index}{index:06d}.mp3"
+        target_seconds = None
+    return {
+        "language_index": language_index,
+        "split": split,
+        "index": index,
+        "path": os.fspath(folder / name),
+        "name": name,
+        "texts": texts,
+        "target_seconds": target_seconds,
+        "voice": f"{language.code}+{speaker['variant']}",
+        "client_id": speaker["client_id"],
+        # per-clip jitter around the speaker's habits, so that no two clips sound alike
+        "rate": speaker["rate"] + int(rng.integers(-12, 13)),
+        "pitch": min(99, max(1, speaker["pitch"] + int(rng.integers(-6, 7)))),
+        "pitch_range": speaker["pitch_range"],
+        "peak": float(rng.uniform(0.3, 0.9)),
+        "snr_db": float(rng.uniform(25.0, 45.0)),
+        "silences": rng.uniform(0.1, 0.5, size=len(texts) + 1).round(3).tolist(),
+        "noise_seed": int(rng.integers(2**31)),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering (in worker processes)
+# ---------------------------------------------------------------------------------------------
+
+
+def _speak(job: dict) -> tuple[np.ndarray, int, int]:
+    """Synthesize the job's text(s) with silences around; (float32 `(n,)`, eSpeak's rate in Hz, texts spoken)."""
+    synthesizer = espeak_synthesizer()
+    rate = synthesizer.sampling_rate
+    silence = lambda seconds: np.zeros(int(seconds * rate), dtype=np.float32)  # noqa: E731
+    pieces, length, spoken = [silence(job["silences"][0])], 0, 0
+    for text, pause in zip(job["texts"], job["silences"][1:]):
+        speech = synthesizer.synthesize(text, job["voice"], job["rate"], job["pitch"], job["pitch_range"])
+        addition = speech.size + int(pause * rate)
+        if job["target_seconds"] is not None and length > 0 and (length + addition) / rate > UNLABELED_SECONDS[1]:
+            break  # VoxPopuli segments are at most 30 s
+        pieces += [speech.astype(np.float32) / 32768.0, silence(pause)]
+        length += addition
+        spoken += 1
+        if job["target_seconds"] is not None and length / rate >= job["target_seconds"]:
+            break
+    return np.concatenate(pieces), rate, spoken
+
+
+def render_clip(job: dict) -> dict:
+    """Synthesize, add gain and noise, resample and encode one job; returns its duration and sentences."""
+    waveform, rate, spoken = _speak(job)
+    rng = np.random.default_rng(job["noise_seed"])
+    waveform *= job["peak"] / max(float(np.abs(waveform).max()), 1e-6)
+    speech_power = float(np.mean(waveform**2))
+    noise_scale = math.sqrt(speech_power / 10 ** (job["snr_db"] / 10))  # white noise at the drawn SNR
+    waveform += rng.standard_normal(waveform.size).astype(np.float32) * noise_scale
+    labeled = job["split"] != UNLABELED
+    target_rate = LABELED_SAMPLING_RATE if labeled else UNLABELED_SAMPLING_RATE
+    waveform = np.clip(soxr.resample(waveform, rate, target_rate), -1.0, 1.0)
+    if labeled:
+        soundfile.write(job["path"], waveform, target_rate, format="MP3")
+    else:
+        soundfile.write(job["path"], waveform, target_rate, format="OGG", subtype="VORBIS")
+    result = {key: job[key] for key in ("language_index", "split", "index", "name", "client_id")}
+    # The text of an unlabeled utterance is returned too but written nowhere (the audio is unlabeled).
+    return dict(result, duration=waveform.size / target_rate, sentence=" ".join(job["texts"][:spoken]))
+
+
+def render_chunk(jobs: list[dict]) -> list[dict]:
+    """Render jobs in order, in this (fresh) process."""
+    return [render_clip(job) for job in jobs]
+
+
+def _chunks(jobs: list[dict]) -> list[list[dict]]:
+    """Consecutive jobs with about CHUNK_SECONDS of expected audio each (a few seconds of work)."""
+    chunks, current, seconds = [], [], 0.0
+    for job in jobs:
+        current.append(job)
+        seconds += _FIRST_GUESS_SECONDS[UNLABELED if job["split"] == UNLABELED else "labeled"]
+        if seconds >= CHUNK_SECONDS:
+            chunks.append(current)
+            current, seconds = [], 0.0
+    return chunks + ([current] if current else [])
+
+
+# ---------------------------------------------------------------------------------------------
+# Building
+# ---------------------------------------------------------------------------------------------
+
+
+def _parameters(size: str, seed: int) -> dict:
+    return {"size": size, "seed": seed, "corpus_version": DEMO_CORPUS_VERSION}
+
+
+def _build_parts(build_dir: Path, size: str, seed: int, workers: int) -> dict[tuple[int, str], list[dict]]:
+    """Render every (language, split) up to its planned minutes; results keyed by (language index, split)."""
+    plan = SIZES[size]
+    targets = {}  # (language index, split) -> seconds wanted
+    for language_index, language in enumerate(LANGUAGES):
+        for split, minutes in plan[language.role].items():
+            if minutes > 0:
+                targets[(language_index, split)] = minutes * 60.0
+    done: dict[tuple[int, str], list[dict]] = {key: [] for key in targets}
+
+    def folder(language_index: int, split: str) -> Path:
+        code = LANGUAGES[language_index].code
+        return build_dir / ("voxpopuli" if split == UNLABELED else "cv") / code
+
+    def next_jobs() -> list[dict]:
+        # Rounds: guess how many clips fill what is missing; the clips' content depends only on their
+        # index, and each round's size only on the previous rounds' durations, so the result is deterministic.
+        jobs = []
+        for (language_index, split), seconds in targets.items():
+            results = done[(language_index, split)]
+            missing = seconds - sum(r["duration"] for r in results)
+            if missing <= 0:
+                continue
+            kind = UNLABELED if split == UNLABELED else "labeled"
+            mean = (sum(r["duration"] for r in results) / len(results)) if results else _FIRST_GUESS_SECONDS[kind]
+            count = max(1, math.ceil(missing / mean * 1.02))
+            jobs += [
+                _make_job(seed, language_index, split, len(results) + offset, folder(language_index, split))
+                for offset in range(count)
+            ]
+        return jobs
+
+    progress = tqdm(desc=f"demo corpus ({size})", unit="clip", total=0, disable=None)
+    # eSpeak NG keeps state between utterances that no API call resets (pitch flutter, random noise:
+    # the same text comes out a few samples longer or shorter after other text), so each chunk of jobs
+    # is rendered in a fresh process. Chunks are fixed by the job list alone, hence the same corpus
+    # whatever the number of workers. forkserver: a fresh process costs a fork of a preloaded server.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    pool = context.Pool(max(1, workers), maxtasksperchild=1)
+    try:
+        jobs = next_jobs()
+        while jobs:
+            for job in jobs:
+                Path(job["path"]).parent.mkdir(parents=True, exist_ok=True)
+            progress.total += len(jobs)
+            progress.refresh()
+            for chunk_results in pool.imap_unordered(render_chunk, _chunks(jobs)):
+                for result in chunk_results:
+                    done[(result["language_index"], result["split"])].append(result)
+                progress.update(len(chunk_results))
+            for results in done.values():
+                results.sort(key=lambda r: r["index"])
+            jobs = next_jobs()
+    finally:
+        pool.close()
+        pool.join()
+        progress.close()
+    return done
+
+
+def _write_common_voice_tables(build_dir: Path, done: dict) -> None:
+    """train/dev/test/validated.tsv and clip_durations.tsv per language, in Common Voice's columns."""
+    columns = ["client_id", "path", "sentence_id", "sentence", "sentence_domain", "up_votes", "down_votes",
+               "age", "gender", "accents", "variant", "locale", "segment"]
+    for language_index, language in enumerate(LANGUAGES):
+        folder = build_dir / "cv" / language.code
+        validated, durations = [], []
+        for split in LABELED_SPLITS:
+            rows = []
+            for result in done.get((language_index, split), []):
+                clip = Path(result["name"]).name
+                rows.append({
+                    "client_id": result["client_id"],
+                    "path": clip,
+                    "sentence_id": hashlib.sha256(result["sentence"].encode()).hexdigest()[:16],
+                    "sentence": result["sentence"],
+                    "sentence_domain": "", "up_votes": "2", "down_votes": "0", "age": "", "gender": "",
+                    "accents": "", "variant": "", "locale": language.code, "segment": "",
+                })
+                durations.append((clip, round(result["duration"] * 1000)))
+            _write_tsv(folder / f"{split}.tsv", columns, rows)
+            validated += rows
+        _write_tsv(folder / "validated.tsv", columns, validated)
+        _write_tsv(folder / "clip_durations.tsv", ["clip", "duration[ms]"],
+                   [{"clip": clip, "duration[ms]": str(ms)} for clip, ms in durations])
+
+
+def _write_tsv(path: Path, columns: list[str], rows: Iterable[dict]) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as output:
+        writer = csv.DictWriter(output, fieldnames=columns, delimiter="\t", quoting=csv.QUOTE_NONE,
+                                lineterminator="\n", escapechar="\\")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _versions() -> dict[str, str]:
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+    return {
+        "espeak-ng": espeak_synthesizer().version,
+        "espeakng-loader": version("espeakng-loader"),
+        "wordfreq": version("wordfreq"),
+        "libsndfile": soundfile.__libsndfile_version__,
+        "soxr": version("soxr"),
+        "numpy": np.__version__,
+    }
+
+
+def _manifest(done: dict, size: str, seed: int, build_seconds: float) -> dict:
+    languages = {}
+    for language_index, language in enumerate(LANGUAGES):
+        hours, clips = {}, {}
+        for split in (*LABELED_SPLITS, UNLABELED):
+            results = done.get((language_index, split), [])
+            hours[split] = round(sum(r["duration"] for r in results) / 3600.0, 4)
+            clips[split] = len(results)
+        languages[language.code] = {
+            "script": language.script.capitalize(),
+            "role": language.role,
+            "hours": hours,
+            "clips": clips,
+            "labeled_path": f"cv/{language.code}",
+            "unlabeled_path": f"voxpopuli/{language.code}" if clips[UNLABELED] else None,
+        }
+    scripts = {}
+    for language in LANGUAGES:
+        scripts.setdefault(language.script.capitalize(), []).append(language.code)
+    return {
+        "parameters": _parameters(size, seed),
+        "languages": languages,
+        "scripts": scripts,
+        "layout": {
+            "labeled": "cv/<lang>/clips/*.mp3 (48 kHz mono) + train/dev/test/validated/clip_durations.tsv",
+            "unlabeled": "voxpopuli/<lang>/<year>/*.ogg (16 kHz mono vorbis, 10-30 s)",
+        },
+        "generators": _versions(),
+        "licenses": LICENSES,
+        "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "build_seconds": round(build_seconds, 1),
+    }
+
+
+def read_manifest(corpus_dir: str | os.PathLike) -> dict | None:
+    """The corpus's manifest, or None if there is no complete corpus there."""
+    path = Path(corpus_dir) / "manifest.json"
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as manifest:
+        return json.load(manifest)
+
+
+def make_demo_corpus(out_dir: str | os.PathLike, size: str = "default", seed: int = 0, *, workers: int = 2,
+                     force: bool = False) -> Path:
+    """Build the demo corpus into `out_dir` (or keep the one there if it was built with the same parameters).
+
+    Args:
+        out_dir: where the corpus goes: `cv/`, `voxpopuli/` and `manifest.json`.
+        size: "default" (~2.8 h labeled + 45 min unlabeled; under 2 minutes on 2 cores) or "tiny" (a few
+            clips per split and language; seconds).
+        seed: all text, voices and noise derive from it; the same seed gives the same TSVs and durations.
+        workers: processes rendering clips at the same time (the corpus does not depend on it).
+        force: rebuild even if a complete corpus with the same parameters exists.
+
+    Returns:
+        `out_dir` as a Path.
+    """
+    if size not in SIZES:
+        raise ValueError(f"size={size!r}; choose one of {sorted(SIZES)}")
+    out_dir = Path(out_dir)
+    existing = read_manifest(out_dir)
+    if not force and existing is not None and existing.get("parameters") == _parameters(size, seed):
+        return out_dir
+    start = time.perf_counter()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    build_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
+    try:
+        done = _build_parts(build_dir, size, seed, workers)
+        _write_common_voice_tables(build_dir, done)
+        manifest = _manifest(done, size, seed, time.perf_counter() - start)
+        # Written last, as the marker of a complete corpus.
+        with open(build_dir / "manifest.json", "w", encoding="utf-8") as output:
+            json.dump(manifest, output, indent=2, ensure_ascii=False)
+        if out_dir.exists():
+            stale = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.stale-", dir=out_dir.parent))
+            out_dir.rename(stale / "corpus")
+            shutil.rmtree(stale)
+        build_dir.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(build_dir, ignore_errors=True)
+        raise
+    return out_dir
+
+
+__all__ = [
+    "DEMO_CORPUS_VERSION",
+    "LANGUAGES",
+    "LICENSES",
+    "SIZES",
+    "DemoLanguage",
+    "EspeakSynthesizer",
+    "espeak_synthesizer",
+    "make_demo_corpus",
+    "make_sentence",
+    "read_manifest",
+    "render_chunk",
+    "render_clip",
+    "vocabulary",
+]
