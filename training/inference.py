@@ -1,0 +1,185 @@
+"""Batched inference shared by evaluation, slimIPL pseudo-labeling and pseudo-label generation.
+
+One place turns model outputs into text (greedy CTC, SPEC 5/7: no LM):
+
+    logits, output_lengths, lid_logits = chunked_logits(model, input_features, attention_mask, chunk_frames)
+    token_ids = greedy_token_ids(logits, output_lengths, blank_id)     # collapsed, blanks removed
+    texts = decode_token_ids(token_ids, tokenizer)                     # "|" -> " "
+    labels = pad_labels(token_ids)                                     # training targets, -100 padded
+
+`chunked_logits` is the mling_pl cropping warm-up (SPEC 5): each utterance is cut into crops of
+`chunk_frames` feature frames (10 s = 1000 frames), every crop runs through the model as its own
+utterance, and the crops' logits are concatenated back. Crops start on multiples of the conv stride, so
+the stitched sequence has exactly the uncropped length ceil(T / 3) and lines up with the whole
+utterance's frames: a pseudo-label made from crops trains the whole utterance. The model's input layer
+norm normalises each crop over its own valid frames, as a crop of raw audio would be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+FRAMES_PER_SECOND = 100  # 10 ms feature stride (SPEC 1)
+
+
+def chunked_logits(
+    model,
+    input_features: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    chunk_frames: int | None = None,
+    max_chunks_per_forward: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """CTC logits of a batch, optionally computed crop by crop and stitched.
+
+    Args:
+        model: an `MlplForCTC` (any mode; callers choose eval/train and grad context).
+        input_features: `(B, T, F)` features from `MlplFeatureExtractor`.
+        attention_mask: `(B, T)`, 1 on valid frames (None: all valid).
+        chunk_frames: crop length in feature frames, rounded down to a multiple of the conv stride;
+            None (or >= every length) runs the whole utterances, identical to `model(...)`.
+        max_chunks_per_forward: run the crops in groups of at most this many (bounds memory for long
+            audio); None runs them all at once.
+
+    Returns:
+        `logits` `(B, ceil(T / stride), V)` (padded frames carry a certain blank, as the model's own
+        output), `output_lengths` `(B,)`, and `lid_logits` `(B, L)` or None. With cropping, an
+        utterance's LID logits are the average of its crops' LID logits weighted by their lengths.
+    """
+    batch_size, num_frames, _ = input_features.shape
+    if attention_mask is None:
+        attention_mask = torch.ones(batch_size, num_frames, dtype=torch.long, device=input_features.device)
+    feature_lengths = attention_mask.sum(-1)
+    output_lengths = model.get_output_lengths(feature_lengths)
+    stride = model.config.conv_stride
+    if chunk_frames is not None:
+        if chunk_frames < stride:
+            raise ValueError(f"chunk_frames={chunk_frames} must be at least the conv stride ({stride})")
+        chunk_frames = (int(chunk_frames) // stride) * stride
+    if chunk_frames is None or int(feature_lengths.max()) <= chunk_frames:
+        outputs = model(input_features, attention_mask=attention_mask)
+        return outputs.logits, output_lengths, outputs.lid_logits
+
+    # Cut every utterance into crops [start, start + chunk_frames) of its valid frames.
+    crops = []  # (utterance index, start frame, crop length)
+    for index, length in enumerate(feature_lengths.tolist()):
+        for start in range(0, max(length, 1), chunk_frames):
+            crops.append((index, start, min(chunk_frames, length - start)))
+    crop_features = input_features.new_zeros(len(crops), chunk_frames, input_features.shape[-1])
+    crop_mask = attention_mask.new_zeros(len(crops), chunk_frames)
+    for row, (index, start, length) in enumerate(crops):
+        crop_features[row, :length] = input_features[index, start : start + length]
+        crop_mask[row, :length] = 1
+
+    group = max_chunks_per_forward or len(crops)
+    crop_logits, crop_lid = [], []
+    for first in range(0, len(crops), group):
+        outputs = model(crop_features[first : first + group], attention_mask=crop_mask[first : first + group])
+        crop_logits.append(outputs.logits)
+        if outputs.lid_logits is not None:
+            crop_lid.append(outputs.lid_logits)
+    crop_logits = torch.cat(crop_logits)
+    crop_lid = torch.cat(crop_lid) if crop_lid else None
+
+    # Stitch: crop c of an utterance fills its output frames [start / stride, ...) exactly.
+    total_frames = int(model.get_output_lengths(torch.tensor(num_frames)))
+    logits = _blank_logits(crop_logits, total_frames, batch_size, model.config.pad_token_id)
+    lid_logits = None if crop_lid is None else crop_lid.new_zeros(batch_size, crop_lid.shape[-1])
+    for row, (index, start, length) in enumerate(crops):
+        out_start, out_length = start // stride, int(model.get_output_lengths(torch.tensor(length)))
+        logits[index, out_start : out_start + out_length] = crop_logits[row, :out_length]
+        if lid_logits is not None:
+            lid_logits[index] += crop_lid[row] * (length / max(int(feature_lengths[index]), 1))
+    return logits, output_lengths, lid_logits
+
+
+def _blank_logits(like: torch.Tensor, num_frames: int, batch_size: int, blank_id: int) -> torch.Tensor:
+    """`(B, num_frames, V)` logits that decode to nothing (blank certain), the value of padded frames."""
+    logits = like.new_full((batch_size, num_frames, like.shape[-1]), torch.finfo(like.dtype).min)
+    logits[..., blank_id] = 0.0
+    return logits
+
+
+def collapse_ctc_path(path: torch.Tensor | Sequence[int], blank_id: int) -> list[int]:
+    """Token ids of a frame-level CTC path `(T,)`: repeats merged, then blanks removed.
+
+    The one collapse rule of the package: greedy decoding and the beam search (`training.decoding`) share it.
+    """
+    path = torch.as_tensor(path, dtype=torch.long)
+    if len(path):
+        keep = torch.ones(len(path), dtype=torch.bool)
+        keep[1:] = path[1:] != path[:-1]
+        path = path[keep]
+    return path[path != blank_id].tolist()
+
+
+def greedy_token_ids(logits: torch.Tensor, output_lengths: torch.Tensor, blank_id: int) -> list[list[int]]:
+    """Best path of each utterance: argmax per frame, repeats merged, blanks removed (CTC greedy)."""
+    best = logits.argmax(-1).cpu()
+    return [collapse_ctc_path(path[:length], blank_id) for path, length in zip(best, output_lengths.tolist())]
+
+
+def decode_token_ids(token_ids: Sequence[Sequence[int]], tokenizer) -> list[str]:
+    """Text of collapsed token ids: `group_tokens=False`, since repeats were merged on the path already
+    (a doubled letter separated by a blank must stay doubled); "|" becomes a space."""
+    return [tokenizer.decode(ids, group_tokens=False).strip() for ids in token_ids]
+
+
+def pad_labels(token_ids: Sequence[Sequence[int]], padding_value: int = -100) -> torch.Tensor:
+    """`(B, max_len)` long tensor of label ids padded with -100 (what the CTC loss reads)."""
+    longest = max((len(ids) for ids in token_ids), default=0)
+    labels = torch.full((len(token_ids), max(longest, 1)), padding_value, dtype=torch.long)
+    for row, ids in enumerate(token_ids):
+        labels[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return labels
+
+
+def sequence_confidence(logits: torch.Tensor, output_lengths: torch.Tensor) -> list[float]:
+    """Mean over valid frames of the best path's log-probability per frame (<= 0; 0 = certain).
+
+    A cheap utterance-level confidence for pseudo-label filtering (SPEC 10); comparable across
+    utterances of different lengths because it is a per-frame mean.
+    """
+    best = F.log_softmax(logits.float(), dim=-1).max(-1).values
+    mask = torch.arange(best.shape[1], device=best.device)[None, :] < output_lengths.to(best.device)[:, None]
+    totals = (best * mask).sum(-1) / output_lengths.clamp(min=1).to(best.device)
+    return totals.cpu().tolist()
+
+
+@torch.no_grad()
+def transcribe_batch(
+    model, batch, tokenizer, chunk_frames: int | None = None, max_chunks_per_forward: int | None = None
+) -> dict:
+    """Greedy transcripts, LID predictions and confidences of one collated batch (model in its current mode).
+
+    Returns a dict with `texts` (list of str), `token_ids`, `language_ids` (predicted class per utterance,
+    a `(B,)` long tensor, or None without an LID head), `language_probabilities` (the softmax probability
+    of that class, `(B,)` float, or None) and `confidences`. `chunk_frames` and `max_chunks_per_forward`
+    are those of `chunked_logits`.
+    """
+    logits, output_lengths, lid_logits = chunked_logits(
+        model, batch["input_features"], batch.get("attention_mask"), chunk_frames, max_chunks_per_forward
+    )
+    token_ids = greedy_token_ids(logits, output_lengths, model.config.pad_token_id)
+    language_probabilities, language_ids = (None, None) if lid_logits is None else lid_logits.float().softmax(-1).max(-1)
+    return {
+        "texts": decode_token_ids(token_ids, tokenizer),
+        "token_ids": token_ids,
+        "language_ids": language_ids,
+        "language_probabilities": language_probabilities,
+        "confidences": sequence_confidence(logits, output_lengths),
+    }
+
+
+__all__ = [
+    "FRAMES_PER_SECOND",
+    "chunked_logits",
+    "collapse_ctc_path",
+    "greedy_token_ids",
+    "decode_token_ids",
+    "pad_labels",
+    "sequence_confidence",
+    "transcribe_batch",
+]
