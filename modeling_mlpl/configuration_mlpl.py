@@ -47,6 +47,10 @@ class MlplConfig(PreTrainedConfig):
             Probability that a block's attention and MLP branches are dropped in a training forward.
         layer_norm_eps (`float`, defaults to 1e-5):
             Epsilon of every LayerNorm.
+        layer_norm_per_channel (`bool`, defaults to `False`):
+            Give the blocks' LayerNorms one weight and bias per channel instead of Flashlight's single
+            scalar pair. Only for M-CTC-T checkpoints fine-tuned after their conversion (the converter sets
+            it when their LayerNorm vectors are not constant); the paper's networks use scalars.
         languages (`list[str]`, *optional*):
             Language codes of the LID classes; index `i` is LID class `i`. When given, it fixes
             `num_languages`.
@@ -79,6 +83,7 @@ class MlplConfig(PreTrainedConfig):
         dropout=0.3,
         layerdrop=0.3,
         layer_norm_eps=1e-5,
+        layer_norm_per_channel=False,
         languages=None,
         num_languages=60,
         lid_loss_weight=1.0,
@@ -138,6 +143,7 @@ class MlplConfig(PreTrainedConfig):
         self.dropout = float(dropout)
         self.layerdrop = float(layerdrop)
         self.layer_norm_eps = layer_norm_eps
+        self.layer_norm_per_channel = bool(layer_norm_per_channel)
         self.languages = languages
         self.num_languages = num_languages
         self.lid_loss_weight = float(lid_loss_weight)

@@ -73,15 +73,19 @@ def relative_position_scores(query, relative_embeddings, max_relative_positions)
     return flat.reshape(*leading, length, 2 * length - 2)[..., :length]
 
 
-class MlplScalarLayerNorm(nn.Module):
+class MlplLayerNorm(nn.Module):
     """LayerNorm over the channel dimension with ONE scalar weight and ONE scalar bias (Flashlight
-    `LayerNorm` with affine size 1, SPEC 2.3): 2 parameters per norm, 4 per block."""
+    `LayerNorm` with affine size 1, SPEC 2.3): 2 parameters per norm, 4 per block.
 
-    def __init__(self, eps=1e-5):
+    `affine_size = hidden_size` (config `layer_norm_per_channel`) gives one weight and bias per channel
+    instead, as `nn.LayerNorm`: only for converted M-CTC-T models whose LayerNorms were trained per channel.
+    """
+
+    def __init__(self, eps=1e-5, affine_size=1):
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(1))
-        self.bias = nn.Parameter(torch.zeros(1))
+        self.weight = nn.Parameter(torch.ones(affine_size))
+        self.bias = nn.Parameter(torch.zeros(affine_size))
 
     def forward(self, hidden_states):
         normalized = F.layer_norm(hidden_states, hidden_states.shape[-1:], eps=self.eps)
@@ -216,9 +220,10 @@ class MlplEncoderLayer(GradientCheckpointingLayer):
     def __init__(self, config, layer_idx=None):
         super().__init__()
         self.self_attn = MlplAttention(config, layer_idx)
-        self.attn_layer_norm = MlplScalarLayerNorm(config.layer_norm_eps)
+        affine_size = config.hidden_size if config.layer_norm_per_channel else 1
+        self.attn_layer_norm = MlplLayerNorm(config.layer_norm_eps, affine_size)
         self.feed_forward = MlplFeedForward(config)
-        self.final_layer_norm = MlplScalarLayerNorm(config.layer_norm_eps)
+        self.final_layer_norm = MlplLayerNorm(config.layer_norm_eps, affine_size)
 
     def forward(self, hidden_states, key_padding_bias=None, drop_branches=False, output_attentions=False):
         """`drop_branches`: the layerdrop draw (f = 0). Flashlight multiplies both branches by 0 and still
@@ -301,7 +306,7 @@ class MlplPreTrainedModel(PreTrainedModel):
             init.uniform_(module.weight, -bound, bound)
             if module.bias is not None:
                 init.uniform_(module.bias, -bound, bound)
-        elif isinstance(module, (MlplScalarLayerNorm, MlplInputLayerNorm)):
+        elif isinstance(module, (MlplLayerNorm, MlplInputLayerNorm)):
             init.ones_(module.weight)
             init.zeros_(module.bias)
         elif isinstance(module, MlplAttention) and module.relative_position_embeddings is not None:
