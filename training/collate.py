@@ -32,8 +32,9 @@ class MlplCollator:
         `attention_mask` `(B, T)` long, 1 on valid frames;
         `labels` `(B, L)` long, token ids padded with -100 -- only when the examples are labeled;
         `language_ids` `(B,)` long, `language_to_id[example["language"]]`;
-        `ids` list of B str; `durations` `(B,)` float32 seconds.
-    `ids` and `durations` are bookkeeping: drop them before `model(**batch)`.
+        `ids` list of B str; `sentences` the B raw transcripts (None when unlabeled); `durations` `(B,)`
+        float32 seconds. Returns None for an empty list (a batch whose every clip failed to decode).
+    `ids`, `sentences` and `durations` are bookkeeping: drop them before `model(**batch)`.
 
     Args:
         feature_extractor: an `MlplFeatureExtractor` (or any extractor with the same call signature).
@@ -127,9 +128,10 @@ class MlplCollator:
 
     # ---- the batch -------------------------------------------------------------------------
 
-    def __call__(self, examples: Sequence[Mapping]) -> dict:
+    def __call__(self, examples: Sequence[Mapping]) -> dict | None:
         if not examples:
-            raise ValueError("cannot collate an empty list of examples")
+            # Every clip of the batch failed to decode (the data layer dropped, counted and logged them).
+            return None
         # Cheap checks first, so that a bad language or transcript fails before the FFTs.
         language_ids = self.language_ids(examples)
         labels = self.labels(examples)
@@ -146,6 +148,7 @@ class MlplCollator:
             "attention_mask": features["attention_mask"].to(torch.long),
             "language_ids": language_ids,
             "ids": [str(example["id"]) for example in examples],
+            "sentences": [example["sentence"] for example in examples],
             "durations": torch.tensor([float(example["duration"]) for example in examples], dtype=torch.float32),
         }
         if labels is not None:

@@ -1,0 +1,40 @@
+#!/usr/bin/env python
+"""Train an mlpl model: supervised CTC + LID, or slimIPL (training/trainer.py, SPEC 4-5).
+
+    accelerate launch scripts/train.py --config training/configs/demo_supervised.yaml
+    accelerate launch --multi_gpu --num_processes 8 scripts/train.py --config my.yaml optim.lr=0.01
+    accelerate launch scripts/train.py --config my.yaml --resume        # continue from the newest step_N/
+
+Overrides are dotted `section.key=value` pairs (values parsed as YAML): `train.max_updates=2000`,
+`data.max_batch_seconds=50`, `slimipl.enabled=true`, `model.overrides={hidden_size: 256}`.
+"""
+
+import argparse
+import logging
+
+from accelerate.logging import get_logger  # noqa: F401  (accelerate's main-process log filtering)
+from accelerate.state import PartialState
+
+from training.config import load_config
+from training.trainer import train
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="experiment YAML (default: the paper's values, no data)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in train.output_dir")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    arguments = parser.parse_args()
+    state = PartialState()
+    logging.basicConfig(
+        level=logging.INFO if state.is_main_process else logging.WARNING,
+        format=f"%(asctime)s [rank {state.process_index}] %(name)s %(levelname)s %(message)s",
+    )
+    config = load_config(arguments.config, arguments.overrides)
+    result = train(config, resume=arguments.resume)
+    if state.is_main_process:
+        print(f"done: {result.num_updates} updates; final model {result.final_model}; best dev CER {result.best_dev_cer:.4f}")
+
+
+if __name__ == "__main__":
+    main()

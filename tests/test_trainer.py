@@ -1,0 +1,258 @@
+"""The trainer (issue 4): configs, the lr schedule, and real runs of scripts/train.py on the demo corpus.
+
+The runs are subprocesses of the real script, as a user launches it; the tests check what they leave on
+disk: metrics.jsonl, checkpoints, the best and final model folders, the summary.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from test_distributed_data import free_port
+from training.config import ExperimentConfig, load_config, save_config
+from training.trainer import linear_warmup_with_halving
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+ENVIRONMENT = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+TINY_MODEL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64, "max_relative_positions": 64}
+
+
+def write_config(path: Path, corpus: Path, **sections) -> Path:
+    values = {
+        "data": {
+            "train": [{"kind": "common_voice", "path": str(corpus / "cv"), "split": "train", "languages": ["fi", "el"]}],
+            "max_batch_seconds": 12,
+        },
+        "model": {"overrides": TINY_MODEL, "dropout": 0.1, "layerdrop": 0.0},
+        "optim": {"optimizer": "adamw", "lr": 0.002, "warmup_updates": 4, "halve_lr_at": 10, "max_grad_norm": 5.0},
+        "train": {"max_updates": 16, "eval_every": 1000, "save_every": 4, "log_every": 4, "keep_last": 2},
+    }
+    for section, updates in sections.items():
+        values.setdefault(section, {}).update(updates)
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def run_train(config: Path, output_dir: Path, *extra: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    command = [sys.executable, "scripts/train.py", "--config", str(config), f"train.output_dir={output_dir}", *extra]
+    completed = subprocess.run(command, cwd=REPOSITORY, env=ENVIRONMENT, capture_output=True, text=True, timeout=timeout)
+    assert completed.returncode == 0, f"train.py failed:\n{completed.stdout[-2000:]}\n{completed.stderr[-4000:]}"
+    return completed
+
+
+def records(output_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+# ---- configuration ----------------------------------------------------------------------------------------
+
+
+def test_config_defaults_are_the_papers_values():
+    config = ExperimentConfig()
+    assert (config.optim.optimizer, config.optim.lr, config.optim.warmup_updates, config.optim.max_grad_norm) == ("adagrad", 0.03, 64_000, 0.1)
+    assert (config.slimipl.supervised_warmup_updates, config.slimipl.unlabeled_ratio, config.slimipl.cache_size) == (20_000, 10, 1000)
+    assert (config.slimipl.replace_probability, config.slimipl.dropout, config.slimipl.cropping_warmup_updates) == (0.1, 0.1, 10_000)
+    assert (config.spec_augment.num_freq_masks, config.spec_augment.freq_mask_width, config.spec_augment.time_mask_width) == (2, 30, 50)
+
+
+def test_yaml_overrides_are_typed_and_saved(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"optim": {"lr": 0.01}, "data": {"train": [{"kind": "flashlight", "path": "x.lst", "language": "el"}]}}))
+    config = load_config(path, ["optim.lr=0.5", "train.max_updates=1e3", "slimipl.enabled=true", "model.overrides={hidden_size: 64}", "train.log_with=tensorboard"])
+    assert config.optim.lr == 0.5 and config.train.max_updates == 1000 and config.slimipl.enabled is True
+    assert config.model.overrides == {"hidden_size": 64} and config.train.log_with == ["tensorboard"]
+    assert config.data.train[0].language == "el"
+    save_config(config, tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml").optim.lr == 0.5
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lrr=0.1", r"unknown key\(s\) \['lrr'\]"),
+        ("train.max_updates=many", "expected int, got 'many'"),
+        ("slimipl.enabled=maybe", "expected true/false"),
+        ("lr=0.1", r"unknown key\(s\) \['lr'\]"),
+        ("optim.lr", "must look like section.key=value"),
+    ],
+)
+def test_bad_overrides_name_the_key_and_value(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, [override])
+
+
+def test_flashlight_source_without_language_is_refused():
+    with pytest.raises(ValueError, match="set `language:`"):
+        load_config(None, ["data.train=[{kind: flashlight, path: a.lst}]"])
+
+
+def test_learning_rate_warms_up_linearly_and_halves_once():
+    factor = linear_warmup_with_halving(warmup_updates=4, halve_at=10)
+    assert [factor(n) for n in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert factor(9) == 1.0 and factor(10) == 0.5 and factor(10_000) == 0.5
+
+
+# ---- real runs ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_supervised_run_lowers_dev_cer_and_leaves_a_usable_model(tiny_demo_corpus, tmp_path):
+    languages = ["en", "de"]  # the tiny corpus's largest languages (8 training clips each)
+    config = write_config(
+        tmp_path / "supervised.yaml",
+        tiny_demo_corpus,
+        data={
+            "train": [{"kind": "common_voice", "path": str(tiny_demo_corpus / "cv"), "split": "train", "languages": languages}],
+            "dev": [{"kind": "common_voice", "path": str(tiny_demo_corpus / "cv"), "split": "dev", "languages": languages}],
+            "max_batch_seconds": 20,
+        },
+        model={"overrides": dict(TINY_MODEL, hidden_size=64, intermediate_size=128), "dropout": 0.0, "layerdrop": 0.0},
+        optim={"optimizer": "adamw", "lr": 0.003, "warmup_updates": 10, "halve_lr_at": None, "max_grad_norm": 5.0},
+        spec_augment={"enabled": False},
+        train={"max_updates": 125, "eval_every": 125, "eval_before_training": True, "save_every": 125, "log_every": 25, "keep_last": 1},
+    )
+    output_dir = tmp_path / "run"
+    run_train(config, output_dir)
+
+    dev = [r for r in records(output_dir) if "dev_cer" in r]
+    assert [r["update"] for r in dev] == [0, 125]
+    assert dev[-1]["dev_cer"] < min(dev[0]["dev_cer"], 1.0) - 0.02, dev  # below the start and below all-blank output
+    assert {f"dev/common_voice:cv:dev/cer/{code}" for code in languages} <= set(dev[-1])
+    losses = [r["loss"] for r in records(output_dir) if "loss" in r]
+    assert losses[-1] < 0.8 * losses[0]
+
+    summary = json.loads((output_dir / "train_summary.json").read_text())
+    assert summary["num_updates"] == 125 and summary["skipped_non_finite"] == 0
+    assert summary["best_dev_cer"] == pytest.approx(min(r["dev_cer"] for r in dev))
+    assert [p.name for p in (output_dir / "checkpoints").iterdir()] == ["step_125"]  # keep_last=1
+    assert (output_dir / "config.yaml").is_file() and (output_dir / "best" / "training_config.yaml").is_file()
+
+    # The best model folder is a pipeline-ready model, remote code included.
+    from transformers import pipeline
+
+    from training.audio import load_audio
+
+    clip = next((tiny_demo_corpus / "cv" / "en" / "clips").glob("*.mp3"))
+    recognizer = pipeline("automatic-speech-recognition", model=str(output_dir / "best"))
+    assert isinstance(recognizer(load_audio(clip))["text"], str)
+    saved = json.loads((output_dir / "best" / "config.json").read_text())
+    assert saved["languages"] == sorted(languages) and "auto_map" in saved
+
+
+SLIMIPL = {
+    "enabled": True,
+    "supervised_warmup_updates": 4,
+    "unlabeled_ratio": 2,
+    "cache_size": 2,
+    "replace_probability": 0.5,
+    "cropping_warmup_updates": 4,
+    "crop_seconds": 3.0,  # the demo's unlabeled utterances are 10-30 s: cropping really cuts them
+}
+
+
+@pytest.fixture(scope="module")
+def slimipl_config(tiny_demo_corpus, tmp_path_factory):
+    corpus = tiny_demo_corpus
+    return write_config(
+        tmp_path_factory.mktemp("slimipl") / "slimipl.yaml",
+        corpus,
+        data={
+            "train": [{"kind": "common_voice", "path": str(corpus / "cv"), "split": "train", "languages": ["fi", "el"]}],
+            "unlabeled": [{"kind": "voxpopuli", "path": str(corpus / "voxpopuli"), "languages": ["fi", "el"]}],
+            "max_batch_seconds": 40,
+        },
+        model={"overrides": TINY_MODEL, "dropout": 0.2, "layerdrop": 0.2},
+        slimipl=SLIMIPL,
+    )
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_slimipl_run(slimipl_config, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    run_train(slimipl_config, output_dir)
+    return output_dir
+
+
+@pytest.mark.slow
+def test_slimipl_run_follows_the_cache_rules(uninterrupted_slimipl_run):
+    summary = json.loads((uninterrupted_slimipl_run / "train_summary.json").read_text())
+    counters = summary["slimipl"]
+    assert summary["num_updates"] == 16
+    assert counters["supervised_warmup_steps"] == SLIMIPL["supervised_warmup_updates"]
+    # Filling steps make no update; afterwards every unlabeled step trains on a cached batch.
+    assert counters["filling_steps"] == SLIMIPL["cache_size"]
+    assert counters["unlabeled_steps"] == counters["filling_steps"] + counters["training_reads"]
+    assert counters["supervised_warmup_steps"] + counters["labeled_steps"] + counters["training_reads"] == 16
+    # One labeled step per cycle of 1 + lambda steps.
+    assert counters["cycles"] <= counters["labeled_steps"] <= counters["cycles"] + 1
+    assert counters["unlabeled_steps"] <= SLIMIPL["unlabeled_ratio"] * (counters["cycles"] + 1)
+    assert counters["reshuffles"] == counters["training_reads"] // SLIMIPL["cache_size"]
+    # Pseudo-labels: C filling batches plus one per replacement; the first ones cropped (warm-up), not all.
+    assert counters["pseudo_labeled_batches"] == counters["filling_steps"] + counters["replacements"]
+    assert 0 < counters["cropped_pseudo_labeled_batches"] < counters["pseudo_labeled_batches"] or counters["replacements"] == 0
+    assert counters["cropped_pseudo_labeled_batches"] >= SLIMIPL["cache_size"]
+    # slimIPL lowered dropout and layerdrop, and the saved model says so.
+    saved = json.loads((uninterrupted_slimipl_run / "final" / "config.json").read_text())
+    assert (saved["dropout"], saved["layerdrop"]) == (0.1, 0.1)
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_gives_the_same_parameters(slimipl_config, uninterrupted_slimipl_run, tmp_path):
+    output_dir = tmp_path / "killed"
+    command = [sys.executable, "scripts/train.py", "--config", str(slimipl_config), f"train.output_dir={output_dir}"]
+    process = subprocess.Popen(command, cwd=REPOSITORY, env=ENVIRONMENT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (output_dir / "checkpoints" / "step_8").is_dir():
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline, "no checkpoint step_8 appeared"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (output_dir / "train_summary.json").exists(), "the run finished before SIGKILL; nothing was resumed"
+
+    completed = run_train(slimipl_config, output_dir, "--resume")
+    assert "resumed from" in completed.stderr
+    expected = load_file(uninterrupted_slimipl_run / "final" / "model.safetensors")
+    resumed = load_file(output_dir / "final" / "model.safetensors")
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        torch.testing.assert_close(resumed[name], expected[name], rtol=0, atol=0, msg=name)
+    assert json.loads((output_dir / "train_summary.json").read_text())["slimipl"] == json.loads(
+        (uninterrupted_slimipl_run / "train_summary.json").read_text()
+    )["slimipl"]
+
+
+@pytest.mark.slow
+def test_two_processes_train_with_identical_parameters(slimipl_config, tmp_path):
+    output_dir = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+        "tests/trainer_worker.py", str(slimipl_config), str(output_dir), "train.max_updates=8",
+        # One cached batch, never replaced: each process's cache then holds the first batch of its own share.
+        "slimipl.cache_size=1", "slimipl.replace_probability=0",
+    ]  # fmt: skip
+    environment = {**ENVIRONMENT, "ACCELERATE_USE_CPU": "true"}
+    completed = subprocess.run(command, cwd=REPOSITORY, env=environment, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, f"{completed.stdout[-2000:]}\n{completed.stderr[-4000:]}"
+    ranks = [json.loads((output_dir / f"rank{rank}.json").read_text()) for rank in range(2)]
+    assert all(r == {"num_processes": 2, "num_updates": 8} for r in ranks)
+    first, second = (torch.load(output_dir / f"parameters_rank{rank}.pt") for rank in range(2))
+    initial = load_file(output_dir / "checkpoints" / "step_4" / "model.safetensors")
+    for name in first:
+        torch.testing.assert_close(first[name], second[name], rtol=0, atol=0, msg=name)
+    assert any(not torch.equal(first[name], initial[name]) for name in initial), "parameters did not change after step 4"
+    # Each process kept its own pseudo-label cache of its own share of the unlabeled data.
+    states = [torch.load(output_dir / "checkpoints" / "step_8" / f"trainer_state_rank{rank}.pt", weights_only=False) for rank in range(2)]
+    ids = [{i for batch in s["cache"]["batches"] for i in batch["ids"]} for s in states]
+    assert ids[0] and ids[1] and not ids[0] & ids[1]

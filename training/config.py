@@ -1,0 +1,339 @@
+"""Experiment configuration: dataclasses whose defaults are the paper's values (STYLE 5).
+
+One YAML file per experiment, overridden from the command line with dotted `key=value` pairs:
+
+    accelerate launch scripts/train.py --config configs/demo.yaml optim.lr=0.01 train.max_updates=2000
+
+`load_config` checks every key against the dataclasses (a typo is an error naming the key and the
+valid ones) and converts values to the field's type; `save_config` writes the resolved config beside
+every checkpoint, so a run can always be reproduced from its output folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SOURCE_KINDS = ("common_voice", "voxpopuli", "flashlight", "hub", "pseudo_labels")
+
+
+@dataclass
+class SourceConfig:
+    """One data source of the data layer (training.data, SPEC 8).
+
+    kind: "common_voice" (local release folder), "voxpopuli" (local unlabeled folder), "flashlight"
+        (list file; needs `language`), "hub" (dataset id or local parquet folder; `name`, `columns`,
+        `language`, `streaming`), or "pseudo_labels" (a folder written by training.pseudo_label).
+    path: folder, file or dataset id. Relative paths are resolved against the config file's folder.
+    """
+
+    kind: str = "common_voice"
+    path: str = ""
+    split: str = "train"
+    languages: list[str] | None = None
+    language: str | None = None  # flashlight / hub: the language of every example
+    name: str | None = None  # hub: dataset configuration
+    columns: dict[str, str | None] | None = None  # hub: schema role -> column
+    streaming: bool = False
+    labeled: bool = True  # flashlight: False reads an unlabeled list
+
+    def __post_init__(self):
+        if self.kind not in SOURCE_KINDS:
+            raise ValueError(f"source kind {self.kind!r} is not one of {SOURCE_KINDS}")
+        if not self.path:
+            raise ValueError(f"a {self.kind} source needs a path (got path={self.path!r})")
+        if self.kind == "flashlight" and not self.language:
+            raise ValueError(f"flashlight list {self.path}: set `language:` (lists carry no language column)")
+
+    def load(self, keep_audio_reference: bool = False):
+        """The source as a datasets Dataset / IterableDataset in the data layer's example schema."""
+        from . import data
+
+        streaming_args = {"streaming": self.streaming, "keep_audio_reference": keep_audio_reference}
+        if self.kind == "common_voice":
+            return data.load_common_voice_folder(self.path, self.split, languages=self.languages, **streaming_args)
+        if self.kind == "voxpopuli":
+            return data.load_voxpopuli_folder(self.path, languages=self.languages, **streaming_args)
+        if self.kind == "flashlight":
+            return data.load_flashlight_list(self.path, language=self.language, labeled=self.labeled, **streaming_args)
+        if self.kind == "pseudo_labels":
+            from .pseudo_label import load_pseudo_label_set
+
+            return load_pseudo_label_set(self.path, languages=self.languages, streaming=self.streaming)
+        dataset = data.load_hub_dataset(
+            self.path, self.name, self.split, columns=self.columns, language=self.language, **streaming_args
+        )
+        if self.languages:
+            dataset = dataset.filter(lambda example: example["language"] in self.languages)
+        return dataset
+
+
+@dataclass
+class DataConfig:
+    train: list[SourceConfig] = field(default_factory=list)  # labeled training data
+    dev: list[SourceConfig] = field(default_factory=list)  # evaluated every `train.eval_every` updates
+    unlabeled: list[SourceConfig] = field(default_factory=list)  # slimIPL's unlabeled data
+    max_batch_seconds: float = 200.0  # SPEC 4: 200 s of audio per GPU (base), 50 s (large)
+    max_batch_size: int | None = None
+    eval_max_batch_seconds: float | None = None  # default: max_batch_seconds
+    num_workers: int = 0
+    on_unknown_characters: str = "warn"  # labels the tokenizer cannot encode: "warn" (count, report) or "error"
+
+
+@dataclass
+class ModelConfig:
+    """Either `init_from` (a model folder: continue / fine-tune it with its processor) or a new model:
+    `size` = "base" (SPEC 2, 275M) or "large" (1.06B), with `overrides` of any MlplConfig field
+    (e.g. a small demo model). A new model's vocabulary is built from the training transcripts and
+    its LID classes from the languages of all sources."""
+
+    init_from: str | None = None
+    size: str = "base"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    gradient_checkpointing: bool = False
+    lid_loss_weight: float | None = None  # gamma (SPEC 2.6: 1); None keeps the model config's value
+    dropout: float | None = None  # None keeps the model config's value
+    layerdrop: float | None = None
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "adagrad"  # SPEC 4: Adagrad; "adamw" as an option
+    lr: float = 0.03  # slimIPL; 0.01 for from-scratch CV+PL training and CV fine-tuning (SPEC 4)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.98)  # adamw only
+    warmup_updates: int = 64_000  # SPEC 4: linear warm-up over 64k updates
+    halve_lr_at: int | None = 250_000  # SPEC 4: lr halved once at 250k updates
+    max_grad_norm: float | None = 0.1  # SPEC 4: gradient-norm clip 0.1
+    gradient_accumulation_steps: int = 1
+
+
+@dataclass
+class SpecAugmentConfig:
+    enabled: bool = True
+    num_freq_masks: int = 2
+    freq_mask_width: int = 30
+    num_time_masks: int = 2
+    time_mask_width: int = 50
+    time_mask_max_ratio: float = 0.1
+    start_update: int = 0  # SPEC 4: 50k when training from scratch on CV+PL
+
+
+@dataclass
+class SlimIPLConfig:
+    enabled: bool = False
+    supervised_warmup_updates: int = 20_000  # M (slimIPL)
+    unlabeled_ratio: int = 10  # lambda (mling_pl)
+    cache_size: int = 1000  # C
+    replace_probability: float = 0.1  # p
+    cropping_warmup_updates: int = 10_000  # mling_pl cropping warm-up; 0 turns it off
+    crop_seconds: float = 10.0
+    dropout: float = 0.1  # SPEC 5: lowered when slimIPL starts
+    layerdrop: float = 0.1
+    ema_decay: float | None = None  # e.g. 0.999 for an EMA teacher
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "outputs/run"
+    seed: int = 0
+    max_updates: int = 500_000  # SPEC 4: ~500k updates
+    eval_every: int = 1000
+    eval_before_training: bool = False  # also evaluate at update 0 (the start of the dev CER curve)
+    save_every: int = 1000
+    keep_last: int = 3  # step_N/ checkpoints kept
+    log_every: int = 50
+    mixed_precision: str = "no"  # "no" | "fp16" | "bf16"
+    log_with: list[str] = field(default_factory=list)  # accelerate trackers, e.g. ["tensorboard"]
+    cpu: bool = False
+
+
+@dataclass
+class ExperimentConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    slimipl: SlimIPLConfig = field(default_factory=SlimIPLConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Building, loading, overriding, saving.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _convert(value: Any, annotation: Any, where: str) -> Any:
+    """`value` (from YAML or a command-line string) as the type `annotation` says; error names `where`."""
+    origin = typing.get_origin(annotation)
+    arguments = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
+            if type(None) in arguments:
+                return None
+        errors = []
+        for option in arguments:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, where)
+            except (TypeError, ValueError) as error:
+                errors.append(str(error))
+        raise ValueError(f"{where}: {value!r} does not fit {annotation}: {'; '.join(errors)}")
+    if dataclasses.is_dataclass(annotation):
+        return build_dataclass(annotation, value, where)
+    if origin is list:
+        if isinstance(value, str):
+            value = [item for item in value.split(",") if item] if not value.startswith("[") else yaml.safe_load(value)
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        return [_convert(item, arguments[0], f"{where}[{i}]") for i, item in enumerate(value)]
+    if origin is tuple:
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        return tuple(_convert(item, arguments[0], where) for item in value)
+    if origin is dict:
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if annotation is Any:
+        return yaml.safe_load(value) if isinstance(value, str) else value
+    if annotation is bool:
+        if isinstance(value, str):
+            if value.lower() in ("true", "yes", "1"):
+                return True
+            if value.lower() in ("false", "no", "0"):
+                return False
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{where}: expected true/false, got {value!r}")
+    if annotation in (int, float):
+        if isinstance(value, bool):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        try:
+            number = annotation(float(value)) if annotation is int and isinstance(value, str) and "e" in value.lower() else annotation(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: expected {annotation.__name__}, got {value!r}") from None
+        if annotation is int and isinstance(value, float) and number != value:
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return number
+    if annotation is str:
+        if not isinstance(value, (str, int, float)):
+            raise ValueError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def build_dataclass(cls, values: Any, where: str = "config"):
+    """`cls(**values)` with every key checked and converted (nested dataclasses included)."""
+    if isinstance(values, cls):
+        return values
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{where}: expected a mapping of {cls.__name__} fields, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; {cls.__name__} has {names}")
+    converted = {name: _convert(value, hints[name], f"{where}.{name}") for name, value in values.items()}
+    return cls(**converted)
+
+
+def apply_override(values: dict, override: str) -> None:
+    """Apply one `dotted.key=value` to a nested dict (the YAML before conversion)."""
+    if "=" not in override:
+        raise ValueError(f"override {override!r} must look like section.key=value (e.g. optim.lr=0.01)")
+    key, raw = override.split("=", 1)
+    parts = key.strip().split(".")
+    node = values
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {override!r}: {part!r} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def _resolve_paths(config: ExperimentConfig, base: Path) -> None:
+    """Relative local paths in the config are relative to the config file's folder."""
+
+    def resolve(path: str | None) -> str | None:
+        if not path:
+            return path
+        candidate = base / path
+        return str(candidate) if not Path(path).is_absolute() and candidate.exists() else path
+
+    for source in config.data.train + config.data.dev + config.data.unlabeled:
+        source.path = resolve(source.path)
+    config.model.init_from = resolve(config.model.init_from)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """The YAML file (or the defaults) with `overrides` applied, checked and typed."""
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: the top level must be a mapping of sections, got {type(values).__name__}")
+    for override in overrides:
+        apply_override(values, override)
+    config = build_dataclass(ExperimentConfig, values, str(path or "config"))
+    if path is not None:
+        _resolve_paths(config, path.parent.resolve())
+    return config
+
+
+def config_to_dict(config) -> dict:
+    """Plain dict (lists, not tuples) for YAML/JSON."""
+
+    def plain(value):
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def save_config(config, path: str | os.PathLike) -> Path:
+    """Write the resolved config as YAML, atomically (temporary name, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    os.replace(temporary, path)
+    return path
+
+
+__all__ = [
+    "DataConfig",
+    "ExperimentConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "SlimIPLConfig",
+    "SourceConfig",
+    "SpecAugmentConfig",
+    "TrainConfig",
+    "apply_override",
+    "build_dataclass",
+    "config_to_dict",
+    "load_config",
+    "save_config",
+]

@@ -1,0 +1,571 @@
+"""The trainer: supervised multilingual CTC + LID training and slimIPL, the accelerate way (SPEC 4-5).
+
+`train(config)` is one function, read top to bottom (STYLE: nanoGPT, accelerate's complete example):
+
+    Accelerator -> data -> processor + model -> optimizer + schedule -> prepare -> resume
+      -> loop: pick the step's kind (labeled / unlabeled, slimIPL) -> batch -> SpecAugment
+               -> forward -> non-finite check -> backward -> clip -> update
+               -> log / evaluate (gather across processes) / checkpoint
+      -> final model folder
+
+Launch with `accelerate launch scripts/train.py --config CONFIG.yaml [key=value ...]`, one process or many.
+
+Where the time goes: the forward/backward of the encoder; decoding and feature extraction run on the
+CPU in the main loop (num_workers > 0 moves the latter to DataLoader workers). Synchronisation points
+between processes: the non-finite-loss vote (one all-reduce of a flag per step), gradient all-reduce,
+evaluation gathers, checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from datasets import concatenate_datasets
+from tqdm.auto import tqdm
+
+from modeling_mlpl import MlplConfig, MlplForCTC, MlplProcessor
+
+from .augment import SpecAugment
+from .batching import DurationBatchSampler
+from .collate import MlplCollator
+from .config import ExperimentConfig, SourceConfig, config_to_dict, save_config
+from .data import EXAMPLE_COLUMNS, DecodeTransform, example_durations, records_of
+from .inference import FRAMES_PER_SECOND, chunked_logits, greedy_token_ids, pad_labels, transcribe_batch
+from .metrics import compute_asr_metrics, flatten_metrics
+from .slimipl import (
+    LABELED_STEP,
+    EmaTeacher,
+    PseudoLabelCache,
+    SlimIPLSchedule,
+    lower_regularization,
+    pseudo_labeling_mode,
+)
+
+logger = logging.getLogger("mlpl.trainer")
+
+MODEL_INPUTS = ("input_features", "attention_mask", "labels", "language_ids")
+CHECKPOINTS = "checkpoints"
+BEST_MODEL = "best"
+FINAL_MODEL = "final"
+FINISHED_MARKER = "train_summary.json"  # written last: a run that has it is complete
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pieces the loop calls. Each one is used by the trainer, the recipe and the tests alike.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def load_map_style(sources: list[SourceConfig], what: str):
+    """The sources as ONE map-style dataset (records concatenated, decoded on access), or None."""
+    if not sources:
+        return None
+    datasets = []
+    for source in sources:
+        if source.streaming:
+            raise ValueError(
+                f"{what} source {source.path} has streaming: true; the trainer batches map-style data by "
+                "duration (sorted, resumable). Load it map-style (streaming: false); use streaming for "
+                "pseudo-labeling (scripts/pseudo_label.py)"
+            )
+        datasets.append(source.load())
+    if len(datasets) == 1:
+        return datasets[0]
+    records = [records_of(d).select_columns(list(EXAMPLE_COLUMNS)) for d in datasets]
+    records = [r.cast(records[0].features) for r in records]
+    return concatenate_datasets(records).with_transform(DecodeTransform())
+
+
+def dataset_languages(dataset) -> list[str]:
+    return sorted(records_of(dataset).unique("language")) if dataset is not None else []
+
+
+def new_model_config(config: ExperimentConfig, vocab_size: int, languages: list[str]) -> MlplConfig:
+    """MlplConfig for a model trained from scratch: the size preset, the overrides, the data's symbols and languages."""
+    presets = {"base": {}, "large": {"hidden_size": 1536, "intermediate_size": 6144}}  # SPEC 2
+    if config.model.size not in presets:
+        raise ValueError(f"model.size={config.model.size!r}; use one of {sorted(presets)} (plus model.overrides)")
+    values = {**presets[config.model.size], **config.model.overrides, "vocab_size": vocab_size, "languages": languages}
+    return MlplConfig(**values)
+
+
+def save_model_folder(model, processor, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+    """`save_pretrained` of model + processor (+ JSON files in `extra`), atomically: written under a
+    temporary name and renamed over the previous folder, so a crash never leaves a half-written model."""
+    folder = Path(folder)
+    temporary = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(temporary, ignore_errors=True)
+    model.save_pretrained(temporary)
+    processor.save_pretrained(temporary)
+    for name, content in (extra or {}).items():
+        (temporary / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if folder.exists():
+        old = folder.with_name(folder.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(folder, old)
+        os.replace(temporary, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(temporary, folder)
+    return folder
+
+
+def linear_warmup_with_halving(warmup_updates: int, halve_at: int | None):
+    """lr factor for update `n` (0-based): linear warm-up to 1 over `warmup_updates`, then 1, halved
+    once from update `halve_at` on (SPEC 4: 64k warm-up, halved at 250k)."""
+
+    def factor(update: int) -> float:
+        value = min(1.0, (update + 1) / warmup_updates) if warmup_updates > 0 else 1.0
+        return value * (0.5 if halve_at is not None and update >= halve_at else 1.0)
+
+    return factor
+
+
+def build_optimizer(parameters, optim) -> torch.optim.Optimizer:
+    if optim.optimizer == "adagrad":
+        # SPEC 4: Adagrad, eps 1e-8; Flashlight's accumulator starts at 0.
+        return torch.optim.Adagrad(parameters, lr=optim.lr, eps=optim.eps, weight_decay=optim.weight_decay)
+    if optim.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=optim.lr, eps=optim.eps, betas=optim.betas, weight_decay=optim.weight_decay)
+    raise ValueError(f"optim.optimizer={optim.optimizer!r}; use 'adagrad' (the paper's) or 'adamw'")
+
+
+def _data_loader(dataset, sampler, collator, num_workers: int = 0) -> torch.utils.data.DataLoader:
+    # Its own generator: starting a DataLoader iterator draws a seed, which must not come from the global
+    # RNG (dropout's), or a resumed run would draw different dropout masks than an uninterrupted one.
+    generator = torch.Generator().manual_seed(sampler.seed)
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=collator, num_workers=num_workers, generator=generator
+    )
+
+
+def epoch_batches(dataset, sampler: DurationBatchSampler, collator, num_workers: int, position: dict) -> Iterator[dict]:
+    """Collated batches forever, epoch after epoch; `position` tracks (epoch, batches consumed) for checkpoints.
+
+    The sampler continues where a loaded state left it; an epoch ends, the next one is reshuffled.
+    """
+    while True:
+        loader = _data_loader(dataset, sampler, collator, num_workers)
+        for batch in loader:
+            position["consumed"] += 1
+            if batch is None:
+                continue  # every clip of the batch failed to decode (already counted and logged)
+            yield batch
+        sampler.set_epoch(sampler.epoch + 1)
+        position["consumed"] = 0
+
+
+def evaluate(accelerator, model, processor, dev_sets: dict, collator, max_batch_seconds: float) -> dict:
+    """Greedy CER per language and LID accuracy on each dev set, gathered across processes.
+
+    Returns `{"<dev name>": compute_asr_metrics(...)}`, the same dict on every process.
+    """
+    unwrapped = accelerator.unwrap_model(model)
+    codes = unwrapped.config.language_codes
+    results = {}
+    for name, dataset in dev_sets.items():
+        sampler = DurationBatchSampler.from_dataset(
+            dataset, max_batch_seconds, seed=0, num_replicas=accelerator.num_processes, rank=accelerator.process_index
+        )
+        rows = []
+        loader = _data_loader(dataset, sampler, collator)
+        with pseudo_labeling_mode(unwrapped):  # eval mode, no grad
+            for batch in tqdm(loader, desc=f"eval {name}", leave=False, disable=not accelerator.is_local_main_process):
+                if batch is None:
+                    continue
+                batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                decoded = transcribe_batch(unwrapped, batch, processor.tokenizer)
+                for i, example_id in enumerate(batch["ids"]):
+                    rows.append(
+                        {
+                            "id": example_id,
+                            "reference": batch["sentences"][i],
+                            "prediction": decoded["texts"][i],
+                            "language": codes[int(batch["language_ids"][i])],
+                            "predicted_language": codes[int(decoded["language_ids"][i])] if decoded["language_ids"] is not None else None,
+                        }
+                    )
+        rows = accelerator.gather_for_metrics(rows, use_gather_object=True)
+        unique = {row["id"]: row for row in rows}  # a tiny set may repeat a batch to even out processes
+        rows = list(unique.values())
+        results[name] = compute_asr_metrics(
+            [r["prediction"] for r in rows],
+            [r["reference"] for r in rows],
+            [r["language"] for r in rows],
+            predicted_languages=[r["predicted_language"] for r in rows] if unwrapped.lid_head is not None else None,
+        )
+        results[name]["num_utterances"] = len(rows)
+    return results
+
+
+def average_dev_cer(results: dict) -> float:
+    values = [r["cer"] for r in results.values() if r.get("cer") is not None]
+    return sum(values) / len(values) if values else math.inf
+
+
+def newest_checkpoint(output_dir: Path) -> Path | None:
+    steps = sorted((output_dir / CHECKPOINTS).glob("step_*"), key=lambda p: int(p.name.split("_")[1]) if p.name.split("_")[1].isdigit() else -1)
+    steps = [p for p in steps if p.name.split("_")[1].isdigit() and (p / "trainer_state_rank0.pt").is_file()]
+    return steps[-1] if steps else None
+
+
+@dataclass
+class TrainResult:
+    num_updates: int
+    best_dev_cer: float
+    best_model: Path | None
+    final_model: Path
+    output_dir: Path
+    model: Any = None  # the trained model (unwrapped), as this process holds it
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The training function.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def train(config: ExperimentConfig, resume: bool = False) -> TrainResult:
+    output_dir = Path(config.train.output_dir)
+    slimipl = config.slimipl
+    # Layerdrop skips whole branches, so some parameters get no gradient in a step: DDP must be told.
+    layerdrop_possible = (config.model.layerdrop or 0) > 0 or slimipl.enabled or config.model.layerdrop is None
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.optim.gradient_accumulation_steps,
+        mixed_precision=config.train.mixed_precision,
+        log_with=config.train.log_with or None,
+        project_dir=str(output_dir),
+        cpu=config.train.cpu,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=layerdrop_possible)],
+    )
+    set_seed(config.train.seed)
+    main = accelerator.is_main_process
+    if main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, output_dir / "config.yaml")
+    logger.info("training into %s with %d process(es) on %s", output_dir, accelerator.num_processes, accelerator.device)
+
+    # ---- data -------------------------------------------------------------------------------------------
+    train_set = load_map_style(config.data.train, "train")
+    if train_set is None:
+        raise ValueError("data.train is empty: the trainer needs labeled data (add a source under data.train)")
+    dev_sets = {f"{s.kind}:{Path(s.path).name}:{s.split}": load_map_style([s], "dev") for s in config.data.dev}
+    unlabeled_set = load_map_style(config.data.unlabeled, "unlabeled") if slimipl.enabled else None
+    if slimipl.enabled and unlabeled_set is None:
+        raise ValueError("slimipl.enabled is true but data.unlabeled is empty: add the unlabeled source(s)")
+
+    # ---- processor and model --------------------------------------------------------------------------
+    data_languages = sorted(
+        set(dataset_languages(train_set)).union(*(dataset_languages(d) for d in dev_sets.values()), dataset_languages(unlabeled_set))
+    )
+    if config.model.init_from:
+        processor = MlplProcessor.from_pretrained(config.model.init_from)
+        model = MlplForCTC.from_pretrained(config.model.init_from)
+        missing = sorted(set(data_languages) - set(model.config.language_codes))
+        if model.lid_head is not None and missing:
+            raise ValueError(
+                f"the data has languages {missing} that {config.model.init_from} has no LID class for "
+                f"(it knows {model.config.language_codes}); filter the sources with `languages:`"
+            )
+        logger.info("initialised from %s", config.model.init_from)
+    else:
+        sentences = records_of(train_set)["sentence"]
+        processor = MlplProcessor.from_transcripts(sentences)
+        model = MlplForCTC(new_model_config(config, len(processor.tokenizer), data_languages))
+        logger.info(
+            "new %s model: %d parameters, %d symbols, languages %s",
+            config.model.size, model.num_parameters(), len(processor.tokenizer), data_languages,
+        )
+    model.set_regularization(dropout=config.model.dropout, layerdrop=config.model.layerdrop)
+    if config.model.lid_loss_weight is not None:
+        model.config.lid_loss_weight = config.model.lid_loss_weight
+    if config.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    language_to_id = {code: i for i, code in enumerate(model.config.language_codes)}
+    collator = MlplCollator(
+        processor.feature_extractor, processor.tokenizer, language_to_id, on_unknown_characters=config.data.on_unknown_characters
+    )
+
+    world, rank = accelerator.num_processes, accelerator.process_index
+    train_sampler = DurationBatchSampler.from_dataset(
+        train_set, config.data.max_batch_seconds, seed=config.train.seed, num_replicas=world, rank=rank, max_batch_size=config.data.max_batch_size
+    )
+    train_position = {"consumed": 0}
+    unlabeled_sampler, unlabeled_position = None, {"consumed": 0}
+    if slimipl.enabled:
+        unlabeled_sampler = DurationBatchSampler.from_dataset(
+            unlabeled_set, config.data.max_batch_seconds, seed=config.train.seed + 1, num_replicas=world, rank=rank, max_batch_size=config.data.max_batch_size
+        )
+    logger.info(
+        "train: %d utterances, %.2f h, %d batches per process per epoch",
+        len(train_set), example_durations(train_set).sum() / 3600, len(train_sampler),
+    )
+
+    # ---- optimisation ---------------------------------------------------------------------------------
+    optimizer = build_optimizer(model.parameters(), config.optim)
+    # Stepped by hand once per update (accelerate's prepared scheduler steps once per process).
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_with_halving(config.optim.warmup_updates, config.optim.halve_lr_at))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+    spec = config.spec_augment
+    spec_augment = (
+        SpecAugment(spec.num_freq_masks, spec.freq_mask_width, spec.num_time_masks, spec.time_mask_width, spec.time_mask_max_ratio, spec.start_update)
+        if spec.enabled
+        else None
+    )
+    augment_generator = torch.Generator().manual_seed(config.train.seed)
+    schedule = SlimIPLSchedule(slimipl.supervised_warmup_updates, slimipl.unlabeled_ratio, slimipl.cropping_warmup_updates, seed=config.train.seed)
+    cache = PseudoLabelCache(slimipl.cache_size, slimipl.replace_probability, seed=config.train.seed + rank)
+    teacher = None
+    state = {
+        "num_updates": 0,
+        "best_dev_cer": math.inf,
+        "skipped_non_finite": 0,
+        "regularization_lowered": False,
+        "pseudo_labeled_batches": 0,
+        "cropped_pseudo_labeled_batches": 0,  # made during the cropping warm-up (SPEC 5)
+    }
+
+    # ---- resume ---------------------------------------------------------------------------------------
+    checkpoint = newest_checkpoint(output_dir) if resume else None
+    if resume and checkpoint is None:
+        logger.info("--resume: no checkpoint in %s, starting from scratch", output_dir / CHECKPOINTS)
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        saved = torch.load(checkpoint / f"trainer_state_rank{rank}.pt", weights_only=False)
+        state.update(saved["state"])
+        scheduler.load_state_dict(saved["scheduler"])
+        train_sampler.load_state_dict(saved["train_sampler"])
+        train_position["consumed"] = saved["train_sampler"]["position"]
+        augment_generator.set_state(saved["augment_generator"])
+        schedule.load_state_dict(saved["schedule"])
+        cache.load_state_dict(saved["cache"])
+        if unlabeled_sampler is not None:
+            unlabeled_sampler.load_state_dict(saved["unlabeled_sampler"])
+            unlabeled_position["consumed"] = saved["unlabeled_sampler"]["position"]
+        if state["regularization_lowered"]:
+            lower_regularization(unwrapped, slimipl.dropout, slimipl.layerdrop)
+        if saved.get("teacher") is not None:
+            teacher = EmaTeacher(unwrapped, slimipl.ema_decay)
+            teacher.load_state_dict(saved["teacher"])
+        logger.info("resumed from %s at update %d", checkpoint, state["num_updates"])
+
+    def save_checkpoint() -> None:
+        """accelerate's save_state (model, optimizer, RNG of every process) + each process's own trainer
+        state (sampler position, schedule, its slimIPL cache, ...), written to step_N.tmp then renamed."""
+        final = output_dir / CHECKPOINTS / f"step_{state['num_updates']}"
+        temporary = final.with_name(final.name + ".tmp")
+        if main:
+            shutil.rmtree(temporary, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(temporary))
+        saved = {
+            "state": dict(state),
+            "scheduler": scheduler.state_dict(),
+            "train_sampler": train_sampler.state_dict(train_position["consumed"]),
+            "augment_generator": augment_generator.get_state(),
+            "schedule": schedule.state_dict(),
+            "cache": cache.state_dict(),
+            "unlabeled_sampler": unlabeled_sampler.state_dict(unlabeled_position["consumed"]) if unlabeled_sampler else None,
+            "teacher": teacher.state_dict() if teacher is not None else None,
+        }
+        torch.save(saved, temporary / f"trainer_state_rank{rank}.pt")
+        accelerator.wait_for_everyone()
+        if main:
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(temporary, final)
+            save_config(config, final / "config.yaml")
+            steps = sorted((output_dir / CHECKPOINTS).glob("step_*[0-9]"), key=lambda p: int(p.name.split("_")[1]))
+            for old in steps[: -config.train.keep_last] if config.train.keep_last > 0 else []:
+                shutil.rmtree(old, ignore_errors=True)
+            logger.info("checkpoint %s", final)
+        accelerator.wait_for_everyone()
+
+    # ---- pseudo-labels (slimIPL): the model in eval mode, no SpecAugment, greedy, no LM (SPEC 5) ---------
+    def pseudo_label(batch: dict) -> torch.Tensor:
+        crop_frames = int(slimipl.crop_seconds * FRAMES_PER_SECOND) if schedule.crops_unlabeled(state["num_updates"]) else None
+        state["pseudo_labeled_batches"] += 1
+        state["cropped_pseudo_labeled_batches"] += crop_frames is not None
+        labeler = teacher.model if teacher is not None else unwrapped
+        with pseudo_labeling_mode(labeler):
+            features = batch["input_features"].to(accelerator.device)
+            mask = batch["attention_mask"].to(accelerator.device)
+            logits, lengths, _ = chunked_logits(labeler, features, mask, crop_frames)
+            return pad_labels(greedy_token_ids(logits, lengths, labeler.config.pad_token_id))
+
+    labeled_batches = epoch_batches(train_set, train_sampler, collator, config.data.num_workers, train_position)
+    unlabeled_batches = (
+        epoch_batches(unlabeled_set, unlabeled_sampler, collator, config.data.num_workers, unlabeled_position) if slimipl.enabled else None
+    )
+
+    trackers = bool(config.train.log_with)
+    if trackers:
+        accelerator.init_trackers(output_dir.name, config=flatten_metrics(config_to_dict(config), "."))
+    log_path = output_dir / "metrics.jsonl"
+
+    def log(record: dict) -> None:
+        record = {"update": state["num_updates"], **record}
+        if main:
+            with open(log_path, "a", encoding="utf-8") as log_file:
+                log_file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        if trackers:
+            accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=state["num_updates"])
+
+    def evaluate_and_keep_best() -> None:
+        if not dev_sets:
+            return
+        results = evaluate(accelerator, model, processor, dev_sets, collator, config.data.eval_max_batch_seconds or config.data.max_batch_seconds)
+        dev_cer = average_dev_cer(results)
+        record = {"dev_cer": dev_cer}
+        for name, result in results.items():
+            record.update({f"dev/{name}/{k}": v for k, v in flatten_metrics(result).items()})
+        log(record)
+        if main:
+            logger.info("update %d: dev CER %.4f (best %.4f)", state["num_updates"], dev_cer, state["best_dev_cer"])
+        if dev_cer < state["best_dev_cer"]:
+            state["best_dev_cer"] = dev_cer
+            if main:
+                metrics = {"update": state["num_updates"], "dev_cer": dev_cer, "dev": results}
+                save_model_folder(unwrapped, processor, output_dir / BEST_MODEL, {"dev_metrics.json": metrics})
+                save_config(config, output_dir / BEST_MODEL / "training_config.yaml")
+        accelerator.wait_for_everyone()
+
+    # ---- the loop -------------------------------------------------------------------------------------
+    progress = tqdm(
+        total=config.train.max_updates, initial=state["num_updates"], desc="train", unit="update", disable=not accelerator.is_local_main_process
+    )
+    window = {"loss": 0.0, "ctc_loss": 0.0, "lid_loss": 0.0, "steps": 0, "audio_seconds": 0.0, "start": time.time()}
+    if config.train.eval_before_training and state["num_updates"] == 0:
+        evaluate_and_keep_best()  # the starting point of the dev curve (and of the stage table)
+    model.train()
+    while state["num_updates"] < config.train.max_updates:
+        # 1. What kind of step (SPEC 5): labeled, or unlabeled from the pseudo-label cache.
+        kind = schedule.next_step(state["num_updates"]) if slimipl.enabled else LABELED_STEP
+        if kind == LABELED_STEP:
+            batch = next(labeled_batches)
+        else:
+            if not state["regularization_lowered"]:
+                lower_regularization(unwrapped, slimipl.dropout, slimipl.layerdrop)  # SPEC 5: from slimIPL's start
+                state["regularization_lowered"] = True
+                if slimipl.ema_decay is not None and teacher is None:
+                    teacher = EmaTeacher(unwrapped, slimipl.ema_decay)
+            cache_step = cache.step(lambda: next(unlabeled_batches), pseudo_label)
+            if not cache_step.trains:
+                continue  # a filling step: pseudo-labels made, no update
+            batch = dict(cache_step.batch, labels=cache_step.labels)
+        inputs = {k: batch[k].to(accelerator.device) for k in MODEL_INPUTS if k in batch}
+        # 2. SpecAugment on labeled and on pseudo-labeled batches (the same masks for the whole batch).
+        if spec_augment is not None:
+            inputs["input_features"] = spec_augment(
+                inputs["input_features"], inputs["attention_mask"], num_updates=state["num_updates"], generator=augment_generator
+            )
+
+        # 3. Forward, the all-process non-finite vote, backward, clip, update.
+        with accelerator.accumulate(model):
+            outputs = model(**inputs)
+            finite = torch.isfinite(outputs.loss.detach()).float()
+            all_finite = bool(accelerator.reduce(finite, reduction="sum").item() == accelerator.num_processes)  # sync point
+            if not all_finite:
+                state["skipped_non_finite"] += 1
+                logger.warning(
+                    "non-finite loss at update %d (batch %s...): batch skipped, %d so far",
+                    state["num_updates"], batch["ids"][:3], state["skipped_non_finite"],
+                )
+                optimizer.zero_grad(set_to_none=True)
+                continue
+            accelerator.backward(outputs.loss)
+            grad_norm = None
+            if accelerator.sync_gradients and config.optim.max_grad_norm:
+                grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        window["loss"] += outputs.loss.item()
+        window["ctc_loss"] += outputs.ctc_loss.item() if outputs.ctc_loss is not None else 0.0
+        window["lid_loss"] += outputs.lid_loss.item() if outputs.lid_loss is not None else 0.0
+        window["steps"] += 1
+        window["audio_seconds"] += float(batch["durations"].sum())
+        if not accelerator.sync_gradients:
+            continue  # gradient accumulation: more micro-batches before the update
+        scheduler.step()
+        state["num_updates"] += 1
+        if teacher is not None:
+            teacher.update(unwrapped)
+        progress.update(1)
+
+        # 4. Log, evaluate, checkpoint.
+        updates = state["num_updates"]
+        if updates % config.train.log_every == 0 or updates == config.train.max_updates:
+            elapsed = time.time() - window["start"]
+            record = {
+                "loss": window["loss"] / window["steps"],
+                "ctc_loss": window["ctc_loss"] / window["steps"],
+                "lid_loss": window["lid_loss"] / window["steps"],
+                "lr": scheduler.get_last_lr()[0],
+                "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                "audio_seconds_per_second": window["audio_seconds"] * accelerator.num_processes / max(elapsed, 1e-9),
+                "skipped_non_finite": state["skipped_non_finite"],
+            }
+            if slimipl.enabled:
+                record.update({f"slimipl/{k}": v for k, v in {**schedule.counters(), **cache.counters()}.items()})
+            log(record)
+            progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2g}")
+            window.update(loss=0.0, ctc_loss=0.0, lid_loss=0.0, steps=0, audio_seconds=0.0, start=time.time())
+        if updates % config.train.eval_every == 0 or updates == config.train.max_updates:
+            evaluate_and_keep_best()
+            model.train()
+        if updates % config.train.save_every == 0 or updates == config.train.max_updates:
+            save_checkpoint()
+    progress.close()
+
+    # ---- the end: final model, summary (written last: it marks the run as finished) -------------------------
+    final_model = output_dir / FINAL_MODEL
+    summary = {
+        "num_updates": state["num_updates"],
+        "best_dev_cer": state["best_dev_cer"] if math.isfinite(state["best_dev_cer"]) else None,
+        "skipped_non_finite": state["skipped_non_finite"],
+        "unknown_characters": collator.unknown_character_summary(),
+        "slimipl": (
+            {**schedule.counters(), **cache.counters(), **{k: state[k] for k in ("pseudo_labeled_batches", "cropped_pseudo_labeled_batches")}}
+            if slimipl.enabled
+            else None
+        ),
+        "best_model": str(output_dir / BEST_MODEL) if dev_sets else None,
+        "final_model": str(final_model),
+    }
+    if main:
+        save_model_folder(unwrapped, processor, final_model)
+        temporary = output_dir / (FINISHED_MARKER + ".tmp")
+        temporary.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(temporary, output_dir / FINISHED_MARKER)
+        logger.info("finished %d updates; final model %s; summary %s", state["num_updates"], final_model, output_dir / FINISHED_MARKER)
+    accelerator.wait_for_everyone()
+    if trackers:
+        accelerator.end_training()
+    return TrainResult(
+        state["num_updates"], state["best_dev_cer"], output_dir / BEST_MODEL if dev_sets else None, final_model, output_dir, unwrapped
+    )
+
+
+__all__ = [
+    "TrainResult",
+    "average_dev_cer",
+    "build_optimizer",
+    "dataset_languages",
+    "evaluate",
+    "linear_warmup_with_halving",
+    "load_map_style",
+    "new_model_config",
+    "newest_checkpoint",
+    "save_model_folder",
+    "train",
+]
