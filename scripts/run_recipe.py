@@ -1,0 +1,47 @@
+#!/usr/bin/env python
+"""Run the mling_pl recipe (training/recipe.py, SPEC 6): stages 1-6, each safe to re-run.
+
+    accelerate launch scripts/run_recipe.py --config training/configs/demo_recipe.yaml
+    accelerate launch scripts/run_recipe.py --config my.yaml --stages 2-4 --languages el,fi
+    python scripts/run_recipe.py --config my.yaml stage1.train.max_updates=500    # overrides
+
+Finished units are skipped (DONE.json); a unit killed halfway resumes from its newest checkpoint.
+Ends with results.md / results.json (per-language CER after each stage), cer_by_stage.png,
+dev_cer_curves.png and final_model/ under the config's output_dir.
+"""
+
+import argparse
+import logging
+
+from accelerate.state import PartialState
+
+from training.recipe import Recipe, load_recipe_config, parse_stages
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="recipe YAML (see training/configs/)")
+    parser.add_argument("--stages", help="stages to run, e.g. 1-6 (default), 2,3 or 5")
+    parser.add_argument("--languages", help="restrict stages 2-4 to these languages, e.g. el,fi")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides of the recipe YAML")
+    arguments = parser.parse_args()
+    state = PartialState()
+    logging.basicConfig(
+        level=logging.INFO if state.is_main_process else logging.WARNING,
+        format=f"%(asctime)s [rank {state.process_index}] %(name)s %(levelname)s %(message)s",
+    )
+    for noisy in ("accelerate", "httpx", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    config = load_recipe_config(arguments.config, arguments.overrides)
+    languages = arguments.languages.split(",") if arguments.languages else None
+    files = Recipe(config).run(parse_stages(arguments.stages), languages)
+    if state.is_main_process:
+        report = files.get("results.md")
+        if report is not None:
+            print(report.read_text(encoding="utf-8"))
+        for name, path in files.items():
+            print(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,496 @@
+"""The mling_pl recipe end to end (SPEC 6), as numbered stages that are each safe to re-run (STYLE: icefall).
+
+    1 multilingual supervised model on all labeled data
+    2 per language with unlabeled audio: fine-tune stage 1 on that language
+    3 per language: slimIPL from stage 2 with that language's unlabeled audio (cropping warm-up)
+    4 pseudo-labels of all unlabeled audio, each language by its stage-3 model (empty / > 630 chars dropped)
+    5 labeled data + all pseudo-labels: continue stage 1, or train from scratch
+    6 fine-tune stage 5 on labeled data only
+
+Every unit of work (a stage, or one language of stages 2-4) runs in its own folder under
+`<output_dir>/stages/` and writes `DONE.json` last: a finished unit is skipped, a unit killed halfway
+resumes from its newest checkpoint (the trainer's `--resume`) or its finished pseudo-label parts.
+After each training unit the best model (by dev CER) is evaluated on the dev and test splits of its
+languages; `results.json`, `results.md` and two PNG plots collect everything at the end, and the final
+model (stage 6) is copied to `<output_dir>/final_model`.
+
+Each unit's model folder gets a model card (and each pseudo-label set a dataset card) with its
+lineage; with `hub.push: true` it is also uploaded (training/hub.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import ExperimentConfig, SourceConfig, build_dataclass, config_to_dict, save_config
+
+logger = logging.getLogger("mlpl.recipe")
+
+DONE = "DONE.json"
+STAGE_FOLDERS = {1: "1_multilingual", 2: "2_finetune", 3: "3_slimipl", 4: "4_pseudo_labels", 5: "5_pl_training", 6: "6_finetune"}
+TABLE_STAGES = (1, 2, 3, 5, 6)  # the stages that produce models
+
+
+@dataclass
+class RecipeConfig:
+    """The whole recipe. `common` holds ExperimentConfig values shared by the training stages
+    (model, optim, spec_augment, train, data batching); `stageN` overrides them per stage, and the
+    recipe fills in the data sources and `model.init_from` of every stage itself."""
+
+    output_dir: str = "outputs/recipe"
+    demo_corpus: str | None = None  # "default" | "tiny": build the demo corpus into <output_dir>/corpus, use it
+    labeled: SourceConfig | None = None  # labeled data with train/dev/test splits (e.g. a Common Voice folder)
+    unlabeled: SourceConfig | None = None  # unlabeled audio (e.g. a VoxPopuli folder)
+    languages: list[str] | None = None  # labeled languages to use (None: all)
+    pseudo_label_languages: list[str] | None = None  # languages for stages 2-4 (None: all with unlabeled audio)
+    stage5_from_scratch: bool = False  # SPEC 6: stage 5 continues stage 1, or starts from scratch
+    common: dict[str, Any] = field(default_factory=dict)
+    stage1: dict[str, Any] = field(default_factory=dict)
+    stage2: dict[str, Any] = field(default_factory=dict)
+    stage3: dict[str, Any] = field(default_factory=dict)
+    stage5: dict[str, Any] = field(default_factory=dict)
+    stage6: dict[str, Any] = field(default_factory=dict)
+    pseudo_labels: dict[str, Any] = field(default_factory=dict)  # PseudoLabelConfig fields
+    evaluation_splits: list[str] = field(default_factory=lambda: ["dev", "test"])
+    evaluation_max_batch_seconds: float = 200.0
+    hub: dict[str, Any] = field(default_factory=dict)  # HubConfig fields (no token: use HF_TOKEN / hf auth login)
+
+
+def load_recipe_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> RecipeConfig:
+    import yaml
+
+    from .config import apply_override
+
+    path = Path(path)
+    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for override in overrides:
+        apply_override(values, override)
+    config = build_dataclass(RecipeConfig, values, str(path))
+    base = path.parent.resolve()
+    for source in (config.labeled, config.unlabeled):
+        if source is not None and not Path(source.path).is_absolute() and (base / source.path).exists():
+            source.path = str(base / source.path)
+    return config
+
+
+def parse_stages(text: str | None) -> list[int]:
+    """"1-6", "1,3-4", "5" -> stage numbers; None -> all."""
+    if not text:
+        return list(STAGE_FOLDERS)
+    stages = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        try:
+            stages.update(range(int(first), int(last or first) + 1))
+        except ValueError:
+            raise ValueError(f"--stages {text!r}: use numbers and ranges like 1-6 or 2,3") from None
+    unknown = sorted(stages - set(STAGE_FOLDERS))
+    if unknown:
+        raise ValueError(f"--stages {text!r}: no stage {unknown}; the recipe has stages 1-6")
+    return sorted(stages)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else copy.deepcopy(value)
+    return merged
+
+
+def _source(source: SourceConfig, **changes) -> SourceConfig:
+    return dataclasses.replace(source, **changes)
+
+
+class Recipe:
+    """Runs the stages of a RecipeConfig; `run(stages, languages)` is the one entry point."""
+
+    def __init__(self, config: RecipeConfig):
+        self.config = config
+        self.output_dir = Path(config.output_dir)
+        self.stages_dir = self.output_dir / "stages"
+        if config.demo_corpus:
+            from .demo_corpus import make_demo_corpus
+
+            corpus = make_demo_corpus(self.output_dir / "corpus", size=config.demo_corpus) if self._is_main() else self.output_dir / "corpus"
+            self._wait()
+            config.labeled = config.labeled or SourceConfig(kind="common_voice", path=str(corpus / "cv"))
+            config.unlabeled = config.unlabeled or SourceConfig(kind="voxpopuli", path=str(corpus / "voxpopuli"))
+        if config.labeled is None:
+            raise ValueError("the recipe needs `labeled:` data (or `demo_corpus: default`)")
+        self.labeled_languages = config.languages or self._languages(_source(config.labeled, split="train"))
+        if config.pseudo_label_languages is not None:
+            self.pl_languages = list(config.pseudo_label_languages)
+        elif config.unlabeled is not None:
+            self.pl_languages = [code for code in self._languages(config.unlabeled) if code in self.labeled_languages]
+        else:
+            self.pl_languages = []
+        from .hub import HubConfig
+
+        self.hub = HubConfig(**config.hub)
+        self.results: dict = self._read_json(self.output_dir / "results.json") or {}
+
+    # ---- processes ----------------------------------------------------------------------------------
+    @staticmethod
+    def _state():
+        from accelerate.state import PartialState
+
+        return PartialState()
+
+    def _is_main(self) -> bool:
+        return self._state().is_main_process
+
+    def _wait(self) -> None:
+        self._state().wait_for_everyone()
+
+    @staticmethod
+    def _languages(source: SourceConfig) -> list[str]:
+        from .data import records_of
+
+        return sorted(records_of(source.load()).unique("language"))
+
+    @staticmethod
+    def _read_json(path: Path):
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def _write_json(self, path: Path, value) -> None:
+        if self._is_main():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(path.name + ".tmp")
+            temporary.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            os.replace(temporary, path)
+
+    # ---- one unit of work: skip if done, else run and mark -------------------------------------------
+    def _unit(self, folder: Path, description: str, work) -> dict:
+        marker = folder / DONE
+        done = self._read_json(marker)
+        if done is not None:
+            logger.info("%s: already done (%s), skipped", description, marker)
+            return done
+        logger.info("%s: running in %s", description, folder)
+        started = time.time()
+        result = work(folder)
+        result = {**result, "description": description, "seconds": round(time.time() - started, 1)}
+        self._write_json(marker, result)  # written last: the unit is finished
+        self._wait()
+        return result
+
+    # ---- training stages ------------------------------------------------------------------------------
+    def _experiment(self, stage: int, overrides: dict, *, train, dev, unlabeled=(), init_from=None, folder: Path) -> ExperimentConfig:
+        values = _merge(self.config.common, getattr(self.config, f"stage{stage}", {}))
+        values = _merge(values, overrides)
+        values.setdefault("data", {})
+        values["data"].update(
+            train=[dataclasses.asdict(s) for s in train],
+            dev=[dataclasses.asdict(s) for s in dev],
+            unlabeled=[dataclasses.asdict(s) for s in unlabeled],
+        )
+        values.setdefault("model", {})["init_from"] = str(init_from) if init_from else None
+        values.setdefault("train", {})["output_dir"] = str(folder)
+        return build_dataclass(ExperimentConfig, values, f"stage {stage}")
+
+    def _train_unit(self, stage: int, folder: Path, experiment: ExperimentConfig, languages: list[str], lineage: dict) -> dict:
+        from .trainer import BEST_MODEL, FINISHED_MARKER, train
+
+        if not (folder / FINISHED_MARKER).is_file():
+            train(experiment, resume=True)  # resumes from the newest step_N/ of a killed run
+        model_folder = folder / BEST_MODEL
+        evaluation = self._evaluate(model_folder, languages, folder / "evaluation")
+        self._model_card(stage, model_folder, languages, lineage, evaluation, experiment)
+        return {"model": str(model_folder), "languages": languages, "evaluation": evaluation, "lineage": lineage}
+
+    def stage1(self) -> None:
+        folder = self.stages_dir / STAGE_FOLDERS[1]
+        labeled = _source(self.config.labeled, languages=self.labeled_languages)
+        experiment = self._experiment(
+            1, {}, train=[_source(labeled, split="train")], dev=[_source(labeled, split="dev")], folder=folder
+        )
+        self._record(1, None, self._unit(folder, "stage 1 (multilingual supervised)", lambda f: self._train_unit(1, f, experiment, self.labeled_languages, {"labeled": [labeled.path]})))
+
+    def _model_of(self, stage: int, language: str | None = None) -> Path:
+        folder = self.stages_dir / STAGE_FOLDERS[stage] / (language or "")
+        done = self._read_json(folder / DONE)
+        if done is None:
+            raise RuntimeError(f"stage {stage}{' ' + language if language else ''} has not finished ({folder / DONE} missing); run it first (--stages {stage})")
+        return Path(done["model"])
+
+    def stage2(self, languages: list[str]) -> None:
+        for language in languages:
+            folder = self.stages_dir / STAGE_FOLDERS[2] / language
+            labeled = _source(self.config.labeled, languages=[language])
+            init = self._model_of(1)
+            experiment = self._experiment(
+                2, {}, train=[_source(labeled, split="train")], dev=[_source(labeled, split="dev")], init_from=init, folder=folder
+            )
+            lineage = {"initialized_from": str(init), "labeled": [labeled.path]}
+            self._record(2, language, self._unit(folder, f"stage 2 ({language} fine-tune)", lambda f: self._train_unit(2, f, experiment, [language], lineage)))
+
+    def stage3(self, languages: list[str]) -> None:
+        for language in languages:
+            folder = self.stages_dir / STAGE_FOLDERS[3] / language
+            labeled = _source(self.config.labeled, languages=[language])
+            unlabeled = _source(self.config.unlabeled, languages=[language])
+            init = self._model_of(2, language)
+            experiment = self._experiment(
+                3,
+                {"slimipl": {"enabled": True}},
+                train=[_source(labeled, split="train")],
+                dev=[_source(labeled, split="dev")],
+                unlabeled=[unlabeled],
+                init_from=init,
+                folder=folder,
+            )
+            lineage = {"initialized_from": str(init), "labeled": [labeled.path], "unlabeled": [unlabeled.path]}
+            self._record(3, language, self._unit(folder, f"stage 3 ({language} slimIPL)", lambda f: self._train_unit(3, f, experiment, [language], lineage)))
+
+    # ---- stage 4: pseudo-labels ----------------------------------------------------------------------------
+    def stage4(self, languages: list[str]) -> None:
+        from .pseudo_label import PseudoLabelConfig, generate_pseudo_labels, load_model_for_pseudo_labeling
+
+        for language in languages:
+            folder = self.stages_dir / STAGE_FOLDERS[4] / language
+
+            def work(unit: Path, language=language) -> dict:
+                from accelerate import Accelerator
+
+                model_folder = self._model_of(3, language)
+                model, processor, name, revision = load_model_for_pseudo_labeling(str(model_folder))
+                source = _source(self.config.unlabeled, languages=[language]).load(keep_audio_reference=True)
+                pl_config = build_dataclass(PseudoLabelConfig, {"overwrite": True, **self.config.pseudo_labels}, "pseudo_labels")
+                output = unit / "pseudo_labels"
+                summary = generate_pseudo_labels(
+                    model, processor, source, output, pl_config, accelerator=Accelerator(), model_name=name, model_revision=revision
+                )
+                if self._is_main():
+                    self._dataset_card(output, language, model_folder)
+                return {"pseudo_labels": str(output), "model": str(model_folder), "summary": {k: summary.get(k) for k in ("kept", "kept_hours", "dropped", "utterances", "languages")}}
+
+            result = self._unit(folder, f"stage 4 ({language} pseudo-labels)", work)
+            self.results.setdefault("pseudo_labels", {})[language] = result.get("summary")
+
+    def _pseudo_label_sources(self, languages: list[str]) -> list[SourceConfig]:
+        sources = []
+        for language in languages:
+            done = self._read_json(self.stages_dir / STAGE_FOLDERS[4] / language / DONE)
+            if done is None:
+                raise RuntimeError(f"stage 4 has not finished for {language}; run --stages 4 first")
+            sources.append(SourceConfig(kind="pseudo_labels", path=done["pseudo_labels"], languages=[language]))
+        return sources
+
+    # ---- stages 5 and 6 -------------------------------------------------------------------------------------
+    def stage5(self, languages: list[str]) -> None:
+        """Labeled data of all languages plus the pseudo-labels of `languages` (those of stages 2-4)."""
+        folder = self.stages_dir / STAGE_FOLDERS[5]
+        labeled = _source(self.config.labeled, languages=self.labeled_languages)
+        pseudo_labels = self._pseudo_label_sources(languages)
+        init = None if self.config.stage5_from_scratch else self._model_of(1)
+        experiment = self._experiment(
+            5, {}, train=[_source(labeled, split="train"), *pseudo_labels], dev=[_source(labeled, split="dev")], init_from=init, folder=folder
+        )
+        lineage = {"initialized_from": str(init) if init else None, "labeled": [labeled.path], "pseudo_labels": [s.path for s in pseudo_labels]}
+        self._record(5, None, self._unit(folder, "stage 5 (labeled + pseudo-labels)", lambda f: self._train_unit(5, f, experiment, self.labeled_languages, lineage)))
+
+    def stage6(self) -> None:
+        folder = self.stages_dir / STAGE_FOLDERS[6]
+        labeled = _source(self.config.labeled, languages=self.labeled_languages)
+        init = self._model_of(5)
+        experiment = self._experiment(
+            6, {}, train=[_source(labeled, split="train")], dev=[_source(labeled, split="dev")], init_from=init, folder=folder
+        )
+        lineage = {"initialized_from": str(init), "labeled": [labeled.path]}
+        self._record(6, None, self._unit(folder, "stage 6 (labeled fine-tune)", lambda f: self._train_unit(6, f, experiment, self.labeled_languages, lineage)))
+        final = self.output_dir / "final_model"
+        if self._is_main():
+            temporary = final.with_name(final.name + ".tmp")
+            shutil.rmtree(temporary, ignore_errors=True)
+            shutil.copytree(self._model_of(6), temporary)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(temporary, final)
+            logger.info("final model: %s", final)
+        self._wait()
+
+    # ---- evaluation, cards, results ---------------------------------------------------------------------------
+    def _evaluate(self, model_folder: Path, languages: list[str], output_dir: Path) -> dict:
+        """Greedy CER/WER per language on each evaluation split (main process; the others wait)."""
+        results = {}
+        if self._is_main():
+            from modeling_mlpl import MlplForCTC, MlplProcessor
+
+            from .evaluation import evaluate_model
+
+            model = MlplForCTC.from_pretrained(model_folder)
+            processor = MlplProcessor.from_pretrained(model_folder)
+            for split in self.config.evaluation_splits:
+                dataset = _source(self.config.labeled, split=split, languages=languages).load()
+                result = evaluate_model(
+                    model, processor, dataset, output_dir=output_dir / split, max_batch_seconds=self.config.evaluation_max_batch_seconds,
+                    plots=False, progress=True, description={"model": str(model_folder), "split": split},
+                )  # fmt: skip
+                metrics = result.metrics["greedy"]
+                results[split] = {
+                    "cer": metrics.get("cer"),
+                    "wer": metrics.get("wer"),
+                    "per_language": {code: {"cer": row.get("cer"), "wer": row.get("wer")} for code, row in metrics["per_language"].items()},
+                    "lid_accuracy": metrics.get("lid_accuracy"),
+                }
+        self._wait()
+        return results
+
+    def _model_card(self, stage: int, model_folder: Path, languages, lineage: dict, evaluation: dict, experiment: ExperimentConfig) -> None:
+        if not self._is_main():
+            return
+        from .hub import EvaluationSet, publish_folder, repo_id_for, write_model_card
+
+        language = languages[0] if stage in (2, 3) else None
+        repo_id = repo_id_for(self.hub, stage, language) if self.hub.namespace else f"local/{self.hub.prefix}-stage{stage}{'-' + language if language else ''}"
+        split = "test" if "test" in evaluation else next(iter(evaluation), None)
+        metrics = self._read_json(model_folder.parent / "evaluation" / split / "metrics.json") if split else None
+        results = (metrics or {}).get("greedy", metrics) if metrics else None
+        try:
+            write_model_card(
+                model_folder,
+                repo_id=repo_id,
+                stage=stage,
+                language=language,
+                labeled_data=[str(p) for p in lineage.get("labeled", [])],
+                pseudo_label_data=[str(p) for p in lineage.get("pseudo_labels", []) or lineage.get("unlabeled", [])],
+                hyperparameters={k: v for k, v in config_to_dict(experiment).items() if k in ("model", "optim", "spec_augment", "slimipl") },
+                results=results if results and "per_language" in results else None,
+                evaluation_set=EvaluationSet("common_voice", "Common Voice (local release)", split) if results and "per_language" in results else None,
+            )
+        except (ValueError, TypeError) as error:  # a card must never stop a finished stage
+            logger.warning("model card of %s not written: %s", model_folder, error)
+        if self.hub.push:
+            publish_folder(model_folder, repo_id, repo_type="model", hub_config=self.hub, commit_message=f"mlpl recipe stage {stage}")
+
+    def _dataset_card(self, folder: Path, language: str, model_folder: Path) -> None:
+        from .hub import publish_folder, repo_id_for, write_dataset_card, HubReference
+
+        repo_id = repo_id_for(self.hub, 4, variant=language) if self.hub.namespace else f"local/{self.hub.prefix}-pseudo-labels-{language}"
+        model_repo = repo_id_for(self.hub, 3, language) if self.hub.namespace else f"local/{self.hub.prefix}-stage3-{language}"
+        try:
+            write_dataset_card(
+                folder, repo_id=repo_id, source_data=[str(self.config.unlabeled.path)], source_license="cc0-1.0",
+                models={language: HubReference(model_repo)},
+            )  # fmt: skip
+        except (ValueError, TypeError) as error:
+            logger.warning("dataset card of %s not written: %s", folder, error)
+        if self.hub.push:
+            publish_folder(folder, repo_id, repo_type="dataset", hub_config=self.hub, commit_message=f"mlpl pseudo-labels {language}")
+
+    def _record(self, stage: int, language: str | None, result: dict) -> None:
+        entry = self.results.setdefault("stages", {}).setdefault(str(stage), {})
+        entry[language or "all"] = {"evaluation": result.get("evaluation", {}), "model": result.get("model"), "seconds": result.get("seconds")}
+        self._write_json(self.output_dir / "results.json", self.results)
+
+    def cer_table(self) -> dict:
+        """{split: {language: {stage: CER}}} from the recorded evaluations; per-language stages fill their language."""
+        table: dict = {}
+        for stage, units in self.results.get("stages", {}).items():
+            for unit in units.values():
+                for split, evaluation in unit.get("evaluation", {}).items():
+                    for code, row in evaluation.get("per_language", {}).items():
+                        table.setdefault(split, {}).setdefault(code, {})[int(stage)] = row.get("cer")
+        return table
+
+    def write_report(self) -> dict[str, Path]:
+        """results.md (the per-language CER table per split), cer_by_stage.png, dev_cer_curves.png."""
+        if not self._is_main():
+            return {}
+        table = self.cer_table()
+        stages = [s for s in TABLE_STAGES if any(s in row for split in table.values() for row in split.values())]
+        lines = ["# mlpl recipe results", "", "Greedy CER (%), corpus-level per language; case and punctuation count.", ""]
+        for split, rows in table.items():
+            lines += [f"## {split}", "", "| language | " + " | ".join(f"stage {s}" for s in stages) + " |", "|---|" + "---:|" * len(stages)]
+            for code in sorted(rows):
+                cells = [f"{100 * rows[code][s]:.1f}" if rows[code].get(s) is not None else "-" for s in stages]
+                marker = " (unlabeled audio)" if code in self.pl_languages else ""
+                lines.append(f"| {code}{marker} | " + " | ".join(cells) + " |")
+            for label, group in (("average, all", sorted(rows)), ("average, with unlabeled audio", self.pl_languages)):
+                cells = []
+                for s in stages:
+                    values = [rows[c][s] for c in group if c in rows and rows[c].get(s) is not None]
+                    cells.append(f"{100 * sum(values) / len(values):.1f}" if values and len(values) == len([c for c in group if c in rows]) else "-")
+                lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            lines.append("")
+        pseudo = self.results.get("pseudo_labels")
+        if pseudo:
+            lines += ["## pseudo-labels (stage 4)", "", "```", json.dumps(pseudo, indent=1, ensure_ascii=False), "```", ""]
+        report = self.output_dir / "results.md"
+        report.write_text("\n".join(lines), encoding="utf-8")
+        files = {"results.md": report, "results.json": self.output_dir / "results.json"}
+        files.update(self._plots(table, stages))
+        for name, path in files.items():
+            logger.info("wrote %s", path)
+        return files
+
+    def _plots(self, table: dict, stages: list[int]) -> dict[str, Path]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        files = {}
+        splits = list(table)
+        if splits:
+            figure, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 4), squeeze=False)
+            for axis, split in zip(axes[0], splits):
+                for code in sorted(table[split]):
+                    points = [(s, 100 * table[split][code][s]) for s in stages if table[split][code].get(s) is not None]
+                    style = "-o" if code in self.pl_languages else "--."
+                    axis.plot([str(s) for s, _ in points], [v for _, v in points], style, label=code)
+                axis.set_title(f"CER by stage ({split}); solid: languages with unlabeled audio")
+                axis.set_xlabel("stage")
+                axis.set_ylabel("CER (%)")
+                axis.legend(fontsize=8)
+            figure.tight_layout()
+            files["cer_by_stage.png"] = self.output_dir / "cer_by_stage.png"
+            figure.savefig(files["cer_by_stage.png"], dpi=100)
+            plt.close(figure)
+        figure, axis = plt.subplots(figsize=(7, 4))
+        for stage in stages:
+            for log in sorted((self.stages_dir / STAGE_FOLDERS[stage]).glob("**/metrics.jsonl")):
+                points = [(r["update"], 100 * r["dev_cer"]) for r in map(json.loads, log.read_text().splitlines()) if r.get("dev_cer") is not None]
+                if points:
+                    label = f"stage {stage}" + (f" {log.parent.name}" if stage in (2, 3) else "")
+                    axis.plot([u for u, _ in points], [v for _, v in points], marker=".", label=label)
+        axis.set_xlabel("update (within the stage)")
+        axis.set_ylabel("dev CER (%)")
+        axis.set_title("dev CER during training")
+        axis.legend(fontsize=7)
+        figure.tight_layout()
+        files["dev_cer_curves.png"] = self.output_dir / "dev_cer_curves.png"
+        figure.savefig(files["dev_cer_curves.png"], dpi=100)
+        plt.close(figure)
+        return files
+
+    # ---- the entry point -------------------------------------------------------------------------------------
+    def run(self, stages: list[int] | None = None, languages: list[str] | None = None) -> dict[str, Path]:
+        stages = stages or list(STAGE_FOLDERS)
+        per_language = [code for code in self.pl_languages if languages is None or code in languages]
+        unknown = sorted(set(languages or []) - set(self.pl_languages))
+        if unknown:
+            raise ValueError(f"--languages {unknown}: not languages with unlabeled audio; choose among {self.pl_languages}")
+        if self._is_main():
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.config, self.output_dir / "recipe_config.yaml")
+        logger.info("recipe in %s: stages %s; labeled languages %s; pseudo-labeling %s", self.output_dir, stages, self.labeled_languages, per_language)
+        for stage in stages:
+            if stage == 1:
+                self.stage1()
+            elif stage in (2, 3, 4, 5):
+                getattr(self, f"stage{stage}")(per_language)
+            else:
+                getattr(self, f"stage{stage}")()
+        return self.write_report()
+
+
+__all__ = ["DONE", "Recipe", "RecipeConfig", "STAGE_FOLDERS", "load_recipe_config", "parse_stages"]
