@@ -53,6 +53,9 @@ from .audio import (
 logger = logging.getLogger("mlpl.data")
 
 EXAMPLE_COLUMNS = ("id", "audio", "sentence", "language", "duration")
+# Extra field of examples from sources built with `keep_audio_reference=True`: the clip's undecoded audio
+# reference (a path or an Audio(decode=False) value), which pseudo-label sets store instead of samples.
+AUDIO_REFERENCE = "audio_reference"
 
 # Why an example was skipped; the keys of SkipCounter.counts.
 SKIP_UNDECODABLE = "undecodable"
@@ -185,23 +188,29 @@ def _probe_header(audio: Any) -> tuple[None, float]:
     return None, probe_duration(audio_value_source(audio), name=describe_audio_source(audio))
 
 
-def decode_record(record: Mapping[str, Any], counter: SkipCounter, target_sr: int = SAMPLING_RATE) -> dict | None:
+def decode_record(
+    record: Mapping[str, Any], counter: SkipCounter, target_sr: int = SAMPLING_RATE, keep_audio_reference: bool = False
+) -> dict | None:
     """Turn one record (id, audio reference, sentence, language) into a schema example, or None if skipped.
 
     The audio reference is a path or an `Audio(decode=False)` value. `counter` gets the reason of a skip.
-    Returns `{"id", "audio": float32 (n_samples,), "sentence", "language", "duration": seconds}`.
+    Returns `{"id", "audio": float32 (n_samples,), "sentence", "language", "duration": seconds}`, plus
+    `"audio_reference"` (the record's audio value, undecoded) when `keep_audio_reference`.
     """
     checked = _read_checked(record, counter, functools.partial(_decode, target_sr=target_sr))
     if checked is None:
         return None
     sentence = record.get("sentence")
-    return {
+    example = {
         "id": str(record["id"]),
         "audio": checked[0],
         "sentence": sentence.strip() if sentence is not None else None,
         "language": str(record["language"]),
         "duration": checked[1],
     }
+    if keep_audio_reference:
+        example[AUDIO_REFERENCE] = record["audio"]
+    return example
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,7 +222,9 @@ def decode_record(record: Mapping[str, Any], counter: SkipCounter, target_sr: in
 _STREAM_TOTALS: dict[str, SkipCounter] = {}
 
 
-def _generate_examples(shards: list, shard_indices: list[int], target_sr: int, description: str) -> Iterator[dict]:
+def _generate_examples(
+    shards: list, shard_indices: list[int], target_sr: int, description: str, keep_audio_reference: bool = False
+) -> Iterator[dict]:
     """Generator behind every streaming source; datasets calls it with this worker's share of the shards.
 
     A pass over a stream has no end that a shard can see (workers and processes each read their own
@@ -223,7 +234,7 @@ def _generate_examples(shards: list, shard_indices: list[int], target_sr: int, d
     for shard, shard_index in zip(shards, shard_indices):
         counter = SkipCounter()
         for record in shard:
-            example = decode_record(record, counter, target_sr)
+            example = decode_record(record, counter, target_sr, keep_audio_reference)
             if example is not None:
                 yield example
         total = _STREAM_TOTALS.setdefault(description, SkipCounter()).merge(counter)
@@ -242,7 +253,7 @@ def _split_into_shards(records: Sequence[dict], num_shards: int) -> list[list[di
     return [list(records[start:stop]) for start, stop in zip(bounds[:-1], bounds[1:])]
 
 
-def _stream(shards: list, target_sr: int, description: str) -> IterableDataset:
+def _stream(shards: list, target_sr: int, description: str, keep_audio_reference: bool = False) -> IterableDataset:
     # gen_kwargs lists are what datasets splits across DataLoader workers and split_dataset_by_node.
     # No `features`: declaring a List(float32) column would turn every waveform into a Python list.
     return IterableDataset.from_generator(
@@ -252,6 +263,7 @@ def _stream(shards: list, target_sr: int, description: str) -> IterableDataset:
             "shard_indices": list(range(len(shards))),
             "target_sr": target_sr,
             "description": description,
+            "keep_audio_reference": keep_audio_reference,
         },
     )
 
@@ -267,19 +279,22 @@ class DecodeTransform:
     Picklable (DataLoader workers each hold a copy with its own counter).
     """
 
-    def __init__(self, target_sr: int = SAMPLING_RATE):
+    def __init__(self, target_sr: int = SAMPLING_RATE, keep_audio_reference: bool = False):
         self.target_sr = target_sr
+        self.keep_audio_reference = keep_audio_reference
         self.counter = SkipCounter()
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        output = {column: [] for column in EXAMPLE_COLUMNS}
+        columns = EXAMPLE_COLUMNS + ((AUDIO_REFERENCE,) if self.keep_audio_reference else ())
+        output = {column: [] for column in columns}
         size = len(batch["id"])
         for index in range(size):
-            example = decode_record({column: batch[column][index] for column in batch}, self.counter, self.target_sr)
+            record = {column: batch[column][index] for column in batch}
+            example = decode_record(record, self.counter, self.target_sr, self.keep_audio_reference)
             if example is None:
                 logger.warning("%s; skipped, %d of %d so far", self.counter.last, self.counter.skipped, self.counter.seen)
                 continue
-            for column in EXAMPLE_COLUMNS:
+            for column in columns:
                 output[column].append(example[column])
         return output
 
@@ -299,14 +314,14 @@ def _probe(records: Dataset, description: str) -> tuple[list[float], list[int], 
     return durations, kept, counter
 
 
-def _map_style(records: Dataset, target_sr: int, description: str) -> Dataset:
+def _map_style(records: Dataset, target_sr: int, description: str, keep_audio_reference: bool = False) -> Dataset:
     """records: columns id, audio (path / Audio(decode=False)), sentence, language -> decoded-on-access Dataset."""
     durations, kept, counter = _probe(records, description)
     counter.log_summary(f"{description} (scan)")
     if len(kept) < len(records):
         records = records.select(kept)
     records = records.add_column("duration", durations)
-    return records.with_transform(DecodeTransform(target_sr))
+    return records.with_transform(DecodeTransform(target_sr, keep_audio_reference))
 
 
 def _records_dataset(records: list[dict]) -> Dataset:
@@ -318,14 +333,20 @@ def _records_dataset(records: list[dict]) -> Dataset:
 
 
 def _from_records(
-    records: list[dict], *, streaming: bool, num_shards: int, target_sr: int, description: str
+    records: list[dict],
+    *,
+    streaming: bool,
+    num_shards: int,
+    target_sr: int,
+    description: str,
+    keep_audio_reference: bool = False,
 ) -> Dataset | IterableDataset:
     """The one place where local sources become datasets: streamed, or map-style with durations."""
     if not records:
         raise ValueError(f"{description}: no clips found; check the folder layout and the language codes")
     if streaming:
-        return _stream(_split_into_shards(records, num_shards), target_sr, description)
-    return _map_style(_records_dataset(records), target_sr, description)
+        return _stream(_split_into_shards(records, num_shards), target_sr, description, keep_audio_reference)
+    return _map_style(_records_dataset(records), target_sr, description, keep_audio_reference)
 
 
 def example_durations(dataset: Dataset, column: str = "duration") -> np.ndarray:
@@ -437,6 +458,7 @@ def load_hub_dataset(
     language: str | None = None,
     streaming: bool = True,
     target_sr: int = SAMPLING_RATE,
+    keep_audio_reference: bool = False,
     **load_dataset_kwargs: Any,
 ) -> Dataset | IterableDataset:
     """A Hub dataset (or a local path `load_dataset` understands, or a Dataset object) in the example schema.
@@ -460,6 +482,8 @@ def load_hub_dataset(
         language: a fixed language code for every example (overrides any language column).
         streaming: stream (the default: nothing downloaded up front) or load map-style.
         target_sr: sampling rate of the decoded audio in Hz.
+        keep_audio_reference: also give each example its undecoded audio value under `"audio_reference"`
+            (what pseudo-label generation stores; see training.pseudo_label).
         load_dataset_kwargs: passed to `datasets.load_dataset` (data_files, revision, token...).
 
     Returns:
@@ -474,8 +498,8 @@ def load_hub_dataset(
     dataset = _standardize_hub_columns(dataset, columns or {}, language)
     if isinstance(dataset, IterableDataset):
         shards = [_HubShard(dataset, index) for index in range(dataset.num_shards)]
-        return _stream(shards, target_sr, description)
-    return _map_style(dataset, target_sr, description)
+        return _stream(shards, target_sr, description, keep_audio_reference)
+    return _map_style(dataset, target_sr, description, keep_audio_reference)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -531,6 +555,7 @@ def load_common_voice_folder(
     streaming: bool = False,
     num_shards: int = DEFAULT_NUM_SHARDS,
     target_sr: int = SAMPLING_RATE,
+    keep_audio_reference: bool = False,
 ) -> Dataset | IterableDataset:
     """Local Common Voice release(s) in the example schema, one or many languages at once.
 
@@ -542,10 +567,18 @@ def load_common_voice_folder(
         streaming: an IterableDataset in `num_shards` shards instead of a map-style Dataset.
         num_shards: shards of the stream (64 divides evenly over up to 64 processes).
         target_sr: sampling rate of the decoded audio in Hz.
+        keep_audio_reference: also give each example its audio path under `"audio_reference"` (undecoded).
     """
     records = common_voice_records(roots, split, languages)
     description = f"common voice {split} ({', '.join(sorted({r['language'] for r in records}))})"
-    return _from_records(records, streaming=streaming, num_shards=num_shards, target_sr=target_sr, description=description)
+    return _from_records(
+        records,
+        streaming=streaming,
+        num_shards=num_shards,
+        target_sr=target_sr,
+        description=description,
+        keep_audio_reference=keep_audio_reference,
+    )
 
 
 def _is_voxpopuli_language_folder(folder: Path) -> bool:
@@ -571,6 +604,7 @@ def load_voxpopuli_folder(
     streaming: bool = False,
     num_shards: int = DEFAULT_NUM_SHARDS,
     target_sr: int = SAMPLING_RATE,
+    keep_audio_reference: bool = False,
 ) -> Dataset | IterableDataset:
     """A local unlabeled VoxPopuli folder (per-language folders of .ogg segments) in the example schema.
 
@@ -578,7 +612,14 @@ def load_voxpopuli_folder(
     """
     records = voxpopuli_records(roots, languages)
     description = f"voxpopuli unlabeled ({', '.join(sorted({r['language'] for r in records}))})"
-    return _from_records(records, streaming=streaming, num_shards=num_shards, target_sr=target_sr, description=description)
+    return _from_records(
+        records,
+        streaming=streaming,
+        num_shards=num_shards,
+        target_sr=target_sr,
+        description=description,
+        keep_audio_reference=keep_audio_reference,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -629,6 +670,7 @@ def load_flashlight_list(
     streaming: bool = False,
     num_shards: int = DEFAULT_NUM_SHARDS,
     target_sr: int = SAMPLING_RATE,
+    keep_audio_reference: bool = False,
 ) -> Dataset | IterableDataset:
     """One or more Flashlight list files of one language in the example schema.
 
@@ -642,7 +684,14 @@ def load_flashlight_list(
         for record in read_flashlight_list(path, language=language, labeled=labeled)
     ]
     description = f"flashlight list {', '.join(Path(p).name for p in paths)} ({language})"
-    return _from_records(records, streaming=streaming, num_shards=num_shards, target_sr=target_sr, description=description)
+    return _from_records(
+        records,
+        streaming=streaming,
+        num_shards=num_shards,
+        target_sr=target_sr,
+        description=description,
+        keep_audio_reference=keep_audio_reference,
+    )
 
 
 def _audio_location(row: Mapping[str, Any]) -> str:
@@ -684,6 +733,7 @@ def write_flashlight_list(rows: Iterable[Mapping[str, Any]], path: str | os.Path
 
 
 __all__ = [
+    "AUDIO_REFERENCE",
     "DEFAULT_NUM_SHARDS",
     "EXAMPLE_COLUMNS",
     "SKIP_EMPTY_AUDIO",
