@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--stages", help="stages to run, e.g. 1-6 (default), 2,3 or 5")
     parser.add_argument("--languages", help="restrict stages 2-4 to these languages, e.g. el,fi")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides of the recipe YAML")
-    arguments = parser.parse_args()
+    arguments = parser.parse_intermixed_args()
     state = PartialState()
     logging.basicConfig(
         level=logging.INFO if state.is_main_process else logging.WARNING,

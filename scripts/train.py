@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--config", help="experiment YAML (default: the paper's values, no data)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in train.output_dir")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
-    arguments = parser.parse_args()
+    arguments = parser.parse_intermixed_args()
     state = PartialState()
     logging.basicConfig(
         level=logging.INFO if state.is_main_process else logging.WARNING,

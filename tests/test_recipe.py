@@ -26,6 +26,25 @@ def test_stage_ranges_parse_and_bad_ones_are_named():
         parse_stages("first")
 
 
+@pytest.mark.parametrize("name", ["demo_recipe", "cv_voxpopuli_base", "cv_voxpopuli_large"])
+def test_shipped_recipe_configs_are_valid(name):
+    from training.config import ExperimentConfig, build_dataclass
+    from training.recipe import TABLE_STAGES, _merge, load_recipe_config
+
+    config = load_recipe_config(REPOSITORY / "training" / "configs" / f"{name}.yaml")
+    for stage in TABLE_STAGES:
+        build_dataclass(ExperimentConfig, _merge(config.common, getattr(config, f"stage{stage}")))
+
+
+def test_a_typo_in_a_stage_is_reported_before_anything_runs(tmp_path):
+    from training.config import build_dataclass
+    from training.recipe import Recipe, RecipeConfig
+
+    config = build_dataclass(RecipeConfig, {"labeled": {"kind": "common_voice", "path": str(tmp_path)}, "stage3": {"slimipl": {"cache_sise": 4}}})
+    with pytest.raises(ValueError, match=r"stage3.slimipl: unknown key\(s\) \['cache_sise'\]"):
+        Recipe(config)
+
+
 @pytest.fixture(scope="module")
 def recipe_run(tiny_demo_corpus, tmp_path_factory):
     folder = tmp_path_factory.mktemp("recipe")

@@ -114,6 +114,8 @@ class Recipe:
     """Runs the stages of a RecipeConfig; `run(stages, languages)` is the one entry point."""
 
     def __init__(self, config: RecipeConfig):
+        for stage in TABLE_STAGES:  # a typo in any stage's settings fails now, not hours later
+            build_dataclass(ExperimentConfig, _merge(config.common, getattr(config, f"stage{stage}")), f"common + stage{stage}")
         self.config = config
         self.output_dir = Path(config.output_dir)
         self.stages_dir = self.output_dir / "stages"
