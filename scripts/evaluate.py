@@ -1,0 +1,117 @@
+#!/usr/bin/env python
+"""Evaluate a model on a labeled set: per-language CER/WER (greedy and with an n-gram LM) and language ID.
+
+    python scripts/evaluate.py --model outputs/demo --data data/demo --split dev
+    python scripts/evaluate.py --model outputs/demo --data data/demo --split dev --languages en de \\
+        --lm lm/{language}.arpa --grid-search                  # tune alpha/beta on dev -> lm_decoding.json
+    python scripts/evaluate.py --model outputs/demo --data data/demo --split test --languages en de \\
+        --lm lm/{language}.arpa                                # test with the tuned weights
+
+--data is any source of the data layer (training/sources.py): a Common Voice release folder (or a folder
+holding one as cv/, like the demo corpus), a Flashlight list (--language), a folder of parquet files or a
+Hub dataset id (--hub-config, --language). VoxPopuli folders are unlabeled and refused.
+
+Writes to --output-dir: metrics.json, report.md, predictions.jsonl, cer_per_language.png, lid_confusion.png.
+--grid-search writes lm_decoding.json next to the model (a local model folder; else into --output-dir),
+and later runs with --lm but without --alpha/--beta read it from there.
+"""
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from training.decoding import DEFAULT_ALPHAS, DEFAULT_BEAM_SETTINGS, DEFAULT_BETAS, SLIMIPL_BEAM_SETTINGS
+from training.evaluation import evaluate_model
+from training.pseudo_label import load_model_for_pseudo_labeling
+from training.sources import load_labeled_source
+
+
+def parse_arguments(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="model folder (MlplForCTC + processor) or Hub id")
+    parser.add_argument("--revision", help="Hub revision of --model")
+    parser.add_argument("--data", required=True, help="labeled data source (see above)")
+    parser.add_argument("--split", default="dev", help="split to evaluate (Common Voice TSV / Hub split)")
+    parser.add_argument("--languages", nargs="+", help="evaluate only these languages")
+    parser.add_argument("--language", help="language of a Flashlight list, or of a Hub dataset without a language column")
+    parser.add_argument("--hub-config", help="configuration of a Hub dataset")
+    parser.add_argument("--output-dir", help="report folder (default: <model folder>/eval/<split>, or eval/<split>)")
+    parser.add_argument("--max-batch-seconds", type=float, default=200.0, help="padded audio per batch (SPEC 4)")
+    parser.add_argument("--max-batch-size", type=int, help="cap on utterances per batch")
+    parser.add_argument("--chunk-seconds", type=float, help="run the model on crops of this length (long audio)")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding audio")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+
+    lm = parser.add_argument_group("LM decoding (SPEC 7)")
+    lm.add_argument("--lm", nargs="+", metavar="LM",
+                    help="ARPA file for all languages, LANG=PATH pairs, or a template with {language}")
+    lm.add_argument("--lexicon", help="lexicon-constrained decoding: a word list / Flashlight lexicon, or 'lm' (the LM's words)")
+    lm.add_argument("--alpha", type=float, help="LM weight (on log10 p, Flashlight's lmweight)")
+    lm.add_argument("--beta", type=float, help="word score (Flashlight's wordscore)")
+    lm.add_argument("--grid-search", action="store_true", help="choose alpha/beta on this data (use the dev split)")
+    lm.add_argument("--alphas", type=float, nargs="+", default=list(DEFAULT_ALPHAS))
+    lm.add_argument("--betas", type=float, nargs="+", default=list(DEFAULT_BETAS))
+    lm.add_argument("--beam-size", type=int)
+    lm.add_argument("--beam-size-token", type=int)
+    lm.add_argument("--beam-threshold", type=float)
+    lm.add_argument("--slimipl-beam", action="store_true",
+                    help=f"the slimIPL recipe's decoder settings {SLIMIPL_BEAM_SETTINGS} (slow); default {DEFAULT_BEAM_SETTINGS}")
+    arguments = parser.parse_args(argv)
+    if arguments.grid_search and (arguments.alpha is not None or arguments.beta is not None):
+        parser.error("--grid-search chooses alpha and beta; drop --alpha/--beta (or the search)")
+    if (arguments.grid_search or arguments.alpha is not None or arguments.lexicon) and not arguments.lm:
+        parser.error("--grid-search, --alpha and --lexicon need an LM: pass --lm (build one with scripts/build_lm.py)")
+    return arguments
+
+
+def main(argv=None) -> None:
+    arguments = parse_arguments(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    model, processor, model_name, revision = load_model_for_pseudo_labeling(arguments.model, arguments.revision)
+    model.to(arguments.device)
+    dataset = load_labeled_source(
+        arguments.data, arguments.split, languages=arguments.languages, language=arguments.language,
+        hub_config=arguments.hub_config,
+    )
+    model_folder = Path(arguments.model) if Path(arguments.model).is_dir() else None
+    output_dir = Path(arguments.output_dir) if arguments.output_dir else (model_folder or Path(".")) / "eval" / arguments.split
+    # lm_decoding.json lives next to the model when the model is a folder we may write to.
+    lm_decoding_path = model_folder if model_folder is not None and os.access(model_folder, os.W_OK) else output_dir
+
+    decoder_settings = dict(SLIMIPL_BEAM_SETTINGS) if arguments.slimipl_beam else {}
+    for name in ("beam_size", "beam_size_token", "beam_threshold"):
+        if getattr(arguments, name) is not None:
+            decoder_settings[name] = getattr(arguments, name)
+
+    result = evaluate_model(
+        model,
+        processor,
+        dataset,
+        output_dir=output_dir,
+        max_batch_seconds=arguments.max_batch_seconds,
+        max_batch_size=arguments.max_batch_size,
+        chunk_seconds=arguments.chunk_seconds,
+        num_workers=arguments.num_workers,
+        lm=arguments.lm,
+        lexicon=arguments.lexicon,
+        alpha=arguments.alpha,
+        beta=arguments.beta,
+        grid_search=arguments.grid_search,
+        alphas=arguments.alphas,
+        betas=arguments.betas,
+        decoder_settings=decoder_settings,
+        lm_decoding_path=lm_decoding_path,
+        plots=not arguments.no_plots,
+        description={"model": model_name, "model_revision": revision, "data": str(arguments.data), "split": arguments.split},
+    )
+    print(result.files["report.md"].read_text(encoding="utf-8"))
+    print(f"files in {output_dir}: {', '.join(sorted(result.files))}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+#!/usr/bin/env python
+"""Pseudo-label unlabeled audio with a trained model (recipe stage 4; see training/pseudo_label.py).
+
+One process, or several with accelerate (each reads a disjoint share; the folder appears when all are done):
+
+    python scripts/pseudo_label.py --model outputs/el/slimipl --data data/demo/voxpopuli --languages el \\
+        --output-dir outputs/pl/el --flashlight-list outputs/pl/el.lst
+    accelerate launch --multi_gpu --num_processes 8 scripts/pseudo_label.py --model org/mlpl-el \\
+        --data /data/voxpopuli/unlabelled_data --languages el --streaming --output-dir outputs/pl/el
+    python scripts/pseudo_label.py --model outputs/final --data recordings/parquet --language und \\
+        --language-routing lid --output-dir outputs/pl/und
+
+--data is any source of the data layer, recognised as training/sources.py says: a VoxPopuli folder
+(<lang>/**/*.ogg), a Flashlight list file (with --language), a folder of parquet files or a Hub dataset id
+(unlabeled: any transcript column is ignored), or a Common Voice folder (--source-split, e.g. "other").
+Map-style by default (durations read from the file headers first: the best batches); --streaming reads as
+it goes (nothing scanned up front; for very large sources).
+
+The output loads with `datasets.load_dataset("parquet", data_dir=OUTPUT_DIR)` or, in the data layer's
+schema, `training.pseudo_label.load_pseudo_label_set(OUTPUT_DIR)`. Rerunning after a crash continues
+from the finished parts.
+"""
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+import torch
+from accelerate import Accelerator
+
+from training import data as data_layer
+from training import sources
+from training.pseudo_label import (
+    LANGUAGE_ROUTINGS,
+    PseudoLabelConfig,
+    export_flashlight_list,
+    generate_pseudo_labels,
+    load_model_for_pseudo_labeling,
+    summary_line,
+)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_arguments(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="model folder (MlplForCTC + processor) or Hub id")
+    parser.add_argument("--revision", help="Hub revision of --model (branch, tag or commit)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="model weights' dtype")
+    parser.add_argument("--output-dir", required=True, help="the PL set's folder (must not exist, see --overwrite)")
+
+    source = parser.add_argument_group("source")
+    source.add_argument("--data", required=True, help="unlabeled audio (see above)")
+    source.add_argument("--language", help="language of a Flashlight list, or of every clip of a Hub/parquet dataset "
+                        "without a language column ('und': unknown, see --language-routing)")  # fmt: skip
+    source.add_argument("--source-split", default="train", help="split of a Hub dataset or Common Voice TSV to read")
+    source.add_argument("--hub-config", help="the Hub dataset's configuration (e.g. a language)")
+    source.add_argument("--streaming", action="store_true", help="stream the source instead of scanning it first")
+    source.add_argument("--num-shards", type=int, default=data_layer.DEFAULT_NUM_SHARDS,
+                        help="shards of a streamed local source (a multiple of the process count)")  # fmt: skip
+
+    defaults = PseudoLabelConfig()
+    options = parser.add_argument_group("pseudo-labeling")
+    options.add_argument("--languages", nargs="+", help="read only these source languages")
+    options.add_argument("--max-batch-seconds", type=float, default=defaults.max_batch_seconds)
+    options.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
+    options.add_argument("--chunk-seconds", type=float, default=defaults.chunk_seconds,
+                         help="crop longer audio into crops of this length and stitch the logits (0: never)")
+    options.add_argument("--max-chunks-per-forward", type=int, default=defaults.max_chunks_per_forward)
+    options.add_argument("--rows-per-shard", type=int, default=defaults.rows_per_shard)
+    options.add_argument("--max-label-length", type=int, default=defaults.max_label_length)
+    options.add_argument("--min-confidence", type=float, default=defaults.min_confidence,
+                         help="drop PLs whose mean best-path log-probability per frame is lower (e.g. -0.5)")
+    options.add_argument("--language-routing", choices=LANGUAGE_ROUTINGS, default=defaults.language_routing,
+                         help="'lid': set unknown ('und') languages from the LID head's prediction")
+    options.add_argument("--output-split", default=defaults.split, help="split name of the output's part files")
+    options.add_argument("--buffer-size", type=int, default=defaults.buffer_size, help="streams: bucketing buffer")
+    options.add_argument("--num-workers", type=int, default=defaults.num_workers, help="DataLoader workers")
+    options.add_argument("--no-resume", action="store_true", help="discard the finished parts of a crashed run")
+    options.add_argument("--overwrite", action="store_true", help="replace --output-dir once the new set is complete")
+    options.add_argument("--flashlight-list", metavar="PATH", help="also write the PLs as a Flashlight list here")
+    return parser.parse_args(argv)
+
+
+def build_source(arguments: argparse.Namespace):
+    """The unlabeled source, with each clip's audio reference kept (what the PL set stores)."""
+    kind, location = sources.resolve_source(arguments.data)
+    common = {"streaming": arguments.streaming, "keep_audio_reference": True}
+    local = {**common, "languages": arguments.languages, "num_shards": arguments.num_shards}
+    if kind == sources.VOXPOPULI:
+        return data_layer.load_voxpopuli_folder(location, **local)
+    if kind == sources.COMMON_VOICE:
+        return data_layer.load_common_voice_folder(location, arguments.source_split, **local)
+    if kind == sources.FLASHLIGHT_LIST:
+        if arguments.language is None:
+            raise SystemExit(f"{location} is a Flashlight list, which names no language; pass --language CODE")
+        return data_layer.load_flashlight_list(
+            location, language=arguments.language, labeled=False, num_shards=arguments.num_shards, **common
+        )
+    path, extra = (location, {}) if kind == sources.HUB else ("parquet", {"data_dir": str(location)})
+    return data_layer.load_hub_dataset(
+        path,
+        arguments.hub_config,
+        arguments.source_split,
+        columns={"sentence": None},  # unlabeled, whatever transcript column the dataset has
+        language=arguments.language,
+        **common,
+        **extra,
+    )
+
+
+def main(argv=None) -> None:
+    arguments = parse_arguments(argv)
+    accelerator = Accelerator()
+    logging.basicConfig(
+        level=logging.INFO if accelerator.is_main_process else logging.WARNING,
+        format=f"%(asctime)s [rank {accelerator.process_index}] %(name)s %(levelname)s %(message)s",
+    )
+    logger = logging.getLogger("mlpl.pseudo_label")
+
+    model, processor, model_name, revision = load_model_for_pseudo_labeling(
+        arguments.model, arguments.revision, DTYPES[arguments.dtype]
+    )
+    logger.info("model %s (revision %s) on %s, %d process(es)", model_name, revision, accelerator.device,
+                accelerator.num_processes)  # fmt: skip
+    config = PseudoLabelConfig(
+        max_batch_seconds=arguments.max_batch_seconds,
+        max_batch_size=arguments.max_batch_size,
+        chunk_seconds=arguments.chunk_seconds or None,
+        max_chunks_per_forward=arguments.max_chunks_per_forward,
+        rows_per_shard=arguments.rows_per_shard,
+        max_label_length=arguments.max_label_length,
+        min_confidence=arguments.min_confidence,
+        language_routing=arguments.language_routing,
+        languages=arguments.languages,
+        split=arguments.output_split,
+        buffer_size=arguments.buffer_size,
+        num_workers=arguments.num_workers,
+        resume=not arguments.no_resume,
+        overwrite=arguments.overwrite,
+    )
+    logger.info("options: %s", dataclasses.asdict(config))
+    try:
+        summary = generate_pseudo_labels(
+            model,
+            processor,
+            build_source(arguments),
+            arguments.output_dir,
+            config,
+            accelerator=accelerator,
+            model_name=model_name,
+            model_revision=revision,
+        )
+    except FileExistsError as error:
+        raise SystemExit(f"error: {error}") from None
+    if accelerator.is_main_process:
+        if arguments.flashlight_list:
+            export_flashlight_list(arguments.output_dir, arguments.flashlight_list)
+        print(f"pseudo-labels in {arguments.output_dir}: {summary_line(summary)}", file=sys.stderr)
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main()
