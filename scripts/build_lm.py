@@ -16,12 +16,12 @@ transcripts of a corpus (millions of words); for web-scale text use KenLM's lmpl
 """
 
 import argparse
-import logging
 from collections import defaultdict
 from pathlib import Path
 
 from training.ngram_lm import DEFAULT_ORDER, estimate_kneser_ney, read_text_files
 from training.sources import source_transcripts
+from training.cli import setup_logging
 
 
 def main(argv=None) -> None:
@@ -36,7 +36,7 @@ def main(argv=None) -> None:
     parser.add_argument("--order", type=int, default=DEFAULT_ORDER, help="n of the n-gram (SPEC 7: 4)")
     parser.add_argument("--output", required=True, help="ARPA file to write; '{language}' in it: one LM per language")
     arguments = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    setup_logging()
 
     per_language = "{language}" in arguments.output
     if arguments.text:

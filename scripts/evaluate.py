@@ -17,7 +17,6 @@ and later runs with --lm but without --alpha/--beta read it from there.
 """
 
 import argparse
-import logging
 import os
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from training.decoding import DEFAULT_ALPHAS, DEFAULT_BEAM_SETTINGS, DEFAULT_BET
 from training.evaluation import evaluate_model
 from training.pseudo_label import load_model_for_pseudo_labeling
 from training.sources import load_labeled_source
+from training.cli import setup_logging
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:
@@ -70,7 +70,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     arguments = parse_arguments(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    setup_logging()
 
     model, processor, model_name, revision = load_model_for_pseudo_labeling(arguments.model, arguments.revision)
     model.to(arguments.device)

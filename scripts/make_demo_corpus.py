@@ -9,9 +9,9 @@ Needs the `demo` extra: pip install "mlpl[demo]" (espeakng-loader, wordfreq).
 
 import argparse
 import json
-import logging
 
 from training.demo_corpus import SIZES, make_demo_corpus, read_manifest
+from training.cli import setup_logging
 
 
 def main() -> None:
@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="processes rendering clips at once")
     parser.add_argument("--force", action="store_true", help="rebuild even if the same corpus exists")
     arguments = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    setup_logging()
 
     corpus = make_demo_corpus(
         arguments.out, arguments.size, arguments.seed, workers=arguments.workers, force=arguments.force

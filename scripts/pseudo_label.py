@@ -31,6 +31,7 @@ from accelerate import Accelerator
 
 from training import data as data_layer
 from training import sources
+from training.cli import setup_logging
 from training.pseudo_label import (
     LANGUAGE_ROUTINGS,
     PseudoLabelConfig,
@@ -113,10 +114,7 @@ def build_source(arguments: argparse.Namespace):
 def main(argv=None) -> None:
     arguments = parse_arguments(argv)
     accelerator = Accelerator()
-    logging.basicConfig(
-        level=logging.INFO if accelerator.is_main_process else logging.WARNING,
-        format=f"%(asctime)s [rank {accelerator.process_index}] %(name)s %(levelname)s %(message)s",
-    )
+    setup_logging()
     logger = logging.getLogger("mlpl.pseudo_label")
 
     model, processor, model_name, revision = load_model_for_pseudo_labeling(

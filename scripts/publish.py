@@ -15,9 +15,9 @@ is safe: the local folder is never changed, and files already on the Hub are not
 """
 
 import argparse
-import logging
 import sys
 
+from training.cli import setup_logging
 from training.hub import (
     DEFAULT_REPO_ID_TEMPLATE,
     HubConfig,
@@ -65,7 +65,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     arguments = parse_arguments(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    setup_logging()
     try:
         hub_config = HubConfig(
             push=True,

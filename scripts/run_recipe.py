@@ -11,10 +11,10 @@ dev_cer_curves.png and final_model/ under the config's output_dir.
 """
 
 import argparse
-import logging
 
 from accelerate.state import PartialState
 
+from training.cli import setup_logging
 from training.recipe import Recipe, load_recipe_config, parse_stages
 
 
@@ -25,13 +25,8 @@ def main() -> None:
     parser.add_argument("--languages", help="restrict stages 2-4 to these languages, e.g. el,fi")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides of the recipe YAML")
     arguments = parser.parse_intermixed_args()
+    setup_logging()
     state = PartialState()
-    logging.basicConfig(
-        level=logging.INFO if state.is_main_process else logging.WARNING,
-        format=f"%(asctime)s [rank {state.process_index}] %(name)s %(levelname)s %(message)s",
-    )
-    for noisy in ("accelerate", "httpx", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     config = load_recipe_config(arguments.config, arguments.overrides)
     languages = arguments.languages.split(",") if arguments.languages else None
     files = Recipe(config).run(parse_stages(arguments.stages), languages)

@@ -10,11 +10,11 @@ Overrides are dotted `section.key=value` pairs (values parsed as YAML): `train.m
 """
 
 import argparse
-import logging
 
 from accelerate.logging import get_logger  # noqa: F401  (accelerate's main-process log filtering)
 from accelerate.state import PartialState
 
+from training.cli import setup_logging
 from training.config import load_config
 from training.trainer import train
 
@@ -25,11 +25,8 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in train.output_dir")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
     arguments = parser.parse_intermixed_args()
+    setup_logging()
     state = PartialState()
-    logging.basicConfig(
-        level=logging.INFO if state.is_main_process else logging.WARNING,
-        format=f"%(asctime)s [rank {state.process_index}] %(name)s %(levelname)s %(message)s",
-    )
     config = load_config(arguments.config, arguments.overrides)
     result = train(config, resume=arguments.resume)
     if state.is_main_process:
