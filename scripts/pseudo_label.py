@@ -86,29 +86,14 @@ def parse_arguments(argv=None) -> argparse.Namespace:
 
 def build_source(arguments: argparse.Namespace):
     """The unlabeled source, with each clip's audio reference kept (what the PL set stores)."""
-    kind, location = sources.resolve_source(arguments.data)
-    common = {"streaming": arguments.streaming, "keep_audio_reference": True}
-    local = {**common, "languages": arguments.languages, "num_shards": arguments.num_shards}
-    if kind == sources.VOXPOPULI:
-        return data_layer.load_voxpopuli_folder(location, **local)
-    if kind == sources.COMMON_VOICE:
-        return data_layer.load_common_voice_folder(location, arguments.source_split, **local)
-    if kind == sources.FLASHLIGHT_LIST:
-        if arguments.language is None:
-            raise SystemExit(f"{location} is a Flashlight list, which names no language; pass --language CODE")
-        return data_layer.load_flashlight_list(
-            location, language=arguments.language, labeled=False, num_shards=arguments.num_shards, **common
-        )
-    path, extra = (location, {}) if kind == sources.HUB else ("parquet", {"data_dir": str(location)})
-    return data_layer.load_hub_dataset(
-        path,
-        arguments.hub_config,
-        arguments.source_split,
-        columns={"sentence": None},  # unlabeled, whatever transcript column the dataset has
-        language=arguments.language,
-        **common,
-        **extra,
-    )
+    try:
+        config = sources.source_config(
+            arguments.data, arguments.source_split, languages=arguments.languages, language=arguments.language,
+            hub_config=arguments.hub_config, streaming=arguments.streaming, labeled=False,
+        )  # fmt: skip
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    return config.load(keep_audio_reference=True, num_shards=arguments.num_shards)
 
 
 def main(argv=None) -> None:

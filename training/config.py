@@ -42,7 +42,7 @@ class SourceConfig:
     name: str | None = None  # hub: dataset configuration
     columns: dict[str, str | None] | None = None  # hub: schema role -> column
     streaming: bool = False
-    labeled: bool = True  # flashlight: False reads an unlabeled list
+    labeled: bool = True  # flashlight / hub: False reads the source as unlabeled audio (transcripts ignored)
 
     def __post_init__(self):
         if self.kind not in SOURCE_KINDS:
@@ -52,27 +52,34 @@ class SourceConfig:
         if self.kind == "flashlight" and not self.language:
             raise ValueError(f"flashlight list {self.path}: set `language:` (lists carry no language column)")
 
-    def load(self, keep_audio_reference: bool = False):
-        """The source as a datasets Dataset / IterableDataset in the data layer's example schema."""
+    def load(self, keep_audio_reference: bool = False, num_shards: int | None = None):
+        """The source as a datasets Dataset / IterableDataset in the data layer's example schema.
+
+        The one place that maps a source description to its loader: the trainer, the recipe and the
+        command-line scripts (through `training.sources.source_config`) all load data here.
+        `keep_audio_reference` keeps each clip's undecoded reference (pseudo-labeling); `num_shards`
+        sets the shard count of local streams.
+        """
         from . import data
 
-        streaming_args = {"streaming": self.streaming, "keep_audio_reference": keep_audio_reference}
+        options = {"streaming": self.streaming, "keep_audio_reference": keep_audio_reference}
+        local = {**options, **({"num_shards": num_shards} if num_shards else {})}
         if self.kind == "common_voice":
-            return data.load_common_voice_folder(self.path, self.split, languages=self.languages, **streaming_args)
+            return data.load_common_voice_folder(self.path, self.split, languages=self.languages, **local)
         if self.kind == "voxpopuli":
-            return data.load_voxpopuli_folder(self.path, languages=self.languages, **streaming_args)
+            return data.load_voxpopuli_folder(self.path, languages=self.languages, **local)
         if self.kind == "flashlight":
-            return data.load_flashlight_list(self.path, language=self.language, labeled=self.labeled, **streaming_args)
-        if self.kind == "pseudo_labels":
+            dataset = data.load_flashlight_list(self.path, language=self.language, labeled=self.labeled, **local)
+        elif self.kind == "pseudo_labels":
             from .pseudo_label import load_pseudo_label_set
 
             return load_pseudo_label_set(self.path, languages=self.languages, streaming=self.streaming)
-        dataset = data.load_hub_dataset(
-            self.path, self.name, self.split, columns=self.columns, language=self.language, **streaming_args
-        )
-        if self.languages:
-            dataset = dataset.filter(lambda example: example["language"] in self.languages)
-        return dataset
+        else:
+            # A local folder of parquet files, or a Hub id; unlabeled: ignore any transcript column.
+            path, extra = ("parquet", {"data_dir": self.path}) if Path(self.path).is_dir() else (self.path, {})
+            columns = dict(self.columns or {}) if self.labeled else {**(self.columns or {}), "sentence": None}
+            dataset = data.load_hub_dataset(path, self.name, self.split, columns=columns, language=self.language, **options, **extra)
+        return data.select_languages(dataset, self.languages, f"{self.path} ({self.split})")
 
 
 @dataclass

@@ -303,7 +303,7 @@ def _probe(records: Dataset, description: str) -> tuple[list[float], list[int], 
     """Read every clip's duration from its header; return (durations of kept rows, kept indices, counter)."""
     counter = SkipCounter()
     durations, kept = [], []
-    progress = tqdm(total=len(records), desc=f"scanning {description}", unit="clip", disable=None)
+    progress = tqdm(total=len(records), desc=f"scanning {description}", unit="clip")
     for index, record in enumerate(records.select_columns(["id", "audio", "sentence"])):
         checked = _read_checked(record, counter, _probe_header)
         if checked is not None:
@@ -352,6 +352,21 @@ def _from_records(
 def example_durations(dataset: Dataset, column: str = "duration") -> np.ndarray:
     """Durations in seconds of a map-style source, `(len(dataset),)` float64, read without decoding audio."""
     return np.asarray(dataset.with_format(None).select_columns([column])[:][column], dtype=np.float64)
+
+
+def select_languages(dataset: Dataset | IterableDataset, languages: Sequence[str] | None, description: str = "the source"):
+    """Keep only `languages` (None or empty: everything). Map-style: selects rows by the language column,
+    without decoding audio; streams: a lazy filter. An empty result is an error naming what there is."""
+    if not languages:
+        return dataset
+    wanted = set(languages)
+    if isinstance(dataset, IterableDataset):
+        return dataset.filter(lambda example: example["language"] in wanted)
+    available = records_of(dataset).select_columns(["language"])[:]["language"]
+    keep = [index for index, language in enumerate(available) if language in wanted]
+    if not keep:
+        raise ValueError(f"{description} has no utterance in languages {sorted(wanted)}; it has {sorted(set(available))}")
+    return dataset if len(keep) == len(available) else dataset.select(keep)
 
 
 def records_of(dataset: Dataset) -> Dataset:
@@ -744,6 +759,7 @@ __all__ = [
     "common_voice_records",
     "decode_record",
     "example_durations",
+    "select_languages",
     "load_common_voice_folder",
     "load_flashlight_list",
     "load_hub_dataset",

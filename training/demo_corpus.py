@@ -394,7 +394,7 @@ def _build_parts(build_dir: Path, size: str, seed: int, workers: int) -> dict[tu
             ]
         return jobs
 
-    progress = tqdm(desc=f"demo corpus ({size})", unit="clip", total=0, disable=None)
+    progress = tqdm(desc=f"demo corpus ({size})", unit="clip", total=0)
     # eSpeak NG keeps state between utterances that no API call resets (pitch flutter, random noise:
     # the same text comes out a few samples longer or shorter after other text), so each chunk of jobs
     # is rendered in a fresh process. Chunks are fixed by the job list alone, hence the same corpus

@@ -26,6 +26,7 @@ from pathlib import Path
 from datasets import Dataset
 
 from . import data as data_layer
+from .config import SourceConfig
 
 COMMON_VOICE = "common voice folder"
 VOXPOPULI = "voxpopuli folder"
@@ -68,14 +69,27 @@ def resolve_source(source: str | os.PathLike) -> tuple[str, Path | str]:
     return HUB, text
 
 
-def _filter_languages(dataset: Dataset, languages: Sequence[str] | None, description: str) -> Dataset:
-    if not languages:
-        return dataset
-    available = data_layer.records_of(dataset).select_columns(["language"])[:]["language"]
-    keep = [index for index, language in enumerate(available) if language in set(languages)]
-    if not keep:
-        raise ValueError(f"{description} has no utterance in languages {list(languages)}; it has {sorted(set(available))}")
-    return dataset.select(keep)
+_KINDS = {COMMON_VOICE: "common_voice", VOXPOPULI: "voxpopuli", FLASHLIGHT_LIST: "flashlight", HUB: "hub", LOCAL_PARQUET: "hub"}
+
+
+def source_config(
+    source: str | os.PathLike,
+    split: str = "train",
+    *,
+    languages: Sequence[str] | None = None,
+    language: str | None = None,
+    hub_config: str | None = None,
+    streaming: bool = False,
+    labeled: bool = True,
+) -> SourceConfig:
+    """The `SourceConfig` (what training YAMLs write explicitly) of a `--data` argument."""
+    kind, location = resolve_source(source)
+    if kind == FLASHLIGHT_LIST and language is None:
+        raise ValueError(f"{location} is a Flashlight list, which names no language; pass its language (--language xx)")
+    return SourceConfig(
+        kind=_KINDS[kind], path=os.fspath(location), split=split, languages=list(languages) if languages else None,
+        language=language, name=hub_config, streaming=streaming, labeled=labeled,
+    )  # fmt: skip
 
 
 def load_labeled_source(
@@ -95,28 +109,19 @@ def load_labeled_source(
         language: language code of a Flashlight list (required) or of a Hub dataset without a language column.
         hub_config: the Hub dataset's configuration (e.g. a language of a per-language mirror).
     """
-    kind, location = resolve_source(source)
-    if kind == VOXPOPULI:
+    config = source_config(source, split, languages=languages, language=language, hub_config=hub_config)
+    if config.kind == "voxpopuli":
         raise ValueError(
-            f"{location} is a VoxPopuli folder: unlabeled audio, with no transcripts to score against. Evaluate on a "
+            f"{config.path} is a VoxPopuli folder: unlabeled audio, with no transcripts to score against. Evaluate on a "
             "labeled source (a Common Voice folder, a Flashlight list with transcripts, or a Hub dataset with a "
             "transcript column); to transcribe unlabeled audio, generate pseudo-labels instead (training.pseudo_label)."
         )
-    if kind == COMMON_VOICE:
-        dataset = data_layer.load_common_voice_folder(location, split, languages=languages)
-    elif kind == FLASHLIGHT_LIST:
-        if language is None:
-            raise ValueError(f"{location} is a Flashlight list, which names no language; pass its language (--language xx)")
-        dataset = data_layer.load_flashlight_list(location, language=language)
-    else:
-        path, extra = (location, {}) if kind == HUB else ("parquet", {"data_dir": os.fspath(location)})
-        dataset = data_layer.load_hub_dataset(path, hub_config, split, language=language, streaming=False, **extra)
-    dataset = _filter_languages(dataset, languages, f"{location} ({split})")
+    dataset = config.load()
     sentences = data_layer.records_of(dataset).select_columns(["sentence"])[:]["sentence"]
     unlabeled = sum(sentence is None for sentence in sentences)
     if unlabeled:
         raise ValueError(
-            f"{location} ({split}): {unlabeled} of {len(sentences)} utterances have no transcript; evaluation needs "
+            f"{config.path} ({split}): {unlabeled} of {len(sentences)} utterances have no transcript; evaluation needs "
             "a labeled source (for a Hub dataset, name its transcript column)"
         )
     return dataset
@@ -167,5 +172,6 @@ __all__ = [
     "VOXPOPULI",
     "load_labeled_source",
     "resolve_source",
+    "source_config",
     "source_transcripts",
 ]
