@@ -118,7 +118,10 @@ def test_supervised_run_lowers_dev_cer_and_leaves_a_usable_model(tiny_demo_corpu
         model={"overrides": dict(TINY_MODEL, hidden_size=64, intermediate_size=128), "dropout": 0.0, "layerdrop": 0.0},
         optim={"optimizer": "adamw", "lr": 0.003, "warmup_updates": 10, "halve_lr_at": None, "max_grad_norm": 5.0},
         spec_augment={"enabled": False},
-        train={"max_updates": 125, "eval_every": 125, "eval_before_training": True, "save_every": 125, "log_every": 25, "keep_last": 1},
+        train={
+            "max_updates": 125, "eval_every": 125, "eval_before_training": True, "save_every": 125, "log_every": 25,
+            "keep_last": 1, "log_with": ["tensorboard"],
+        },  # fmt: skip
     )
     output_dir = tmp_path / "run"
     run_train(config, output_dir)
@@ -127,6 +130,7 @@ def test_supervised_run_lowers_dev_cer_and_leaves_a_usable_model(tiny_demo_corpu
     assert [r["update"] for r in dev] == [0, 125]
     assert dev[-1]["dev_cer"] < min(dev[0]["dev_cer"], 1.0) - 0.02, dev  # below the start and below all-blank output
     assert {f"dev/common_voice:cv:dev/cer/{code}" for code in languages} <= set(dev[-1])
+    assert list(output_dir.rglob("events.out.tfevents.*")), "nothing reached the tensorboard tracker"
     losses = [r["loss"] for r in records(output_dir) if "loss" in r]
     assert losses[-1] < 0.8 * losses[0]
 
