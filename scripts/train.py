@@ -11,7 +11,6 @@ Overrides are dotted `section.key=value` pairs (values parsed as YAML): `train.m
 
 import argparse
 
-from accelerate.logging import get_logger  # noqa: F401  (accelerate's main-process log filtering)
 from accelerate.state import PartialState
 
 from training.cli import setup_logging

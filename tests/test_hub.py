@@ -380,7 +380,7 @@ def test_cards_are_replaced_atomically(model_folder, tmp_path, monkeypatch):
     def failing_replace(source, destination):
         raise OSError("disk full")
 
-    monkeypatch.setattr("training.hub.os.replace", failing_replace)
+    monkeypatch.setattr("training.files.os.replace", failing_replace)  # the one atomic writer
     with pytest.raises(OSError, match="disk full"):
         write_model_card(folder, **LINEAGE)
     assert (folder / "README.md").read_text() == "old card"  # the old card, whole

@@ -321,12 +321,9 @@ def config_to_dict(config) -> dict:
 
 def save_config(config, path: str | os.PathLike) -> Path:
     """Write the resolved config as YAML, atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True), encoding="utf-8")
-    os.replace(temporary, path)
-    return path
+    from .files import write_text_atomically
+
+    return write_text_atomically(path, yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True))
 
 
 __all__ = [

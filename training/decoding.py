@@ -53,6 +53,7 @@ import torch
 from accelerate.utils import tqdm
 
 from .inference import collapse_ctc_path, decode_token_ids
+from .files import write_json_atomically
 from .metrics import compute_asr_metrics
 from .ngram_lm import BOS, EOS, UNK, arpa_vocabulary
 
@@ -676,12 +677,7 @@ def save_lm_decoding(path: str | os.PathLike, decoders: Mapping[str, Mapping[str
         path = path / LM_DECODING_FILE
     existing = load_lm_decoding(path) if path.is_file() else {}
     existing.update({key: dict(value) for key, value in decoders.items()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", encoding="utf-8") as output:
-        json.dump({"lm_decoding_version": 1, "decoders": existing}, output, indent=2, ensure_ascii=False)
-    os.replace(temporary, path)
-    return path
+    return write_json_atomically(path, {"lm_decoding_version": 1, "decoders": existing})
 
 
 def load_lm_decoding(path: str | os.PathLike) -> dict[str, dict[str, Any]]:

@@ -38,11 +38,9 @@ import hmac
 import importlib
 import json
 import logging
-import os
 import re
 import shlex
 import string
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -53,6 +51,8 @@ import huggingface_hub
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+from .files import write_text_atomically
 
 logger = logging.getLogger("mlpl.hub")
 
@@ -726,22 +726,6 @@ def render_dataset_card(
 # --- Writing cards into folders -----------------------------------------------------------------
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and `os.replace`, so that a
-    crash leaves the old file or the new one, never half of one."""
-    path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def write_model_card(
     folder: Union[str, Path], *, languages: Optional[Sequence[str]] = None, **card_arguments
 ) -> Path:
@@ -757,7 +741,7 @@ def write_model_card(
             raise ValueError(f"{folder / 'config.json'} has no `languages`; pass languages= to write_model_card")
     card = render_model_card(languages=languages, **card_arguments)
     readme = folder / "README.md"
-    _write_atomically(readme, str(card))
+    write_text_atomically(readme, str(card))
     logger.info("wrote the model card %s", readme)
     return readme
 
@@ -939,7 +923,7 @@ def write_dataset_card(
         drop_reasons=drop_reasons,
     )
     readme = folder / "README.md"
-    _write_atomically(readme, str(card))
+    write_text_atomically(readme, str(card))
     logger.info("wrote the dataset card %s", readme)
     return readme
 

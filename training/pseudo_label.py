@@ -82,6 +82,7 @@ from .data import (
     write_flashlight_list,
 )
 from .inference import FRAMES_PER_SECOND, transcribe_batch
+from .files import write_json_atomically
 from .slimipl import pseudo_labeling_mode
 
 logger = logging.getLogger("mlpl.pseudo_label")
@@ -524,12 +525,6 @@ def _drop_reason(text: str, confidence: float, config: PseudoLabelConfig) -> str
 # ---------------------------------------------------------------------------------------------
 
 
-def _write_json_atomically(path: Path, value: Any) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(value, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(temporary, path)
-
-
 def _write_parquet_atomically(path: Path, rows: Mapping[str, list]) -> None:
     temporary = path.with_name(path.name + ".tmp")
     pq.write_table(pa.Table.from_pydict(dict(rows), schema=PSEUDO_LABEL_FEATURES), temporary)
@@ -588,7 +583,7 @@ class _RankWriter:
         self.position, self.done = position, done
         progress = {"rank": self.rank, "parts": self.parts, "position": position, "done": done,
                     "counts": self.counts.to_json()}  # fmt: skip
-        _write_json_atomically(self.progress_path, progress)
+        write_json_atomically(self.progress_path, progress)
 
 
 def _work_dir(output_dir: Path) -> Path:
@@ -610,7 +605,7 @@ def _prepare_work_dir(work_dir: Path, parameters: dict, resume: bool) -> None:
         shutil.rmtree(work_dir)
     (work_dir / _DATA_FOLDER).mkdir(parents=True)
     (work_dir / _PROGRESS_FOLDER).mkdir()
-    _write_json_atomically(run_file, parameters)
+    write_json_atomically(run_file, parameters)
 
 
 def _wait_for_all_ranks(work_dir: Path, world_size: int, poll_seconds: float = 2.0) -> None:
@@ -652,7 +647,7 @@ def _finish(work_dir: Path, output_dir: Path, world_size: int, parameters: dict,
             os.replace(data_dir / name, data_dir / final)
         files.append(f"{_DATA_FOLDER}/{final}")
     summary = _summary(counts, files, parameters, output_dir)
-    _write_json_atomically(work_dir / SUMMARY_FILE, summary)
+    write_json_atomically(work_dir / SUMMARY_FILE, summary)
     shutil.rmtree(work_dir / _PROGRESS_FOLDER)
     (work_dir / _RUN_FILE).unlink()
     if output_dir.exists():  # overwrite=True was checked at the start

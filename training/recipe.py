@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .files import replace_directory, write_json_atomically
 from .config import ExperimentConfig, SourceConfig, build_dataclass, config_to_dict, save_config
 
 logger = logging.getLogger("mlpl.recipe")
@@ -158,9 +159,17 @@ class Recipe:
 
     @staticmethod
     def _languages(source: SourceConfig) -> list[str]:
-        from .data import records_of
+        """The languages a source holds; local folders are listed from their metadata, without reading audio
+        (loading would probe every clip's header, which the training stages do anyway)."""
+        from . import data
 
-        return sorted(records_of(source.load()).unique("language"))
+        if source.kind == "common_voice":
+            records = data.common_voice_records(source.path, source.split, source.languages)
+        elif source.kind == "voxpopuli":
+            records = data.voxpopuli_records(source.path, source.languages)
+        else:
+            return sorted(data.records_of(source.load()).unique("language"))
+        return sorted({record["language"] for record in records})
 
     @staticmethod
     def _read_json(path: Path):
@@ -168,10 +177,7 @@ class Recipe:
 
     def _write_json(self, path: Path, value) -> None:
         if self._is_main():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_name(path.name + ".tmp")
-            temporary.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-            os.replace(temporary, path)
+            write_json_atomically(path, value)
 
     # ---- one unit of work: skip if done, else run and mark -------------------------------------------
     def _unit(self, folder: Path, description: str, work) -> dict:
@@ -317,8 +323,7 @@ class Recipe:
             temporary = final.with_name(final.name + ".tmp")
             shutil.rmtree(temporary, ignore_errors=True)
             shutil.copytree(self._model_of(6), temporary)
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(temporary, final)
+            replace_directory(temporary, final)
             logger.info("final model: %s", final)
         self._wait()
 
@@ -339,13 +344,7 @@ class Recipe:
                     model, processor, dataset, output_dir=output_dir / split, max_batch_seconds=self.config.evaluation_max_batch_seconds,
                     plots=False, progress=True, description={"model": str(model_folder), "split": split},
                 )  # fmt: skip
-                metrics = result.metrics["greedy"]
-                results[split] = {
-                    "cer": metrics.get("cer"),
-                    "wer": metrics.get("wer"),
-                    "per_language": {code: {"cer": row.get("cer"), "wer": row.get("wer")} for code, row in metrics["per_language"].items()},
-                    "lid_accuracy": metrics.get("lid_accuracy"),
-                }
+                results[split] = result.metrics["greedy"]  # compute_asr_metrics: per-language CER/WER, LID
         self._wait()
         return results
 
@@ -357,8 +356,7 @@ class Recipe:
         language = languages[0] if stage in (2, 3) else None
         repo_id = repo_id_for(self.hub, stage, language) if self.hub.namespace else f"local/{self.hub.prefix}-stage{stage}{'-' + language if language else ''}"
         split = "test" if "test" in evaluation else next(iter(evaluation), None)
-        metrics = self._read_json(model_folder.parent / "evaluation" / split / "metrics.json") if split else None
-        results = (metrics or {}).get("greedy", metrics) if metrics else None
+        results = evaluation.get(split)
         try:
             write_model_card(
                 model_folder,
@@ -368,8 +366,8 @@ class Recipe:
                 labeled_data=[str(p) for p in lineage.get("labeled", [])],
                 pseudo_label_data=[str(p) for p in lineage.get("pseudo_labels", []) or lineage.get("unlabeled", [])],
                 hyperparameters={k: v for k, v in config_to_dict(experiment).items() if k in ("model", "optim", "spec_augment", "slimipl") },
-                results=results if results and "per_language" in results else None,
-                evaluation_set=EvaluationSet("common_voice", "Common Voice (local release)", split) if results and "per_language" in results else None,
+                results=results,
+                evaluation_set=EvaluationSet("common_voice", "Common Voice (local release)", split) if results else None,
             )
         except (ValueError, TypeError) as error:  # a card must never stop a finished stage
             logger.warning("model card of %s not written: %s", model_folder, error)

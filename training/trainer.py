@@ -40,6 +40,7 @@ from .augment import SpecAugment
 from .batching import DurationBatchSampler
 from .collate import MlplCollator
 from .config import ExperimentConfig, SourceConfig, config_to_dict, save_config
+from .files import replace_directory, write_json_atomically
 from .data import EXAMPLE_COLUMNS, DecodeTransform, example_durations, records_of
 from .inference import FRAMES_PER_SECOND, chunked_logits, greedy_token_ids, pad_labels, transcribe_batch
 from .metrics import compute_asr_metrics, flatten_metrics
@@ -108,16 +109,8 @@ def save_model_folder(model, processor, folder: str | os.PathLike, extra: dict[s
     model.save_pretrained(temporary)
     processor.save_pretrained(temporary)
     for name, content in (extra or {}).items():
-        (temporary / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    if folder.exists():
-        old = folder.with_name(folder.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(folder, old)
-        os.replace(temporary, folder)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(temporary, folder)
-    return folder
+        write_json_atomically(temporary / name, content)
+    return replace_directory(temporary, folder)
 
 
 def linear_warmup_with_halving(warmup_updates: int, halve_at: int | None):
@@ -213,9 +206,14 @@ def average_dev_cer(results: dict) -> float:
     return sum(values) / len(values) if values else math.inf
 
 
+def checkpoint_steps(output_dir: Path) -> list[Path]:
+    """The finished `checkpoints/step_N/` folders, oldest first (`step_N.tmp` is a save in progress)."""
+    steps = [p for p in (output_dir / CHECKPOINTS).glob("step_*") if p.name[len("step_") :].isdigit()]
+    return sorted(steps, key=lambda p: int(p.name[len("step_") :]))
+
+
 def newest_checkpoint(output_dir: Path) -> Path | None:
-    steps = sorted((output_dir / CHECKPOINTS).glob("step_*"), key=lambda p: int(p.name.split("_")[1]) if p.name.split("_")[1].isdigit() else -1)
-    steps = [p for p in steps if p.name.split("_")[1].isdigit() and (p / "trainer_state_rank0.pt").is_file()]
+    steps = [p for p in checkpoint_steps(output_dir) if (p / "trainer_state_rank0.pt").is_file()]
     return steps[-1] if steps else None
 
 
@@ -381,10 +379,9 @@ def train(config: ExperimentConfig, resume: bool = False) -> TrainResult:
         torch.save(saved, temporary / f"trainer_state_rank{rank}.pt")
         accelerator.wait_for_everyone()
         if main:
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(temporary, final)
-            save_config(config, final / "config.yaml")
-            steps = sorted((output_dir / CHECKPOINTS).glob("step_*[0-9]"), key=lambda p: int(p.name.split("_")[1]))
+            save_config(config, temporary / "config.yaml")
+            replace_directory(temporary, final)
+            steps = checkpoint_steps(output_dir)
             for old in steps[: -config.train.keep_last] if config.train.keep_last > 0 else []:
                 shutil.rmtree(old, ignore_errors=True)
             logger.info("checkpoint %s", final)
@@ -544,9 +541,7 @@ def train(config: ExperimentConfig, resume: bool = False) -> TrainResult:
     }
     if main:
         save_model_folder(unwrapped, processor, final_model)
-        temporary = output_dir / (FINISHED_MARKER + ".tmp")
-        temporary.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(temporary, output_dir / FINISHED_MARKER)
+        write_json_atomically(output_dir / FINISHED_MARKER, summary)
         logger.info("finished %d updates; final model %s; summary %s", state["num_updates"], final_model, output_dir / FINISHED_MARKER)
     accelerator.wait_for_everyone()
     if trackers:
@@ -560,6 +555,7 @@ __all__ = [
     "TrainResult",
     "average_dev_cer",
     "build_optimizer",
+    "checkpoint_steps",
     "dataset_languages",
     "evaluate",
     "linear_warmup_with_halving",
