@@ -86,6 +86,14 @@ def test_every_stage_finishes_with_marker_evaluation_and_card(recipe_run):
         assert f"demo-org/mlpl-test-stage{stage}" in card and "trust_remote_code" in card
         for split in ("dev", "test"):
             assert (stages / STAGE_FOLDERS[stage] / unit / "evaluation" / split / "metrics.json").is_file()
+    # Each card names the checkpoint it started from and, for stage 5, the pseudo-label sets.
+    lineage = {2: "demo-org/mlpl-test-stage1-supervised", 3: "demo-org/mlpl-test-stage2-finetune-el", 6: "demo-org/mlpl-test-stage5-pl-training"}
+    for stage, parent in lineage.items():
+        unit = "el" if stage in (2, 3) else ""
+        assert parent in (stages / STAGE_FOLDERS[stage] / unit / "best" / "README.md").read_text(), stage
+    stage5_card = (stages / STAGE_FOLDERS[5] / "best" / "README.md").read_text()
+    assert "demo-org/mlpl-test-stage1-supervised" in stage5_card and "demo-org/mlpl-test-stage4-pseudo-labels-el" in stage5_card
+    assert "random initialization" in (stages / STAGE_FOLDERS[1] / "best" / "README.md").read_text()
     # stage 3 really ran slimIPL on el's unlabeled audio; stage 4 labeled it with the stage-3 model.
     slimipl = json.loads((stages / STAGE_FOLDERS[3] / "el" / "train_summary.json").read_text())["slimipl"]
     assert slimipl["filling_steps"] == 1 and slimipl["training_reads"] >= 1

@@ -241,7 +241,7 @@ class Recipe:
             experiment = self._experiment(
                 2, {}, train=[_source(labeled, split="train")], dev=[_source(labeled, split="dev")], init_from=init, folder=folder
             )
-            lineage = {"initialized_from": str(init), "labeled": [labeled.path]}
+            lineage = {"initialized_from": str(init), "parent": [1, None], "labeled": [labeled.path]}
             self._record(2, language, self._unit(folder, f"stage 2 ({language} fine-tune)", lambda f: self._train_unit(2, f, experiment, [language], lineage)))
 
     def stage3(self, languages: list[str]) -> None:
@@ -259,7 +259,7 @@ class Recipe:
                 init_from=init,
                 folder=folder,
             )
-            lineage = {"initialized_from": str(init), "labeled": [labeled.path], "unlabeled": [unlabeled.path]}
+            lineage = {"initialized_from": str(init), "parent": [2, language], "labeled": [labeled.path], "unlabeled": [unlabeled.path]}
             self._record(3, language, self._unit(folder, f"stage 3 ({language} slimIPL)", lambda f: self._train_unit(3, f, experiment, [language], lineage)))
 
     # ---- stage 4: pseudo-labels ----------------------------------------------------------------------------
@@ -306,7 +306,13 @@ class Recipe:
         experiment = self._experiment(
             5, {}, train=[_source(labeled, split="train"), *pseudo_labels], dev=[_source(labeled, split="dev")], init_from=init, folder=folder
         )
-        lineage = {"initialized_from": str(init) if init else None, "labeled": [labeled.path], "pseudo_labels": [s.path for s in pseudo_labels]}
+        lineage = {
+            "initialized_from": str(init) if init else None,
+            "parent": [1, None] if init else None,
+            "labeled": [labeled.path],
+            "pseudo_labels": [s.path for s in pseudo_labels],
+            "pseudo_label_languages": list(languages),
+        }
         self._record(5, None, self._unit(folder, "stage 5 (labeled + pseudo-labels)", lambda f: self._train_unit(5, f, experiment, self.labeled_languages, lineage)))
 
     def stage6(self) -> None:
@@ -316,7 +322,7 @@ class Recipe:
         experiment = self._experiment(
             6, {}, train=[_source(labeled, split="train")], dev=[_source(labeled, split="dev")], init_from=init, folder=folder
         )
-        lineage = {"initialized_from": str(init), "labeled": [labeled.path]}
+        lineage = {"initialized_from": str(init), "parent": [5, None], "labeled": [labeled.path]}
         self._record(6, None, self._unit(folder, "stage 6 (labeled fine-tune)", lambda f: self._train_unit(6, f, experiment, self.labeled_languages, lineage)))
         final = self.output_dir / "final_model"
         if self._is_main():
@@ -348,23 +354,36 @@ class Recipe:
         self._wait()
         return results
 
+    def _repo_id(self, stage: int, language: str | None = None) -> str:
+        """Where a unit's output is (or would be) published: the Hub naming scheme, with the namespace
+        "local" when none is configured, so cards name their lineage the same way either way."""
+        from .hub import repo_id_for
+
+        hub = self.hub if self.hub.namespace else dataclasses.replace(self.hub, namespace="local")
+        return repo_id_for(hub, stage, language) if stage != 4 else repo_id_for(hub, 4, variant=language)
+
     def _model_card(self, stage: int, model_folder: Path, languages, lineage: dict, evaluation: dict, experiment: ExperimentConfig) -> None:
         if not self._is_main():
             return
-        from .hub import EvaluationSet, publish_folder, repo_id_for, write_model_card
+        from .hub import EvaluationSet, HubReference, publish_folder, write_model_card
 
         language = languages[0] if stage in (2, 3) else None
-        repo_id = repo_id_for(self.hub, stage, language) if self.hub.namespace else f"local/{self.hub.prefix}-stage{stage}{'-' + language if language else ''}"
+        repo_id = self._repo_id(stage, language)
         split = "test" if "test" in evaluation else next(iter(evaluation), None)
         results = evaluation.get(split)
+        parent = lineage.get("parent")
+        initialized_from = HubReference(self._repo_id(*parent)) if parent else None
+        pseudo_label_data = [HubReference(self._repo_id(4, code), repo_type="dataset") for code in lineage.get("pseudo_label_languages", [])]
+        pseudo_label_data += [f"unlabeled audio: {path}" for path in lineage.get("unlabeled", [])]
         try:
             write_model_card(
                 model_folder,
                 repo_id=repo_id,
                 stage=stage,
                 language=language,
+                initialized_from=initialized_from,
                 labeled_data=[str(p) for p in lineage.get("labeled", [])],
-                pseudo_label_data=[str(p) for p in lineage.get("pseudo_labels", []) or lineage.get("unlabeled", [])],
+                pseudo_label_data=pseudo_label_data,
                 hyperparameters={k: v for k, v in config_to_dict(experiment).items() if k in ("model", "optim", "spec_augment", "slimipl") },
                 results=results,
                 evaluation_set=EvaluationSet("common_voice", "Common Voice (local release)", split) if results else None,
@@ -375,10 +394,10 @@ class Recipe:
             publish_folder(model_folder, repo_id, repo_type="model", hub_config=self.hub, commit_message=f"mlpl recipe stage {stage}")
 
     def _dataset_card(self, folder: Path, language: str, model_folder: Path) -> None:
-        from .hub import publish_folder, repo_id_for, write_dataset_card, HubReference
+        from .hub import HubReference, publish_folder, write_dataset_card
 
-        repo_id = repo_id_for(self.hub, 4, variant=language) if self.hub.namespace else f"local/{self.hub.prefix}-pseudo-labels-{language}"
-        model_repo = repo_id_for(self.hub, 3, language) if self.hub.namespace else f"local/{self.hub.prefix}-stage3-{language}"
+        repo_id = self._repo_id(4, language)
+        model_repo = self._repo_id(3, language)
         try:
             write_dataset_card(
                 folder, repo_id=repo_id, source_data=[str(self.config.unlabeled.path)], source_license="cc0-1.0",
