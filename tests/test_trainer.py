@@ -257,6 +257,33 @@ def test_two_processes_train_with_identical_parameters(slimipl_config, tmp_path)
         torch.testing.assert_close(first[name], second[name], rtol=0, atol=0, msg=name)
     assert any(not torch.equal(first[name], initial[name]) for name in initial), "parameters did not change after step 4"
     # Each process kept its own pseudo-label cache of its own share of the unlabeled data.
-    states = [torch.load(output_dir / "checkpoints" / "step_8" / f"trainer_state_rank{rank}.pt", weights_only=False) for rank in range(2)]
+    states = [torch.load(output_dir / "checkpoints" / "step_8" / f"trainer_state_rank{rank}.pt", weights_only=True) for rank in range(2)]
     ids = [{i for batch in s["cache"]["batches"] for i in batch["ids"]} for s in states]
     assert ids[0] and ids[1] and not ids[0] & ids[1]
+
+
+class _RunsCodeWhenUnpickled:
+    """A crafted 'trainer state': unpickling it with the full unpickler would create `marker`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_crafted_trainer_state_and_never_runs_it(uninterrupted_slimipl_run, slimipl_config, tmp_path):
+    import shutil
+
+    output_dir = tmp_path / "planted"
+    shutil.copytree(uninterrupted_slimipl_run, output_dir)
+    newest = max((output_dir / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+    marker = tmp_path / "payload_ran"
+    torch.save({"state": _RunsCodeWhenUnpickled(marker)}, newest / "trainer_state_rank0.pt")
+
+    command = [sys.executable, "scripts/train.py", "--config", str(slimipl_config), f"train.output_dir={output_dir}", "--resume"]
+    completed = subprocess.run(command, cwd=REPOSITORY, env=ENVIRONMENT, capture_output=True, text=True, timeout=300)
+    assert completed.returncode != 0
+    assert not marker.exists(), "the planted pickle ran its payload on --resume"
+    assert str(newest / "trainer_state_rank0.pt") in completed.stderr and "refusing to load" in completed.stderr

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import shutil
 import time
 from dataclasses import dataclass
@@ -217,6 +218,23 @@ def newest_checkpoint(output_dir: Path) -> Path | None:
     return steps[-1] if steps else None
 
 
+def load_trainer_state(path: Path) -> dict:
+    """A process's trainer state (`trainer_state_rank{r}.pt`), read with `weights_only=True`.
+
+    The file holds only tensors, numbers, strings, lists and dicts, so the restricted unpickler reads a
+    genuine one; a file that asks for anything else (a crafted pickle that would run code on `--resume`)
+    is refused with an error naming it, and its payload never runs.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"{path}: refusing to load this trainer state: it holds objects other than tensors and plain "
+            f"values ({str(error).splitlines()[0]}). A genuine mlpl checkpoint never does; delete the "
+            f"checkpoint folder {path.parent} (or train into a new output_dir) and resume from an older one."
+        ) from None
+
+
 @dataclass
 class TrainResult:
     num_updates: int
@@ -339,7 +357,7 @@ def train(config: ExperimentConfig, resume: bool = False) -> TrainResult:
         logger.info("--resume: no checkpoint in %s, starting from scratch", output_dir / CHECKPOINTS)
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
-        saved = torch.load(checkpoint / f"trainer_state_rank{rank}.pt", weights_only=False)
+        saved = load_trainer_state(checkpoint / f"trainer_state_rank{rank}.pt")
         state.update(saved["state"])
         scheduler.load_state_dict(saved["scheduler"])
         train_sampler.load_state_dict(saved["train_sampler"])
