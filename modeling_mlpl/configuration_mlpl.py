@@ -51,6 +51,10 @@ class MlplConfig(PreTrainedConfig):
             Give the blocks' LayerNorms one weight and bias per channel instead of Flashlight's single
             scalar pair. Only for M-CTC-T checkpoints fine-tuned after their conversion (the converter sets
             it when their LayerNorm vectors are not constant); the paper's networks use scalars.
+        pre_layer_norm (`bool`, defaults to `False`):
+            Pre-LN blocks (`h = x + f Attn(LN1(x)); y = h + f MLP(LN2(h))`, Flashlight `preLN=true`) with
+            one more LayerNorm after the last block, instead of the paper's post-LN blocks. Small, deep
+            models trained for few updates (the CPU demo) leave the CTC blank plateau much sooner with it.
         languages (`list[str]`, *optional*):
             Language codes of the LID classes; index `i` is LID class `i`. When given, it fixes
             `num_languages`.
@@ -84,6 +88,7 @@ class MlplConfig(PreTrainedConfig):
         layerdrop=0.3,
         layer_norm_eps=1e-5,
         layer_norm_per_channel=False,
+        pre_layer_norm=False,
         languages=None,
         num_languages=60,
         lid_loss_weight=1.0,
@@ -144,6 +149,7 @@ class MlplConfig(PreTrainedConfig):
         self.layerdrop = float(layerdrop)
         self.layer_norm_eps = layer_norm_eps
         self.layer_norm_per_channel = bool(layer_norm_per_channel)
+        self.pre_layer_norm = bool(pre_layer_norm)
         self.languages = languages
         self.num_languages = num_languages
         self.lid_loss_weight = float(lid_loss_weight)

@@ -215,10 +215,14 @@ class MlplFeedForward(nn.Module):
 
 
 class MlplEncoderLayer(GradientCheckpointingLayer):
-    """Post-LN block: h = LN1(x + f Attn(x)); y = LN2(h + f MLP(h)) (Flashlight Transformer::forward, preLN=false)."""
+    """Post-LN block: h = LN1(x + f Attn(x)); y = LN2(h + f MLP(h)) (Flashlight Transformer::forward, preLN=false).
+
+    With `config.pre_layer_norm`: h = x + f Attn(LN1(x)); y = h + f MLP(LN2(h)) (preLN=true).
+    """
 
     def __init__(self, config, layer_idx=None):
         super().__init__()
+        self.pre_layer_norm = config.pre_layer_norm
         self.self_attn = MlplAttention(config, layer_idx)
         affine_size = config.hidden_size if config.layer_norm_per_channel else 1
         self.attn_layer_norm = MlplLayerNorm(config.layer_norm_eps, affine_size)
@@ -228,6 +232,15 @@ class MlplEncoderLayer(GradientCheckpointingLayer):
     def forward(self, hidden_states, key_padding_bias=None, drop_branches=False, output_attentions=False):
         """`drop_branches`: the layerdrop draw (f = 0). Flashlight multiplies both branches by 0 and still
         applies the LayerNorms; we skip computing the branches, which gives the same output for less work."""
+        if self.pre_layer_norm:
+            if drop_branches:
+                return hidden_states, None
+            attended, weights = self.self_attn(
+                self.attn_layer_norm(hidden_states), key_padding_bias, output_attentions=output_attentions
+            )
+            hidden_states = hidden_states + attended
+            hidden_states = hidden_states + self.feed_forward(self.final_layer_norm(hidden_states))
+            return hidden_states, weights
         if drop_branches:
             return self.final_layer_norm(self.attn_layer_norm(hidden_states)), None
         attended, weights = self.self_attn(hidden_states, key_padding_bias, output_attentions=output_attentions)
@@ -340,6 +353,9 @@ class MlplModel(MlplPreTrainedModel):
         self.input_layer_norm = MlplInputLayerNorm(config.layer_norm_eps)
         self.front_end = MlplConvFrontEnd(config)
         self.layers = nn.ModuleList([MlplEncoderLayer(config, index) for index in range(config.num_hidden_layers)])
+        # pre-LN stacks end with a LayerNorm (their blocks leave the residual stream unnormalized)
+        affine_size = config.hidden_size if config.layer_norm_per_channel else 1
+        self.final_layer_norm = MlplLayerNorm(config.layer_norm_eps, affine_size) if config.pre_layer_norm else None
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -398,6 +414,10 @@ class MlplModel(MlplPreTrainedModel):
                 all_hidden_states += (hidden_states,)
             if output_attentions:
                 all_attentions += (weights,)
+        if self.final_layer_norm is not None:
+            hidden_states = self.final_layer_norm(hidden_states)
+            if output_hidden_states:
+                all_hidden_states = all_hidden_states[:-1] + (hidden_states,)
 
         output = MlplModelOutput(
             last_hidden_state=hidden_states,

@@ -68,8 +68,9 @@ def test_forward_shapes_and_output_lengths():
     assert output.attentions[0][1, :, :, 11:].abs().max() == 0
 
 
-def test_padding_invariance_of_logits_and_language_probabilities():
-    model = MlplForCTC(tiny_config(max_relative_positions=8)).eval()
+@pytest.mark.parametrize("pre_layer_norm", [False, True])
+def test_padding_invariance_of_logits_and_language_probabilities(pre_layer_norm):
+    model = MlplForCTC(tiny_config(max_relative_positions=8, pre_layer_norm=pre_layer_norm)).eval()
     lengths = [61, 40, 23, 7]
     features, mask = random_batch(lengths, seed=3)
     batched = model(features, attention_mask=mask)
@@ -207,3 +208,26 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     checkpointed = gradients()
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], msg=name)
+
+
+def test_pre_layer_norm_blocks_follow_the_pre_ln_equations_and_end_with_a_layer_norm(tmp_path):
+    model = MlplModel(tiny_config(num_hidden_layers=1, pre_layer_norm=True)).eval()
+    features, mask = random_batch([20])
+    with torch.no_grad():
+        layer = model.layers[0]
+        layer.attn_layer_norm.weight.fill_(2.0)
+        layer.final_layer_norm.bias.fill_(0.5)
+        model.final_layer_norm.weight.fill_(3.0)
+        output = model(features, attention_mask=mask, output_hidden_states=True)
+        x = model.front_end(model.input_layer_norm(features, mask.bool()))
+        h = x + layer.self_attn(layer.attn_layer_norm(x))[0]
+        y = h + layer.feed_forward(layer.final_layer_norm(h))
+        expected = model.final_layer_norm(y)
+    torch.testing.assert_close(output.last_hidden_state, expected)
+    torch.testing.assert_close(output.hidden_states[-1], expected)
+    # the option travels with the checkpoint; post-LN models have no final LayerNorm
+    model.save_pretrained(tmp_path)
+    reloaded = MlplModel.from_pretrained(tmp_path).eval()
+    assert reloaded.config.pre_layer_norm and reloaded.final_layer_norm is not None
+    torch.testing.assert_close(reloaded(features, attention_mask=mask).last_hidden_state, expected)
+    assert MlplModel(tiny_config()).final_layer_norm is None
