@@ -43,6 +43,7 @@ M-CTC-T is transformers' port of the same Flashlight network (SPEC 2). What the 
 import argparse
 import json
 import math
+import pickle
 import sys
 from pathlib import Path
 
@@ -194,9 +195,16 @@ def load_mctct_state_dict(source):
             tensors = load_file(path)
         else:
             try:
-                tensors = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError:  # mmap needs the zip format (torch >= 1.6); older pickles load into memory
-                tensors = torch.load(path, map_location="cpu", weights_only=True)
+                try:
+                    tensors = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                except RuntimeError:  # mmap needs the zip format (torch >= 1.6); older pickles load into memory
+                    tensors = torch.load(path, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError as error:
+                reason = next((line for line in str(error).splitlines() if "GLOBAL" in line), "not tensors only")
+                raise MctctConversionError(
+                    f"{path}: refusing to load these weights: the file holds objects other than tensors ({reason.strip()}); "
+                    "a genuine M-CTC-T checkpoint never does. Download the folder again from its source."
+                ) from None
         for key, tensor in tensors.items():
             state_dict[key] = tensor
             origin[key] = name

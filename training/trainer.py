@@ -218,6 +218,20 @@ def newest_checkpoint(output_dir: Path) -> Path | None:
     return steps[-1] if steps else None
 
 
+def _unpickling_reason(error: Exception) -> str:
+    """The line of torch's weights_only error that says what the file asked for."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return next((line for line in lines if "GLOBAL" in line), lines[0] if lines else type(error).__name__)
+
+
+def _refusal(path: Path, error: Exception, what: str) -> ValueError:
+    return ValueError(
+        f"{path}: refusing to load this {what}: it holds objects other than tensors and plain values "
+        f"({_unpickling_reason(error)}). A genuine mlpl checkpoint never does; delete the checkpoint folder "
+        f"{path.parent} (or train into a new output_dir) and resume from an older one."
+    )
+
+
 def load_trainer_state(path: Path) -> dict:
     """A process's trainer state (`trainer_state_rank{r}.pt`), read with `weights_only=True`.
 
@@ -228,11 +242,47 @@ def load_trainer_state(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise ValueError(
-            f"{path}: refusing to load this trainer state: it holds objects other than tensors and plain "
-            f"values ({str(error).splitlines()[0]}). A genuine mlpl checkpoint never does; delete the "
-            f"checkpoint folder {path.parent} (or train into a new output_dir) and resume from an older one."
-        ) from None
+        raise _refusal(path, error, "trainer state") from None
+
+
+def _offending_file(checkpoint: Path) -> tuple[Path, Exception] | tuple[None, None]:
+    """The first pickle of an accelerate checkpoint folder that the restricted unpickler refuses."""
+    from accelerate.utils import load as accelerate_load  # accelerate's own loader: weights_only + numpy RNG types
+
+    for path in sorted(checkpoint.iterdir()):
+        if path.suffix in (".bin", ".pkl", ".pt") and path.is_file():
+            try:
+                accelerate_load(path, map_location="cpu")
+            except pickle.UnpicklingError as error:
+                return path, error
+    return None, None
+
+
+def load_checkpoint(accelerator: Accelerator, checkpoint: Path) -> dict:
+    """accelerate's state (model, optimizer, RNG) and this process's trainer state from `checkpoint`.
+
+    Everything is read with the restricted unpickler (accelerate loads with `weights_only=True`): a crafted
+    file is refused with an error naming it, and its payload never runs. accelerate skips random states
+    it cannot read with an INFO line only; here that is a WARNING naming the file, since the resumed run
+    then draws other dropout masks and augmentations than an uninterrupted one.
+    """
+    from accelerate.utils import load as accelerate_load
+
+    random_states = checkpoint / f"random_states_{accelerator.process_index}.pkl"
+    try:
+        accelerate_load(random_states)
+    except Exception as error:  # accelerate catches every error here too, and goes on
+        logger.warning(
+            "could not load the random states %s (%s): resuming without them, so this run is no longer an exact "
+            "continuation of the interrupted one (dropout masks and augmentation will differ)",
+            random_states, str(error).splitlines()[0] if str(error) else type(error).__name__,
+        )
+    try:
+        accelerator.load_state(str(checkpoint))
+    except pickle.UnpicklingError as error:
+        path, refused = _offending_file(checkpoint)
+        raise _refusal(path or checkpoint, refused or error, "checkpoint file") from None
+    return load_trainer_state(checkpoint / f"trainer_state_rank{accelerator.process_index}.pt")
 
 
 @dataclass
@@ -356,8 +406,7 @@ def train(config: ExperimentConfig, resume: bool = False) -> TrainResult:
     if resume and checkpoint is None:
         logger.info("--resume: no checkpoint in %s, starting from scratch", output_dir / CHECKPOINTS)
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        saved = load_trainer_state(checkpoint / f"trainer_state_rank{rank}.pt")
+        saved = load_checkpoint(accelerator, checkpoint)
         state.update(saved["state"])
         scheduler.load_state_dict(saved["scheduler"])
         train_sampler.load_state_dict(saved["train_sampler"])
@@ -577,6 +626,7 @@ __all__ = [
     "dataset_languages",
     "evaluate",
     "linear_warmup_with_halving",
+    "load_checkpoint",
     "load_map_style",
     "new_model_config",
     "newest_checkpoint",
