@@ -43,34 +43,157 @@ def compute_output_lengths(feature_lengths, conv_stride=3):
     return (int(feature_lengths) + conv_stride - 1) // conv_stride
 
 
-def relative_position_scores(query, relative_embeddings, max_relative_positions):
+QUERY_BLOCK_ROWS = 128  # query rows per block of the relative term and of RelativePositionAttention
+
+
+def _block_distances(start, rows, length, max_relative_positions):
+    """Query rows `start .. start + rows - 1` against `length` keys need the distances d = j - i in
+    `[lowest, length - 1 - start]` with `lowest = -(start + rows - 1)` (`length + rows - 1` of them); the table
+    holds `[first, last]` of them (|d| <= P - 1). Returns `(lowest, first, last)`."""
+    lowest = -(start + rows - 1)
+    return lowest, max(lowest, 1 - max_relative_positions), min(length - 1 - start, max_relative_positions - 1)
+
+
+def _table_rows(relative_embeddings, first, last, max_relative_positions, dtype):
+    """Rows of the `(2P - 1, head_dim)` table for distances `first .. last`."""
+    center = max_relative_positions - 1
+    return relative_embeddings[center + first : center + last + 1].to(dtype)
+
+
+def _relative_scores_block(query_block, relative_embeddings, start, length, max_relative_positions):
+    """Relative-position term of query rows `start .. start + b - 1` against all `length` keys, `(..., b, length)`.
+
+    Only the distances these rows need that the table holds are multiplied (`_block_distances`); the others
+    stay 0 in a zero-padded `(b, length + b - 1)` distance layout (Flashlight pads with zeros beyond the
+    table; it does not clip to the edge row). A skew then moves distances to keys without a copy: element
+    (r, j) sits at column j + (b - 1) - r, i.e. at flat offset r * (width - 1) + j + (b - 1).
+    """
+    rows = query_block.shape[-2]
+    width = length + rows - 1
+    lowest, first, last = _block_distances(start, rows, length, max_relative_positions)
+    products = query_block @ _table_rows(relative_embeddings, first, last, max_relative_positions, query_block.dtype).T
+    by_distance = F.pad(products, (first - lowest, width - 1 - (last - lowest)))
+    if rows == 1:
+        return by_distance
+    leading = by_distance.shape[:-2]
+    flat = by_distance.reshape(*leading, rows * width)[..., rows - 1 : rows - 1 + rows * (width - 1)]
+    return flat.reshape(*leading, rows, width - 1)[..., :length]
+
+
+def _relative_scores_block_backward(grad_scores, start, length, max_relative_positions):
+    """Adjoint of the skew of `_relative_scores_block`: `(..., b, length)` -> the gradient of its product.
+
+    Column c of the distance layout holds key j = c + r - (b - 1) of row r; padding the keys by b - 1 zeros
+    on both sides puts it at (r, c + r), a strided view (row stride + 1) read without a copy.
+    """
+    rows = grad_scores.shape[-2]
+    lowest, first, last = _block_distances(start, rows, length, max_relative_positions)
+    padded = F.pad(grad_scores, (rows - 1, rows - 1))
+    size, stride = list(padded.shape), list(padded.stride())
+    size[-1], stride[-2] = length + rows - 1, stride[-2] + 1
+    by_distance = padded.as_strided(size, stride, padded.storage_offset())
+    return by_distance[..., first - lowest : last - lowest + 1]
+
+
+def relative_position_scores(query, relative_embeddings, max_relative_positions, block_rows=QUERY_BLOCK_ROWS):
     """Shaw keys-only relative-position term, `(B, heads, T, T)`.
 
     `score[b, h, i, j] = query[b, h, i] . E[P - 1 + (j - i)]` for |j - i| <= P - 1 and 0 beyond
     (Flashlight's `relativePositionEmbeddingRotate` pads with zeros; it does not clip to the edge
     row), with P = `max_relative_positions` and E of shape `(2P - 1, head_dim)`.
 
-    Cost: one `(B, H, T, hd) x (hd, 2T - 1)` product and a skew; the `(2T - 1)` distances are
-    read off a zero-extended table so that distances beyond the table give exactly 0.
+    Cost: per block of `block_rows` query rows, one product with the distances those rows need that the
+    table holds (at most `T + block_rows - 1`, at most `2P - 1`), and a skew. Differentiable; the attention
+    itself uses `RelativePositionAttention`, which never builds the whole `(T, T)` term.
     """
     length = query.shape[-2]
-    center = max_relative_positions - 1
-    if length <= max_relative_positions:
-        window = relative_embeddings[center - (length - 1) : center + length]
-    else:
-        zeros = relative_embeddings.new_zeros(length - max_relative_positions, relative_embeddings.shape[-1])
-        window = torch.cat([zeros, relative_embeddings, zeros], dim=0)
-    # scores_by_distance[..., i, c] pairs query i with distance d = c - (T - 1)
-    scores_by_distance = query @ window.to(query.dtype).transpose(0, 1)  # (B, H, T, 2T - 1)
-    if length == 1:
-        return scores_by_distance
-    # Skew: row i needs columns (T - 1 - i) .. (2T - 2 - i). In the flattened (T * (2T - 1)) row-major
-    # layout, element (i, j) sits at i * (2T - 2) + j + (T - 1): a contiguous slice reshaped to
-    # (T, 2T - 2) whose first T columns are the answer.
-    leading = scores_by_distance.shape[:-2]
-    flat = scores_by_distance.reshape(*leading, length * (2 * length - 1))
-    flat = flat[..., length - 1 : length - 1 + length * (2 * length - 2)]
-    return flat.reshape(*leading, length, 2 * length - 2)[..., :length]
+    blocks = [
+        _relative_scores_block(query[..., start : start + block_rows, :], relative_embeddings, start, length, max_relative_positions)
+        for start in range(0, length, block_rows)
+    ]
+    return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=-2)
+
+
+class RelativePositionAttention(torch.autograd.Function):
+    """Softmax attention with the Shaw relative term added to the scores, in blocks of query rows.
+
+    Nothing `(B, H, T, T)`-sized is built or kept: each block of `block_rows` query rows gets its relative
+    term (`_relative_scores_block`), attends in PyTorch's fused CPU flash kernel (or, on other devices and
+    when `fused=False`, in plain ops that also give the log-sum-exp), and only the output and the row
+    log-sum-exp are saved. The backward recomputes each block's scores and softmax from them (as flash
+    attention does), so its memory is one block of rows at a time. `query` comes scaled; `padding_bias`
+    is the additive `(B, 1, 1, T)` key mask or None. Attention dropout is not supported here.
+    """
+
+    @staticmethod
+    def forward(ctx, query, key, value, relative_embeddings, padding_bias, max_relative_positions, block_rows, fused):
+        length, accumulate = query.shape[-2], torch.promote_types(query.dtype, torch.float32)
+        fused = fused and query.device.type == "cpu"
+        outputs, log_sum_exps = [], []
+        for start in range(0, length, block_rows):
+            query_block = query[..., start : start + block_rows, :]
+            bias = _relative_scores_block(query_block, relative_embeddings, start, length, max_relative_positions)
+            if padding_bias is not None:
+                bias = bias + padding_bias
+            if fused:
+                output, log_sum_exp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                    query_block, key, value, 0.0, False, attn_mask=bias.to(query.dtype), scale=1.0
+                )
+            else:
+                scores = (query_block @ key.transpose(-1, -2)).to(accumulate) + bias.to(accumulate)
+                log_sum_exp = torch.logsumexp(scores, dim=-1)
+                output = torch.exp(scores - log_sum_exp[..., None]).to(value.dtype) @ value
+            outputs.append(output)
+            log_sum_exps.append(log_sum_exp.to(accumulate))
+        output = torch.cat(outputs, dim=-2)
+        ctx.save_for_backward(query, key, value, relative_embeddings, padding_bias, output, torch.cat(log_sum_exps, dim=-1))
+        ctx.max_relative_positions, ctx.block_rows = max_relative_positions, block_rows
+        return output
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        query, key, value, relative_embeddings, padding_bias, output, log_sum_exp = ctx.saved_tensors
+        positions, block_rows = ctx.max_relative_positions, ctx.block_rows
+        length, center = query.shape[-2], positions - 1
+        accumulate = torch.promote_types(query.dtype, torch.float32)  # softmax and sums: float32 or wider
+        grad_query = torch.empty_like(query)
+        grad_key = torch.zeros(key.shape, dtype=accumulate, device=key.device)
+        grad_value = torch.zeros(value.shape, dtype=accumulate, device=value.device)
+        grad_table = torch.zeros(relative_embeddings.shape, dtype=accumulate, device=relative_embeddings.device)
+        grad_output = grad_output.to(query.dtype)
+        # D_i = dO_i . O_i: the softmax backward's row term
+        row_terms = (grad_output.to(accumulate) * output.to(accumulate)).sum(-1, keepdim=True)
+        for start in range(0, length, block_rows):
+            stop = min(start + block_rows, length)
+            query_block, grad_block = query[..., start:stop, :], grad_output[..., start:stop, :]
+            scores = (query_block @ key.transpose(-1, -2)).to(accumulate)
+            scores += _relative_scores_block(query_block, relative_embeddings, start, length, positions)
+            if padding_bias is not None:
+                scores += padding_bias
+            probabilities = scores.sub_(log_sum_exp[..., start:stop, None]).exp_()
+            grad_scores = (grad_block @ value.transpose(-1, -2)).to(accumulate)
+            grad_scores = grad_scores.sub_(row_terms[..., start:stop, :]).mul_(probabilities)
+            probabilities, grad_scores = probabilities.to(query.dtype), grad_scores.to(query.dtype)
+            grad_value += probabilities.transpose(-1, -2) @ grad_block
+            grad_key += grad_scores.transpose(-1, -2) @ query_block
+            _, first, last = _block_distances(start, stop - start, length, positions)
+            grad_by_distance = _relative_scores_block_backward(grad_scores, start, length, positions)
+            table = _table_rows(relative_embeddings, first, last, positions, query.dtype)
+            grad_query[..., start:stop, :] = grad_scores @ key + grad_by_distance @ table
+            grad_table[center + first : center + last + 1] += (
+                (grad_by_distance.transpose(-1, -2) @ query_block).to(accumulate).sum(dim=tuple(range(query.ndim - 2)))
+            )
+        return (
+            grad_query,
+            grad_key.to(key.dtype),
+            grad_value.to(value.dtype),
+            grad_table.to(relative_embeddings.dtype),
+            None,
+            None,
+            None,
+            None,
+        )
 
 
 class MlplLayerNorm(nn.Module):
@@ -140,8 +263,9 @@ class MlplConvFrontEnd(nn.Module):
 class MlplAttention(nn.Module):
     """Multi-head self-attention without biases, with a learned Shaw relative-position table (keys only).
 
-    The relative term and the key padding mask form one additive bias, so the attention runs in
-    PyTorch's fused `scaled_dot_product_attention`; an eager path returns the attention weights.
+    Without attention dropout the relative term and the key padding mask go through
+    `RelativePositionAttention` (query blocks, fused CPU kernel, recomputing backward); with dropout, or on
+    the eager path that returns the weights, they form one `(B, H, T, T)` additive bias.
     """
 
     def __init__(self, config, layer_idx=None):
@@ -175,26 +299,33 @@ class MlplAttention(nn.Module):
         key = self.k_proj(hidden_states).view(shape).transpose(1, 2)
         value = self.v_proj(hidden_states).view(shape).transpose(1, 2)
 
-        bias = key_padding_bias
-        if self.relative_position_embeddings is not None:
-            positional = relative_position_scores(
-                query * self.scaling, self.relative_position_embeddings, self.config.max_relative_positions
-            )
-            bias = positional if bias is None else positional + bias.to(positional.dtype)
         dropout = self.config.dropout if self.training else 0.0
-
-        if output_attentions or self.config._attn_implementation == "eager":
-            scores = (query * self.scaling) @ key.transpose(-1, -2)
-            if bias is not None:
-                scores = scores + bias
-            weights = torch.softmax(scores.float(), dim=-1).to(query.dtype)
-            weights = F.dropout(weights, p=dropout, training=self.training)
-            attended = weights @ value
-        else:
-            weights = None
-            attended = F.scaled_dot_product_attention(
-                query, key, value, attn_mask=bias, dropout_p=dropout, scale=self.scaling
+        eager = output_attentions or self.config._attn_implementation == "eager"
+        table = self.relative_position_embeddings
+        weights = None
+        if table is not None and not eager and dropout == 0.0:
+            # the relative term in blocks of query rows, never a (B, H, T, T) tensor
+            attended = RelativePositionAttention.apply(
+                query * self.scaling, key, value, table, key_padding_bias, self.config.max_relative_positions,
+                QUERY_BLOCK_ROWS, True,
             )
+        else:
+            bias = key_padding_bias
+            if table is not None:
+                # eager weights or attention dropout: the whole (B, H, T, T) term as an additive bias
+                positional = relative_position_scores(query * self.scaling, table, self.config.max_relative_positions)
+                bias = positional if bias is None else positional + bias.to(positional.dtype)
+            if eager:
+                scores = (query * self.scaling) @ key.transpose(-1, -2)
+                if bias is not None:
+                    scores = scores + bias
+                weights = torch.softmax(scores.float(), dim=-1).to(query.dtype)
+                weights = F.dropout(weights, p=dropout, training=self.training)
+                attended = weights @ value
+            else:
+                attended = F.scaled_dot_product_attention(
+                    query, key, value, attn_mask=bias, dropout_p=dropout, scale=self.scaling
+                )
         attended = attended.transpose(1, 2).reshape(batch_size, length, -1)
         return self.out_proj(attended), (weights if output_attentions else None)
 

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from modeling_mlpl import MlplForCTC, MlplModel, compute_output_lengths, relative_position_scores
+from modeling_mlpl.modeling_mlpl import RelativePositionAttention
 from tiny_models import tiny_config
 
 
@@ -231,3 +232,58 @@ def test_pre_layer_norm_blocks_follow_the_pre_ln_equations_and_end_with_a_layer_
     assert reloaded.config.pre_layer_norm and reloaded.final_layer_norm is not None
     torch.testing.assert_close(reloaded(features, attention_mask=mask).last_hidden_state, expected)
     assert MlplModel(tiny_config()).final_layer_norm is None
+
+
+def reference_attention(query, key, value, table, window, padding_bias):
+    """Softmax attention over the whole (T, T) bias: relative term (differentiable) plus the key mask."""
+    scores = query @ key.transpose(-1, -2) + relative_position_scores(query, table, window)
+    if padding_bias is not None:
+        scores = scores + padding_bias
+    return torch.softmax(scores, dim=-1) @ value
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize(("length", "window", "block_rows"), [(1, 4, 3), (9, 4, 3), (9, 20, 4), (13, 5, 13), (13, 5, 64)])
+def test_blocked_relative_attention_matches_the_whole_bias_with_gradients(fused, length, window, block_rows):
+    """RelativePositionAttention (query blocks, recomputing backward) == attention over the whole bias,
+    outputs and the gradients of q, k, v and the table, with padded keys; `fused=False` is the path of
+    devices other than the CPU, here run on the CPU."""
+    generator = torch.Generator().manual_seed(length * 100 + window)
+    q, k, v = (torch.randn(2, 3, length, 6, generator=generator, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    table = torch.randn(2 * window - 1, 6, generator=generator, dtype=torch.float64, requires_grad=True)
+    padding_bias = torch.zeros(2, 1, 1, length, dtype=torch.float64)
+    padding_bias[1, ..., max(1, length - 3) :] = torch.finfo(torch.float64).min
+    grad_output = torch.randn(2, 3, length, 6, generator=generator, dtype=torch.float64)
+
+    def run(attention):
+        output = attention()
+        gradients = torch.autograd.grad(output, (q, k, v, table), grad_output)
+        return output, gradients
+
+    blocked = run(lambda: RelativePositionAttention.apply(q, k, v, table, padding_bias, window, block_rows, fused))
+    expected = run(lambda: reference_attention(q, k, v, table, window, padding_bias))
+    torch.testing.assert_close(blocked[0], expected[0])
+    for name, got, want in zip("qkvE", blocked[1], expected[1]):
+        torch.testing.assert_close(got, want, msg=name)
+
+
+def test_model_gradients_are_the_same_on_the_blocked_and_the_whole_bias_paths():
+    """Training without attention dropout takes RelativePositionAttention; the eager path builds the whole
+    bias: the same loss and parameter gradients (table shorter than the sequence, padded batch)."""
+    torch.manual_seed(0)
+    model = MlplForCTC(tiny_config(max_relative_positions=5)).train()
+    features, mask = random_batch([60, 41], seed=2)
+    labels = torch.tensor([[3, 4, 5], [6, 7, -100]])
+
+    def loss_and_gradients():
+        model.zero_grad()
+        loss = model(features, attention_mask=mask, labels=labels, language_ids=torch.tensor([0, 1])).loss
+        loss.backward()
+        return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    blocked_loss, blocked = loss_and_gradients()
+    model.config._attn_implementation = "eager"
+    whole_loss, whole = loss_and_gradients()
+    torch.testing.assert_close(blocked_loss, whole_loss)
+    for name in whole:
+        torch.testing.assert_close(blocked[name], whole[name], atol=1e-5, rtol=1e-4, msg=name)
