@@ -11,7 +11,12 @@
 holding one as cv/, like the demo corpus), a Flashlight list (--language), a folder of parquet files or a
 Hub dataset id (--hub-config, --language). VoxPopuli folders are unlabeled and refused.
 
+    python scripts/evaluate.py --compare eval/control eval/slimipl        # B against A on the same utterances
+
 Writes to --output-dir: metrics.json, report.md, predictions.jsonl, cer_per_language.png, lid_confusion.png.
+--compare A B pairs two evaluation folders' predictions.jsonl by utterance and prints, per language and
+for the mean over languages, both CERs, B - A and its 95 % paired bootstrap interval (training/report.py,
+the function the recipe's results report uses); with --output-dir it also writes comparison.md/.json.
 --grid-search writes lm_decoding.json next to the model (a local model folder; else into --output-dir),
 and later runs with --lm but without --alpha/--beta read it from there.
 """
@@ -31,9 +36,11 @@ from training.cli import setup_logging
 
 def parse_arguments(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="model folder (MlplForCTC + processor) or Hub id")
+    parser.add_argument("--model", help="model folder (MlplForCTC + processor) or Hub id")
     parser.add_argument("--revision", help="Hub revision of --model")
-    parser.add_argument("--data", required=True, help="labeled data source (see above)")
+    parser.add_argument("--data", help="labeled data source (see above)")
+    parser.add_argument("--compare", nargs=2, metavar=("A", "B"), help="compare two evaluation folders (B against A) instead of evaluating")
+    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of --compare")
     parser.add_argument("--split", default="dev", help="split to evaluate (Common Voice TSV / Hub split)")
     parser.add_argument("--languages", nargs="+", help="evaluate only these languages")
     parser.add_argument("--language", help="language of a Flashlight list, or of a Hub dataset without a language column")
@@ -61,6 +68,12 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     lm.add_argument("--slimipl-beam", action="store_true",
                     help=f"the slimIPL recipe's decoder settings {SLIMIPL_BEAM_SETTINGS} (slow); default {DEFAULT_BEAM_SETTINGS}")
     arguments = parser.parse_args(argv)
+    if arguments.compare:
+        if arguments.model or arguments.data:
+            parser.error("--compare reads two finished evaluations; drop --model/--data")
+        return arguments
+    if not arguments.model or not arguments.data:
+        parser.error("--model and --data are required (or --compare A B)")
     if arguments.grid_search and (arguments.alpha is not None or arguments.beta is not None):
         parser.error("--grid-search chooses alpha and beta; drop --alpha/--beta (or the search)")
     if (arguments.grid_search or arguments.alpha is not None or arguments.lexicon) and not arguments.lm:
@@ -71,6 +84,9 @@ def parse_arguments(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     arguments = parse_arguments(argv)
     setup_logging()
+    if arguments.compare:
+        compare(*arguments.compare, languages=arguments.languages, output_dir=arguments.output_dir, resamples=arguments.resamples)
+        return
 
     model, processor, model_name, revision = load_model_for_pseudo_labeling(arguments.model, arguments.revision)
     model.to(arguments.device)
@@ -111,6 +127,19 @@ def main(argv=None) -> None:
     )
     print(result.files["report.md"].read_text(encoding="utf-8"))
     print(f"files in {output_dir}: {', '.join(sorted(result.files))}")
+
+
+def compare(folder_a: str, folder_b: str, *, languages=None, output_dir=None, resamples: int = 1000) -> None:
+    from training.files import write_json_atomically, write_text_atomically
+    from training.report import compare_predictions, comparison_markdown, comparison_to_dict, read_predictions
+
+    result = compare_predictions(read_predictions(folder_a), read_predictions(folder_b), languages=languages, num_resamples=resamples)
+    table = comparison_markdown(result, f"A ({folder_a})", f"B ({folder_b})")
+    print(table)
+    if output_dir:
+        write_text_atomically(Path(output_dir) / "comparison.md", table + "\n")
+        write_json_atomically(Path(output_dir) / "comparison.json", {"a": str(folder_a), "b": str(folder_b), "comparison": comparison_to_dict(result)})
+        print(f"files in {output_dir}: comparison.md, comparison.json")
 
 
 if __name__ == "__main__":

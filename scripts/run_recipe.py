@@ -3,6 +3,7 @@
 
     accelerate launch scripts/run_recipe.py --config training/configs/demo_recipe.yaml
     accelerate launch scripts/run_recipe.py --config my.yaml --stages 2-4 --languages el,fi
+    accelerate launch scripts/run_recipe.py --config my.yaml --controls     # + labeled-only controls, CIs
     python scripts/run_recipe.py --config my.yaml stage1.train.max_updates=500    # overrides
 
 Finished units are skipped (DONE.json); a unit killed halfway resumes from its newest checkpoint.
@@ -23,11 +24,12 @@ def main() -> None:
     parser.add_argument("--config", required=True, help="recipe YAML (see training/configs/)")
     parser.add_argument("--stages", help="stages to run, e.g. 1-6 (default), 2,3 or 5")
     parser.add_argument("--languages", help="restrict stages 2-4 to these languages, e.g. el,fi")
+    parser.add_argument("--controls", action="store_true", help="also train the labeled-only control of every unit that uses unlabeled audio (same as controls=true)")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides of the recipe YAML")
     arguments = parser.parse_intermixed_args()
     setup_logging()
     state = PartialState()
-    config = load_recipe_config(arguments.config, arguments.overrides)
+    config = load_recipe_config(arguments.config, arguments.overrides + (["controls=true"] if arguments.controls else []))
     languages = arguments.languages.split(",") if arguments.languages else None
     files = Recipe(config).run(parse_stages(arguments.stages), languages)
     if state.is_main_process:

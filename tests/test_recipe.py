@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from training.recipe import DONE, STAGE_FOLDERS, parse_stages
+from training.recipe import CONTROL_FOLDERS, DONE, STAGE_FOLDERS, parse_stages
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 ENVIRONMENT = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -63,6 +63,8 @@ def recipe_run(tiny_demo_corpus, tmp_path_factory):
         "stage3": {"slimipl": {"supervised_warmup_updates": 0, "unlabeled_ratio": 1, "cache_size": 1, "cropping_warmup_updates": 1, "crop_seconds": 5.0}},
         "pseudo_labels": {"max_batch_seconds": 100},
         "hub": {"namespace": "demo-org", "prefix": "mlpl-test"},
+        "controls": True,
+        "bootstrap_resamples": 200,
     }
     path = folder / "recipe.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -112,10 +114,20 @@ def test_every_stage_finishes_with_marker_evaluation_and_card(recipe_run):
 def test_results_table_plots_and_final_model(recipe_run):
     output, first, _ = recipe_run
     results = json.loads((output / "results.json").read_text())
-    assert set(results["stages"]) == {"1", "2", "3", "5", "6"}
+    assert set(results["stages"]) == {"1", "2", "3", "3c", "5", "5c", "6", "6c"}
     report = (output / "results.md").read_text()
-    assert "| el (unlabeled audio) |" in report and "stage 6" in report
-    assert "## dev" in report and "## test" in report
+    assert "| el (unlabeled audio) |" in report and "stage 6" in report and "6 control" in report
+    assert "## CER per stage (dev)" in report and "## CER per stage (test)" in report
+    # every arm beside its control, with a confidence interval, for each split
+    for split in ("dev", "test"):
+        assert set(results["comparisons"][split]) == {"3 vs 3c", "5 vs 5c", "6 vs 6c"}
+        for entry in results["comparisons"][split].values():
+            row = entry["per_language"]["el"]
+            assert row["low"] <= row["difference"] <= row["high"] and row["num_resamples"] == 200
+            assert row["cer_b"] == results["stages"][entry["arm"]]["el" if entry["arm"] == "3" else "all"]["evaluation"][split]["per_language"]["el"]["cer"]
+        assert f"### stage 3 slimIPL vs labeled-only control ({split})" in report
+    assert "## Pseudo-labels (stage 4)" in report and "| el |" in report and "mean confidence" in report
+    assert "```" not in report  # a report, not a JSON dump
     for plot in ("cer_by_stage.png", "dev_cer_curves.png"):
         assert (output / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from transformers import pipeline
@@ -133,5 +145,53 @@ def test_results_table_plots_and_final_model(recipe_run):
 def test_a_rerun_skips_finished_stages(recipe_run):
     _, first, second = recipe_run
     assert "already done" not in first.stderr
-    assert second.stderr.count("already done") == 6
+    assert second.stderr.count("already done") == 9  # six stages and three controls
     assert "resumed from" not in second.stderr and "train:" not in second.stderr
+
+
+@pytest.mark.slow
+def test_controls_train_like_their_arms_without_unlabeled_audio(recipe_run):
+    output, _, _ = recipe_run
+    stages = output / "stages"
+    for stage, unit in [(3, "el"), (5, ""), (6, "")]:
+        arm_folder, control_folder = stages / STAGE_FOLDERS[stage] / unit, stages / CONTROL_FOLDERS[stage] / unit
+        assert (control_folder / DONE).is_file() and (control_folder / "evaluation" / "test" / "predictions.jsonl").is_file()
+        assert not (control_folder / "best" / "README.md").exists(), "a control is a measurement, not a model to publish"
+        arm, control = (yaml.safe_load((f / "config.yaml").read_text()) for f in (arm_folder, control_folder))
+        arm_summary, control_summary = (json.loads((f / "train_summary.json").read_text()) for f in (arm_folder, control_folder))
+        assert control_summary["num_updates"] == arm_summary["num_updates"]
+        assert control_summary["slimipl"] is None  # no unlabeled step: every update was a labeled one
+        assert control["data"]["unlabeled"] == [] and all(s["kind"] != "pseudo_labels" for s in control["data"]["train"])
+        assert [s for s in arm["data"]["train"] if s["kind"] != "pseudo_labels"] == control["data"]["train"]
+        for section in ("optim", "spec_augment"):
+            assert control[section] == arm[section], section
+        assert {k: v for k, v in control["train"].items() if k != "output_dir"} == {k: v for k, v in arm["train"].items() if k != "output_dir"}
+        if stage == 3:
+            assert arm["slimipl"]["enabled"] and not control["slimipl"]["enabled"]
+            assert (control["model"]["dropout"], control["model"]["layerdrop"]) == (arm["slimipl"]["dropout"], arm["slimipl"]["layerdrop"])
+            assert control["model"]["init_from"] == arm["model"]["init_from"]
+    # stage 6's control continues stage 5's control
+    control6 = yaml.safe_load((stages / CONTROL_FOLDERS[6] / "config.yaml").read_text())
+    assert control6["model"]["init_from"] == str(stages / CONTROL_FOLDERS[5] / "best")
+
+
+def test_labeled_only_control_keeps_everything_but_the_unlabeled_audio(tmp_path):
+    from training.config import ExperimentConfig, SourceConfig, build_dataclass
+    from training.recipe import labeled_only_control
+
+    labeled = {"kind": "common_voice", "path": str(tmp_path)}
+    arm = build_dataclass(ExperimentConfig, {
+        "data": {"train": [labeled, {"kind": "pseudo_labels", "path": str(tmp_path / "pl")}], "unlabeled": [{"kind": "voxpopuli", "path": str(tmp_path)}]},
+        "model": {"init_from": "stage2/best", "dropout": 0.3},
+        "slimipl": {"enabled": True, "supervised_warmup_updates": 0, "dropout": 0.1, "layerdrop": 0.05},
+        "train": {"max_updates": 77, "seed": 5, "output_dir": str(tmp_path / "arm")},
+    })  # fmt: skip
+    control = labeled_only_control(arm, tmp_path / "control")
+    assert control.data.train == [SourceConfig(**labeled)] and control.data.unlabeled == []
+    assert not control.slimipl.enabled and (control.model.dropout, control.model.layerdrop) == (0.1, 0.05)
+    assert (control.train.max_updates, control.train.seed, control.train.output_dir) == (77, 5, str(tmp_path / "control"))
+    assert control.model.init_from == "stage2/best" and control.optim == arm.optim
+    assert arm.slimipl.enabled and arm.data.unlabeled and arm.train.output_dir.endswith("arm")  # the arm is untouched
+    only_pseudo_labels = build_dataclass(ExperimentConfig, {"data": {"train": [{"kind": "pseudo_labels", "path": str(tmp_path)}]}})
+    with pytest.raises(ValueError, match="pseudo-labels only"):
+        labeled_only_control(only_pseudo_labels, tmp_path / "c")

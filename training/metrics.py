@@ -306,3 +306,105 @@ __all__ = [
     "per_language_error_rates",
     "unweighted_average",
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Paired bootstrap: is system B better than system A on the same utterances?
+# ---------------------------------------------------------------------------------------------
+
+
+def utterance_char_edits(predictions: Sequence[str], references: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Per-utterance character edit distance and reference length (raw strings, the CER convention)."""
+    _check_lengths(predictions=predictions, references=references)
+    edits, lengths = [], []
+    for prediction, reference in zip(predictions, references):
+        counts = count_edits([prediction], [reference], "character")
+        edits.append(counts.errors)
+        lengths.append(counts.reference_length)
+    return edits, lengths
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """CER of a reference system A and a system B on the same utterances, B - A and its bootstrap CI.
+
+    `difference` < 0 means B makes fewer errors; `relative` = difference / cer_a (-0.10 = 10 % fewer).
+    `low`, `high`: the percentile bounds of the `confidence` interval of `difference`; the effect is
+    significant at that level when the interval excludes 0.
+    """
+
+    cer_a: float
+    cer_b: float
+    difference: float
+    relative: Optional[float]
+    low: float
+    high: float
+    num_utterances: int
+    confidence: float
+    num_resamples: int
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.high < 0 or self.low > 0
+
+
+def paired_bootstrap(
+    groups: Mapping[str, tuple[Sequence[int], Sequence[int], Sequence[int]]],
+    *,
+    num_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, PairedComparison]:
+    """Paired bootstrap of corpus-level CER over utterances, per group and for the groups' mean.
+
+    Args:
+        groups: `{name: (edits_a, edits_b, lengths)}` — per-utterance character edits of systems A and B
+            on the same utterances (in the same order) and the reference lengths (`utterance_char_edits`).
+            A group is usually one language.
+        num_resamples, confidence, seed: the bootstrap's settings.
+
+    Each resample draws, within every group independently, as many utterances as it has with
+    replacement (the SAME draw for A and B: the comparison is paired), recomputes each system's
+    corpus-level CER (total edits / total reference length) per group, and B - A. The entry `"mean"`
+    (present with two or more groups) is the unweighted mean over groups, as the headline CER is,
+    recomputed on every resample. Intervals are percentile intervals.
+    """
+    import numpy as np
+
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence={confidence} must be in (0, 1), e.g. 0.95")
+    if num_resamples < 1:
+        raise ValueError(f"num_resamples={num_resamples} must be >= 1")
+    rng = np.random.default_rng(seed)
+    tail = 100 * (1 - confidence) / 2
+    results: dict[str, PairedComparison] = {}
+    resampled = []  # per group: (cer_a, cer_b) arrays over resamples
+    for name, (edits_a, edits_b, lengths) in groups.items():
+        edits_a, edits_b, lengths = (np.asarray(v, dtype=np.int64) for v in (edits_a, edits_b, lengths))
+        if not len(edits_a) == len(edits_b) == len(lengths):
+            raise ValueError(f"group {name!r}: edits_a, edits_b and lengths have lengths {len(edits_a)}, {len(edits_b)}, {len(lengths)}")
+        if lengths.sum() == 0:
+            raise ValueError(f"group {name!r} has no reference characters; its CER is undefined")
+        draws = rng.integers(0, len(lengths), size=(num_resamples, len(lengths)))
+        total = lengths[draws].sum(1).clip(min=1)  # a draw of only empty references: rate 0 over 1
+        cer_a, cer_b = edits_a[draws].sum(1) / total, edits_b[draws].sum(1) / total
+        resampled.append((cer_a, cer_b))
+        results[name] = _comparison(edits_a.sum() / lengths.sum(), edits_b.sum() / lengths.sum(), cer_b - cer_a, tail, len(lengths), confidence, num_resamples)
+    if len(groups) >= 2:
+        point_a = float(np.mean([r.cer_a for r in results.values()]))
+        point_b = float(np.mean([r.cer_b for r in results.values()]))
+        differences = np.mean([b - a for a, b in resampled], axis=0)
+        count = sum(r.num_utterances for r in results.values())
+        results["mean"] = _comparison(point_a, point_b, differences, tail, count, confidence, num_resamples)
+    return results
+
+
+def _comparison(cer_a, cer_b, differences, tail, count, confidence, num_resamples) -> PairedComparison:
+    import numpy as np
+
+    low, high = np.percentile(differences, [tail, 100 - tail])
+    difference = float(cer_b - cer_a)
+    return PairedComparison(
+        cer_a=float(cer_a), cer_b=float(cer_b), difference=difference, relative=difference / cer_a if cer_a else None,
+        low=float(low), high=float(high), num_utterances=int(count), confidence=confidence, num_resamples=num_resamples,
+    )

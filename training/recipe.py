@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .files import replace_directory, write_json_atomically
+from .files import replace_directory, write_json_atomically, write_text_atomically
 from .config import ExperimentConfig, SourceConfig, build_dataclass, config_to_dict, save_config
 
 logger = logging.getLogger("mlpl.recipe")
@@ -39,6 +39,12 @@ logger = logging.getLogger("mlpl.recipe")
 DONE = "DONE.json"
 STAGE_FOLDERS = {1: "1_multilingual", 2: "2_finetune", 3: "3_slimipl", 4: "4_pseudo_labels", 5: "5_pl_training", 6: "6_finetune"}
 TABLE_STAGES = (1, 2, 3, 5, 6)  # the stages that produce models
+# Matched labeled-only controls (`controls: true`) of the units that train on pseudo-labels: the same
+# initialization, updates, schedule, regularization, batch size and seed, without unlabeled audio. Stage 6's
+# control fine-tunes stage 5's control. Keyed "<stage>c" in results.json; folder beside the stage's own.
+CONTROL_FOLDERS = {3: "3_slimipl_control", 5: "5_pl_training_control", 6: "6_finetune_control"}
+# (arm, control) pairs the report compares, with the languages compared: "pl" = languages with unlabeled audio
+COMPARISONS = (("3", "3c", "stage 3 slimIPL vs labeled-only control"), ("5", "5c", "stage 5 labeled + PLs vs labeled-only control"), ("6", "6c", "stage 6 (final) vs labeled-only control"))
 
 
 @dataclass
@@ -54,6 +60,8 @@ class RecipeConfig:
     languages: list[str] | None = None  # labeled languages to use (None: all)
     pseudo_label_languages: list[str] | None = None  # languages for stages 2-4 (None: all with unlabeled audio)
     stage5_from_scratch: bool = False  # SPEC 6: stage 5 continues stage 1, or starts from scratch
+    controls: bool = False  # also train the labeled-only control of stages 3, 5 and 6 (CONTROL_FOLDERS)
+    bootstrap_resamples: int = 1000  # paired bootstrap of arm vs control (training.report)
     common: dict[str, Any] = field(default_factory=dict)
     stage1: dict[str, Any] = field(default_factory=dict)
     stage2: dict[str, Any] = field(default_factory=dict)
@@ -109,6 +117,32 @@ def _merge(base: dict, update: dict) -> dict:
 
 def _source(source: SourceConfig, **changes) -> SourceConfig:
     return dataclasses.replace(source, **changes)
+
+
+def labeled_only_control(experiment: ExperimentConfig, folder: str | os.PathLike) -> ExperimentConfig:
+    """The matched control of a training unit that uses unlabeled audio: everything the same, without it.
+
+    Same initialization, number of updates, learning-rate schedule, batch size, SpecAugment and seed; the
+    unlabeled sources (slimIPL) and the pseudo-label sources (stage 5) are removed, so every update is a
+    labeled one. slimIPL lowers dropout and layerdrop when it starts (SPEC 5); the control trains with the
+    lowered values throughout, which matches the arm exactly when its supervised warm-up is 0 (the recipe's
+    stage 3 starts from a fine-tuned model) and is logged as an approximation otherwise.
+    """
+    control = copy.deepcopy(experiment)
+    control.data.unlabeled = []
+    control.data.train = [source for source in control.data.train if source.kind != "pseudo_labels"]
+    if not control.data.train:
+        raise ValueError("the unit trains on pseudo-labels only; a labeled-only control has no data")
+    if experiment.slimipl.enabled:
+        control.slimipl = dataclasses.replace(experiment.slimipl, enabled=False)
+        control.model = dataclasses.replace(experiment.model, dropout=experiment.slimipl.dropout, layerdrop=experiment.slimipl.layerdrop)
+        if experiment.slimipl.supervised_warmup_updates > 0:
+            logger.warning(
+                "control of a slimIPL run with %d supervised warm-up updates: it trains with slimIPL's lowered dropout/layerdrop "
+                "from the start, not from update %d", experiment.slimipl.supervised_warmup_updates, experiment.slimipl.supervised_warmup_updates,
+            )  # fmt: skip
+    control.train = dataclasses.replace(experiment.train, output_dir=str(folder))
+    return control
 
 
 class Recipe:
@@ -208,15 +242,21 @@ class Recipe:
         values.setdefault("train", {})["output_dir"] = str(folder)
         return build_dataclass(ExperimentConfig, values, f"stage {stage}")
 
-    def _train_unit(self, stage: int, folder: Path, experiment: ExperimentConfig, languages: list[str], lineage: dict) -> dict:
+    def _train_unit(self, stage: int, folder: Path, experiment: ExperimentConfig, languages: list[str], lineage: dict, card: bool = True) -> dict:
         from .trainer import BEST_MODEL, FINISHED_MARKER, train
 
         if not (folder / FINISHED_MARKER).is_file():
             train(experiment, resume=True)  # resumes from the newest step_N/ of a killed run
         model_folder = folder / BEST_MODEL
         evaluation = self._evaluate(model_folder, languages, folder / "evaluation")
-        self._model_card(stage, model_folder, languages, lineage, evaluation, experiment)
-        return {"model": str(model_folder), "languages": languages, "evaluation": evaluation, "lineage": lineage}
+        if card:  # controls are measurements, not models to publish
+            self._model_card(stage, model_folder, languages, lineage, evaluation, experiment)
+        summary = self._read_json(folder / FINISHED_MARKER) or {}
+        return {
+            "model": str(model_folder), "languages": languages, "evaluation": evaluation, "lineage": lineage,
+            "evaluation_dir": str(folder / "evaluation"),
+            "training": {key: summary.get(key) for key in ("num_updates", "best_dev_cer", "slimipl")},
+        }  # fmt: skip
 
     def stage1(self) -> None:
         folder = self.stages_dir / STAGE_FOLDERS[1]
@@ -227,10 +267,12 @@ class Recipe:
         self._record(1, None, self._unit(folder, "stage 1 (multilingual supervised)", lambda f: self._train_unit(1, f, experiment, self.labeled_languages, {"labeled": [labeled.path]})))
 
     def _model_of(self, stage: int, language: str | None = None) -> Path:
-        folder = self.stages_dir / STAGE_FOLDERS[stage] / (language or "")
+        return self._unit_model(self.stages_dir / STAGE_FOLDERS[stage] / (language or ""), f"stage {stage}{' ' + language if language else ''}", stage)
+
+    def _unit_model(self, folder: Path, name: str, stage: int) -> Path:
         done = self._read_json(folder / DONE)
         if done is None:
-            raise RuntimeError(f"stage {stage}{' ' + language if language else ''} has not finished ({folder / DONE} missing); run it first (--stages {stage})")
+            raise RuntimeError(f"{name} has not finished ({folder / DONE} missing); run it first (--stages {stage})")
         return Path(done["model"])
 
     def stage2(self, languages: list[str]) -> None:
@@ -261,6 +303,16 @@ class Recipe:
             )
             lineage = {"initialized_from": str(init), "parent": [2, language], "labeled": [labeled.path], "unlabeled": [unlabeled.path]}
             self._record(3, language, self._unit(folder, f"stage 3 ({language} slimIPL)", lambda f: self._train_unit(3, f, experiment, [language], lineage)))
+            if self.config.controls:
+                self._control(3, experiment, [language], lineage, language)
+
+    def _control(self, stage: int, experiment: ExperimentConfig, languages: list[str], lineage: dict, language: str | None = None) -> None:
+        """The labeled-only control of a unit that trains on pseudo-labels (`labeled_only_control`)."""
+        folder = self.stages_dir / CONTROL_FOLDERS[stage] / (language or "")
+        control = labeled_only_control(experiment, folder)
+        lineage = {key: value for key, value in lineage.items() if key not in ("unlabeled", "pseudo_labels", "pseudo_label_languages")}
+        description = f"stage {stage} control ({language + ', ' if language else ''}labeled only)"
+        self._record(f"{stage}c", language, self._unit(folder, description, lambda f: self._train_unit(stage, f, control, languages, lineage, card=False)))
 
     # ---- stage 4: pseudo-labels ----------------------------------------------------------------------------
     def stage4(self, languages: list[str]) -> None:
@@ -314,6 +366,8 @@ class Recipe:
             "pseudo_label_languages": list(languages),
         }
         self._record(5, None, self._unit(folder, "stage 5 (labeled + pseudo-labels)", lambda f: self._train_unit(5, f, experiment, self.labeled_languages, lineage)))
+        if self.config.controls:
+            self._control(5, experiment, self.labeled_languages, lineage)
 
     def stage6(self) -> None:
         folder = self.stages_dir / STAGE_FOLDERS[6]
@@ -324,6 +378,14 @@ class Recipe:
         )
         lineage = {"initialized_from": str(init), "parent": [5, None], "labeled": [labeled.path]}
         self._record(6, None, self._unit(folder, "stage 6 (labeled fine-tune)", lambda f: self._train_unit(6, f, experiment, self.labeled_languages, lineage)))
+        if self.config.controls:
+            # stage 6's control fine-tunes stage 5's control, with stage 6's settings
+            control_init = self._unit_model(self.stages_dir / CONTROL_FOLDERS[5], "stage 5 control", 5)
+            control = self._experiment(
+                6, {}, train=[_source(labeled, split="train")], dev=[_source(labeled, split="dev")], init_from=control_init,
+                folder=self.stages_dir / CONTROL_FOLDERS[6],
+            )  # fmt: skip
+            self._control(6, control, self.labeled_languages, {"initialized_from": str(control_init), "labeled": [labeled.path]})
         final = self.output_dir / "final_model"
         if self._is_main():
             temporary = final.with_name(final.name + ".tmp")
@@ -408,30 +470,109 @@ class Recipe:
         if self.hub.push:
             publish_folder(folder, repo_id, repo_type="dataset", hub_config=self.hub, commit_message=f"mlpl pseudo-labels {language}")
 
-    def _record(self, stage: int, language: str | None, result: dict) -> None:
+    def _record(self, stage: int | str, language: str | None, result: dict) -> None:
         entry = self.results.setdefault("stages", {}).setdefault(str(stage), {})
-        entry[language or "all"] = {"evaluation": result.get("evaluation", {}), "model": result.get("model"), "seconds": result.get("seconds")}
+        entry[language or "all"] = {key: result.get(key) for key in ("evaluation", "model", "seconds", "evaluation_dir", "training")}
         self._write_json(self.output_dir / "results.json", self.results)
 
     def cer_table(self) -> dict:
-        """{split: {language: {stage: CER}}} from the recorded evaluations; per-language stages fill their language."""
+        """{split: {language: {stage key: CER}}} from the recorded evaluations ("3c": stage 3's control)."""
         table: dict = {}
         for stage, units in self.results.get("stages", {}).items():
             for unit in units.values():
-                for split, evaluation in unit.get("evaluation", {}).items():
+                for split, evaluation in (unit.get("evaluation") or {}).items():
                     for code, row in evaluation.get("per_language", {}).items():
-                        table.setdefault(split, {}).setdefault(code, {})[int(stage)] = row.get("cer")
+                        table.setdefault(split, {}).setdefault(code, {})[stage] = row.get("cer")
         return table
 
+    def _evaluation_dir(self, stage_key: str, language: str | None) -> Path:
+        stage = int(stage_key.rstrip("c"))
+        folders = CONTROL_FOLDERS if stage_key.endswith("c") else STAGE_FOLDERS
+        return self.stages_dir / folders[stage] / (language or "") / "evaluation"
+
+    def comparisons(self) -> dict:
+        """{split: {"3 vs 3c": {"title", "arm", "control", "per_language": {code | "mean": comparison}}}}: every
+        arm beside its labeled-only control on the languages with unlabeled audio, paired bootstrap over
+        utterances (training.report.compare_predictions)."""
+        from .report import compare_predictions, comparison_to_dict, read_predictions
+
+        stages = self.results.get("stages", {})
+        found: dict = {}
+        for arm, control, title in COMPARISONS:
+            if arm not in stages or control not in stages:
+                continue
+            for split in self.config.evaluation_splits:
+                predictions = {arm: [], control: []}
+                for key in (arm, control):
+                    for unit in stages[key]:
+                        path = self._evaluation_dir(key, None if unit == "all" else unit) / split
+                        if (path / "predictions.jsonl").is_file():
+                            predictions[key] += read_predictions(path)
+                languages = [code for code in self.pl_languages if any(row["language"] == code for row in predictions[arm])]
+                if not languages or not predictions[control]:
+                    continue
+                result = compare_predictions(
+                    predictions[control], predictions[arm], languages=languages, num_resamples=self.config.bootstrap_resamples
+                )
+                found.setdefault(split, {})[f"{arm} vs {control}"] = {"title": title, "arm": arm, "control": control, "per_language": comparison_to_dict(result)}
+        return found
+
+    def _pseudo_label_table(self) -> list[str]:
+        """kept / dropped / hours / mean confidence per language of stage 4's PL sets."""
+        import pyarrow.parquet as pq
+
+        from .pseudo_label import pseudo_label_files
+
+        summaries = self.results.get("pseudo_labels") or {}
+        if not summaries:
+            return []
+        lines = ["| language | utterances | kept | dropped | hours kept | mean confidence |", "|---|---:|---:|---:|---:|---:|"]
+        for code in sorted(summaries):
+            summary = summaries[code] or {}
+            folder = self.stages_dir / STAGE_FOLDERS[4] / code / "pseudo_labels"
+            confidences = [value for path in (pseudo_label_files(folder) if folder.is_dir() else [])
+                           for value in pq.read_table(path, columns=["confidence"]).column("confidence").to_pylist() if value is not None]  # fmt: skip
+            dropped = sum((summary.get("dropped") or {}).values()) if isinstance(summary.get("dropped"), dict) else summary.get("dropped")
+            mean = f"{sum(confidences) / len(confidences):.3f}" if confidences else "-"
+            lines.append(f"| {code} | {summary.get('utterances', '-')} | {summary.get('kept', '-')} | {dropped if dropped is not None else '-'} | {summary.get('kept_hours', 0):.2f} | {mean} |")
+        return lines + ["", "Confidence: mean best-path log-probability per frame (<= 0; closer to 0 is surer)."]
+
     def write_report(self) -> dict[str, Path]:
-        """results.md (the per-language CER table per split), cer_by_stage.png, dev_cer_curves.png."""
+        """results.md (arms against controls with CIs, CER per stage, pseudo-labels, time), results.json, plots."""
         if not self._is_main():
             return {}
+        from .report import comparison_header, comparison_row
+        from .metrics import PairedComparison
+
         table = self.cer_table()
-        stages = [s for s in TABLE_STAGES if any(s in row for split in table.values() for row in split.values())]
-        lines = ["# mlpl recipe results", "", "Greedy CER (%), corpus-level per language; case and punctuation count.", ""]
+        order = [key for stage in TABLE_STAGES for key in (str(stage), f"{stage}c")]
+        stages = [key for key in order if any(key in row for split in table.values() for row in split.values())]
+        comparisons = self.comparisons()
+        self.results["comparisons"] = comparisons
+        self._write_json(self.output_dir / "results.json", self.results)
+        lines = [
+            "# mlpl recipe results", "",
+            f"Labeled languages: {', '.join(self.labeled_languages)}; with unlabeled audio (stages 2-4): {', '.join(self.pl_languages) or 'none'}. "
+            "Greedy CER (%), corpus-level per language; case and punctuation count. Each unit's model is its best "
+            "checkpoint by dev CER.", "",
+        ]  # fmt: skip
+        if comparisons:
+            lines += ["## Pseudo-labels against matched labeled-only controls", ""]
+            lines += [
+                "Each control has the arm's initialization, updates, learning-rate schedule, regularization, batch size and "
+                "seed, without unlabeled audio. Difference = arm - control in CER points (negative: pseudo-labels helped); "
+                f"95 % paired bootstrap interval over utterances ({self.config.bootstrap_resamples} resamples); "
+                "'mean' is the average over the languages with unlabeled audio.", "",
+            ]  # fmt: skip
+            for split in [s for s in ("test", "dev") if s in comparisons] + [s for s in comparisons if s not in ("test", "dev")]:
+                for entry in comparisons[split].values():
+                    lines += [f"### {entry['title']} ({split})", "", *comparison_header(f"control ({entry['control']})", f"arm ({entry['arm']})")]
+                    for label, values in entry["per_language"].items():
+                        comparison = PairedComparison(**{k: v for k, v in values.items() if k != "excludes_zero"})
+                        lines.append(comparison_row("mean" if label == "mean" else label, comparison))
+                    lines.append("")
         for split, rows in table.items():
-            lines += [f"## {split}", "", "| language | " + " | ".join(f"stage {s}" for s in stages) + " |", "|---|" + "---:|" * len(stages)]
+            lines += [f"## CER per stage ({split})", "", "| language | " + " | ".join(f"stage {s}" if not s.endswith("c") else f"{s[:-1]} control" for s in stages) + " |", "|---|" + "---:|" * len(stages)]
             for code in sorted(rows):
                 cells = [f"{100 * rows[code][s]:.1f}" if rows[code].get(s) is not None else "-" for s in stages]
                 marker = " (unlabeled audio)" if code in self.pl_languages else ""
@@ -443,18 +584,23 @@ class Recipe:
                     cells.append(f"{100 * sum(values) / len(values):.1f}" if values and len(values) == len([c for c in group if c in rows]) else "-")
                 lines.append(f"| {label} | " + " | ".join(cells) + " |")
             lines.append("")
-        pseudo = self.results.get("pseudo_labels")
+        pseudo = self._pseudo_label_table()
         if pseudo:
-            lines += ["## pseudo-labels (stage 4)", "", "```", json.dumps(pseudo, indent=1, ensure_ascii=False), "```", ""]
+            lines += ["## Pseudo-labels (stage 4)", "", *pseudo, ""]
+        timing = [(key, unit, entry.get("seconds")) for key, units in self.results.get("stages", {}).items() for unit, entry in units.items() if entry.get("seconds")]
+        if timing:
+            lines += ["## Time", "", "| unit | language | seconds |", "|---|---|---:|"]
+            lines += [f"| {key} | {unit} | {seconds:.0f} |" for key, unit, seconds in timing]
+            lines += [f"| total | | {sum(t[2] for t in timing):.0f} |", ""]
         report = self.output_dir / "results.md"
-        report.write_text("\n".join(lines), encoding="utf-8")
+        write_text_atomically(report, "\n".join(lines))
         files = {"results.md": report, "results.json": self.output_dir / "results.json"}
         files.update(self._plots(table, stages))
         for name, path in files.items():
             logger.info("wrote %s", path)
         return files
 
-    def _plots(self, table: dict, stages: list[int]) -> dict[str, Path]:
+    def _plots(self, table: dict, stages: list[str]) -> dict[str, Path]:
         import matplotlib
 
         matplotlib.use("Agg")
@@ -466,7 +612,7 @@ class Recipe:
             figure, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 4), squeeze=False)
             for axis, split in zip(axes[0], splits):
                 for code in sorted(table[split]):
-                    points = [(s, 100 * table[split][code][s]) for s in stages if table[split][code].get(s) is not None]
+                    points = [(s, 100 * table[split][code][s]) for s in stages if not s.endswith("c") and table[split][code].get(s) is not None]
                     style = "-o" if code in self.pl_languages else "--."
                     axis.plot([str(s) for s, _ in points], [v for _, v in points], style, label=code)
                 axis.set_title(f"CER by stage ({split}); solid: languages with unlabeled audio")
@@ -479,10 +625,10 @@ class Recipe:
             plt.close(figure)
         figure, axis = plt.subplots(figsize=(7, 4))
         for stage in stages:
-            for log in sorted((self.stages_dir / STAGE_FOLDERS[stage]).glob("**/metrics.jsonl")):
+            for log in sorted(self._evaluation_dir(stage, None).parent.glob("**/metrics.jsonl")):
                 points = [(r["update"], 100 * r["dev_cer"]) for r in map(json.loads, log.read_text().splitlines()) if r.get("dev_cer") is not None]
                 if points:
-                    label = f"stage {stage}" + (f" {log.parent.name}" if stage in (2, 3) else "")
+                    label = f"stage {stage}" + (f" {log.parent.name}" if stage.rstrip("c") in ("2", "3") else "")
                     axis.plot([u for u, _ in points], [v for _, v in points], marker=".", label=label)
         axis.set_xlabel("update (within the stage)")
         axis.set_ylabel("dev CER (%)")
@@ -515,4 +661,4 @@ class Recipe:
         return self.write_report()
 
 
-__all__ = ["DONE", "Recipe", "RecipeConfig", "STAGE_FOLDERS", "load_recipe_config", "parse_stages"]
+__all__ = ["CONTROL_FOLDERS", "DONE", "Recipe", "RecipeConfig", "STAGE_FOLDERS", "labeled_only_control", "load_recipe_config", "parse_stages"]

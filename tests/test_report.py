@@ -1,0 +1,102 @@
+"""Paired bootstrap comparisons (issue 12): the interval against known cases, pairing by id, the table."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from training.metrics import paired_bootstrap, utterance_char_edits
+from training.report import compare_predictions, comparison_markdown, read_predictions
+
+
+def test_identical_systems_differ_by_exactly_zero():
+    result = paired_bootstrap({"el": ([1, 2, 0, 5], [1, 2, 0, 5], [10, 10, 8, 20])}, num_resamples=200)["el"]
+    assert result.difference == 0 and result.low == 0 and result.high == 0 and not result.excludes_zero
+    assert result.cer_a == pytest.approx(8 / 48)
+
+
+def test_interval_matches_the_normal_approximation_for_equal_lengths():
+    # Equal reference lengths: corpus CER difference = mean per-utterance difference / L, whose sampling
+    # distribution is ~ normal with sd = sd(d) / sqrt(n) / L. The 95 % interval must match it.
+    rng = np.random.default_rng(1)
+    n, length = 400, 50
+    edits_a = rng.integers(5, 20, n)
+    edits_b = np.clip(edits_a + rng.integers(-6, 3, n), 0, None)
+    result = paired_bootstrap({"fi": (edits_a, edits_b, [length] * n)}, num_resamples=4000, seed=3)["fi"]
+    d = (edits_b - edits_a) / length
+    half_width = 1.96 * d.std(ddof=1) / math.sqrt(n)
+    assert result.difference == pytest.approx(d.mean())
+    assert (result.high - result.low) / 2 == pytest.approx(half_width, rel=0.1)
+    assert result.low < result.difference < result.high < 0 and result.excludes_zero
+    assert result.relative == pytest.approx(d.mean() / (edits_a.sum() / (n * length)))
+
+
+def test_the_mean_over_languages_resamples_each_language_and_averages():
+    groups = {"bg": ([4] * 50, [2] * 50, [20] * 50), "el": ([3] * 30, [3] * 30, [10] * 30)}
+    result = paired_bootstrap(groups, num_resamples=300)
+    assert result["bg"].difference == pytest.approx(-0.1) and result["el"].difference == 0
+    # constant per-utterance rates: every resample gives the same CERs, so the interval is a point
+    assert result["mean"].difference == pytest.approx(-0.05) and result["mean"].low == pytest.approx(-0.05)
+    assert result["mean"].cer_a == pytest.approx((0.2 + 0.3) / 2)
+
+
+def test_bad_groups_are_refused():
+    with pytest.raises(ValueError, match="group 'x'"):
+        paired_bootstrap({"x": ([1], [1, 2], [3, 4])})
+    with pytest.raises(ValueError, match="no reference characters"):
+        paired_bootstrap({"x": ([1], [1], [0])})
+
+
+def test_compare_predictions_pairs_by_id_and_reads_evaluation_folders(tmp_path):
+    reference = [
+        {"id": "a", "language": "el", "reference": "καλημέρα", "hypothesis": "καλιμέρα"},
+        {"id": "b", "language": "el", "reference": "ναι", "hypothesis": "να"},
+        {"id": "c", "language": "fi", "reference": "hyvää päivää", "hypothesis": "hyvä päivä"},
+        {"id": "d", "language": "fi", "reference": "kiitos", "hypothesis": "kitos"},
+    ]
+    system = [dict(row, hypothesis=row["reference"]) for row in reversed(reference)]  # other order, no errors
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    (folder / "predictions.jsonl").write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in reference), encoding="utf-8")
+    result = compare_predictions(read_predictions(folder), system, num_resamples=100)
+    assert set(result) == {"el", "fi", "mean"}
+    edits, lengths = utterance_char_edits(["καλιμέρα", "να"], ["καλημέρα", "ναι"])
+    assert result["el"].cer_a == pytest.approx(sum(edits) / sum(lengths)) and result["el"].cer_b == 0
+    assert result["fi"].relative == pytest.approx(-1.0)
+    only_el = compare_predictions(reference, system, languages=["el"], num_resamples=100)
+    assert set(only_el) == {"el"}
+    table = comparison_markdown(result, "control", "slimIPL")
+    assert "| mean over languages |" in table and "slimIPL CER" in table and table.count("\n|") == 4
+
+
+def test_compare_predictions_refuses_different_splits(tmp_path):
+    reference = [{"id": "a", "language": "el", "reference": "ναι", "hypothesis": "να"}]
+    with pytest.raises(ValueError, match="share no utterance"):
+        compare_predictions(reference, [{"id": "z", "language": "el", "reference": "ναι", "hypothesis": "ναι"}])
+    with pytest.raises(ValueError, match="different references"):
+        compare_predictions(reference, [{"id": "a", "language": "el", "reference": "όχι", "hypothesis": "όχι"}])
+    (tmp_path / "predictions.jsonl").write_text('{"id": "a"}\n')
+    with pytest.raises(ValueError, match="predictions.jsonl:1"):
+        read_predictions(tmp_path)
+
+
+def test_evaluate_script_compares_two_evaluation_folders(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    rows = [{"id": str(i), "language": "el", "reference": "καλημέρα σας", "hypothesis": "καλιμέρα σας" if i % 2 else "καλημέρα σας"} for i in range(20)]
+    for name, hypothesis in (("a", None), ("b", "καλημέρα σας")):
+        (tmp_path / name).mkdir()
+        lines = [json.dumps(dict(row, hypothesis=hypothesis or row["hypothesis"]), ensure_ascii=False) for row in rows]
+        (tmp_path / name / "predictions.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    repository = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "scripts/evaluate.py", "--compare", str(tmp_path / "a"), str(tmp_path / "b"), "--output-dir", str(tmp_path / "out"), "--resamples", "300"]
+    completed = subprocess.run(command, cwd=repository, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "| el | 4.2 | 0.0 | -4.2 | -100.0 % |" in completed.stdout
+    saved = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    assert saved["comparison"]["el"]["excludes_zero"] and saved["comparison"]["el"]["high"] < 0
+    assert (tmp_path / "out" / "comparison.md").read_text().startswith("| |")
