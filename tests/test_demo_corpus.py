@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from training.demo_corpus import LANGUAGES, SIZES, _make_job, make_demo_corpus, read_manifest
+from training.demo_corpus import DEMO_CORPUS_VERSION, LANGUAGES, SIZES, _make_job, make_demo_corpus, read_manifest
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ def test_manifest_languages_scripts_and_licenses(tiny_demo_corpus):
 
     assert len(manifest["languages"]) >= 6
     assert len(manifest["scripts"]) >= 3 and {"Latin", "Cyrillic", "Greek"} <= set(manifest["scripts"])
-    assert manifest["parameters"] == {"size": "tiny", "seed": 0, "corpus_version": 1}
+    assert manifest["parameters"] == {"size": "tiny", "seed": 0, "corpus_version": DEMO_CORPUS_VERSION}
     assert "GPL-3" in manifest["licenses"]["speech"] and "CC-BY-SA 4.0" in manifest["licenses"]["text"]
     assert manifest["generators"]["espeak-ng"].startswith("1.")
 
