@@ -28,6 +28,30 @@ class AudioDecodeError(ValueError):
     """A clip that soundfile cannot decode. The message names the clip and what to check."""
 
 
+class NonFiniteAudioError(AudioDecodeError):
+    """A clip that decodes to NaN or infinite samples (a float WAV written from a broken computation)."""
+
+
+class TruncatedAudioError(AudioDecodeError):
+    """A clip whose decoded length is far below its header's (a file cut short by a failed copy)."""
+
+
+# A clip that decodes to less than this fraction of the length its header announces is truncated. Above
+# it, the difference is what mp3 decoders legitimately disagree on (encoder delay, padding: milliseconds).
+TRUNCATION_RATIO = 0.9
+
+
+def check_finite(waveform: np.ndarray, name: str) -> np.ndarray:
+    """`waveform` unchanged, or NonFiniteAudioError naming the clip and how many samples are NaN / inf."""
+    bad = waveform.size - int(np.isfinite(waveform).sum())
+    if bad:
+        raise NonFiniteAudioError(
+            f"clip {name} has {bad} non-finite samples (NaN or inf) out of {waveform.size}; the file is damaged: "
+            "re-export it, or leave it out of the data"
+        )
+    return waveform
+
+
 def describe_audio_source(source: Any) -> str:
     """A short human name for a clip, for error messages and skip reports."""
     if isinstance(source, dict):
@@ -92,18 +116,28 @@ def load_audio(source: AudioSource, target_sr: int = SAMPLING_RATE, *, name: str
         samples gives an array of length 0 (callers decide whether that is an error).
 
     Raises:
-        AudioDecodeError (a ValueError): the clip is missing, truncated or not audio.
+        AudioDecodeError (a ValueError): the clip is missing or not audio; its subclasses
+        TruncatedAudioError (decodes to under 90 % of its header's length) and NonFiniteAudioError
+        (NaN or inf samples).
     """
     _check_sampling_rate(target_sr)
+    name = name or describe_audio_source(source)
     try:
-        # always_2d: one code path for mono and multi-channel files, (n_samples, n_channels).
-        waveform, sampling_rate = soundfile.read(_open(source), dtype="float32", always_2d=True)
+        with soundfile.SoundFile(_open(source)) as sound:
+            announced, sampling_rate = sound.frames, sound.samplerate
+            # always_2d: one code path for mono and multi-channel files, (n_samples, n_channels).
+            waveform = sound.read(dtype="float32", always_2d=True)
     except Exception as error:  # libsndfile reports corrupt files in several exception types
         raise AudioDecodeError(
-            f"clip {name or describe_audio_source(source)} could not be decoded ({type(error).__name__}: {error}); "
+            f"clip {name} could not be decoded ({type(error).__name__}: {error}); "
             "check that the file exists and is a complete mp3/ogg/flac/wav file"
         ) from error
-    return resample_mono(waveform, sampling_rate, target_sr)
+    if len(waveform) < TRUNCATION_RATIO * announced:
+        raise TruncatedAudioError(
+            f"clip {name} is truncated: its header announces {announced / sampling_rate:.2f} s but only "
+            f"{len(waveform) / sampling_rate:.2f} s decode (the file was cut short); copy it again from its source"
+        )
+    return resample_mono(check_finite(waveform, name), sampling_rate, target_sr)
 
 
 def probe_duration(source: AudioSource, *, name: str | None = None) -> float:
@@ -135,7 +169,8 @@ def decode_audio_column(audio: Any, target_sr: int = SAMPLING_RATE) -> np.ndarra
         float32 `(n_samples,)` mono at `target_sr`.
     """
     if isinstance(audio, dict) and audio.get("array") is not None:
-        return resample_mono(audio["array"], int(audio["sampling_rate"]), target_sr)
+        waveform = check_finite(np.asarray(audio["array"], dtype=np.float32), describe_audio_source(audio))
+        return resample_mono(waveform, int(audio["sampling_rate"]), target_sr)
     source = audio_value_source(audio)
     if source is None:
         raise AudioDecodeError(f"audio value {audio!r} has neither bytes nor a path; nothing to decode")
@@ -152,6 +187,10 @@ def audio_value_source(audio: Any) -> AudioSource:
 __all__ = [
     "SAMPLING_RATE",
     "AudioDecodeError",
+    "NonFiniteAudioError",
+    "TRUNCATION_RATIO",
+    "TruncatedAudioError",
+    "check_finite",
     "audio_value_source",
     "decode_audio_column",
     "describe_audio_source",

@@ -90,6 +90,9 @@ class DataConfig:
     max_batch_seconds: float = 200.0  # SPEC 4: 200 s of audio per GPU (base), 50 s (large)
     max_batch_size: int | None = None
     eval_max_batch_seconds: float | None = None  # default: max_batch_seconds
+    # Longer clips are counted skips (memory grows with length: 10 min asks for a 12.8 GB tensor). The
+    # data's clips are 1-30 s (Common Voice up to 10 s, VoxPopuli segments up to 30 s); None: no limit.
+    max_clip_seconds: float | None = 60.0
     num_workers: int = 0
     on_unknown_characters: str = "warn"  # labels the tokenizer cannot encode: "warn" (count, report) or "error"
 

@@ -22,8 +22,11 @@ How the two kinds are built (one code path each, shared by all sources):
   the transform (decode every clip). A clip whose header reads but whose body does not is dropped from
   the batch it is fetched in (`dataset[[i, j]]`, DataLoader batches), with a warning naming it.
 
-Bad data never stops a run (STYLE 7): clips that cannot be decoded, are empty, or whose transcript is
-empty are skipped and counted by a `SkipCounter`; its summary names a few of each.
+Bad data never stops a run (STYLE 7): clips that cannot be decoded, are empty, hold NaN/inf samples, are
+truncated (decode to under 90 % of their header's length), are too short for CTC to align their
+transcript, or whose transcript is empty are skipped and counted by a `SkipCounter`; its summary names
+a few of each. So are rows of a Common Voice TSV without an audio path, and (`drop_long_clips`, in
+training) clips over a length limit.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from tqdm.auto import tqdm
 from .audio import (
     SAMPLING_RATE,
     AudioDecodeError,
+    NonFiniteAudioError,
+    TruncatedAudioError,
     audio_value_source,
     decode_audio_column,
     describe_audio_source,
@@ -61,6 +66,14 @@ AUDIO_REFERENCE = "audio_reference"
 SKIP_UNDECODABLE = "undecodable"
 SKIP_EMPTY_AUDIO = "empty audio"
 SKIP_EMPTY_TRANSCRIPT = "empty transcript"
+SKIP_NON_FINITE = "non-finite audio"
+SKIP_TRUNCATED = "truncated audio"
+SKIP_TOO_SHORT = "too short for its transcript"
+SKIP_TOO_LONG = "too long"
+SKIP_BAD_ROW = "bad table row"
+
+# The skip reason of each decoding error, most specific first.
+_DECODE_ERROR_REASONS = ((NonFiniteAudioError, SKIP_NON_FINITE), (TruncatedAudioError, SKIP_TRUNCATED), (AudioDecodeError, SKIP_UNDECODABLE))
 
 # 64 shards divide evenly over 1, 2, 4, ..., 64 processes (SPEC 8: split_dataset_by_node).
 DEFAULT_NUM_SHARDS = 64
@@ -153,6 +166,37 @@ def _short_error(error: Exception) -> str:
     return f"{type(cause).__name__}: {cause}"
 
 
+@functools.lru_cache(maxsize=1)
+def _feature_extractor():
+    from modeling_mlpl import MlplFeatureExtractor
+
+    return MlplFeatureExtractor()
+
+
+def ctc_output_frames(seconds: float) -> int:
+    """Encoder output frames of a clip of `seconds` (SPEC 1-2: 10 ms feature frames, conv stride 3)."""
+    from modeling_mlpl.modeling_mlpl import compute_output_lengths
+
+    return compute_output_lengths(_feature_extractor().num_frames(round(seconds * SAMPLING_RATE)))
+
+
+def ctc_frames_needed(sentence: str) -> int:
+    """The fewest output frames a CTC alignment of `sentence` needs: one per character token ("|" between
+    words, SPEC 3) plus a blank between each pair of equal neighbours."""
+    tokens = "|".join(sentence.split())
+    return len(tokens) + sum(first == second for first, second in zip(tokens, tokens[1:]))
+
+
+def _too_short(seconds: float, sentence: str | None) -> str | None:
+    """Why a labeled clip is too short for CTC (its loss would be infinite, zeroed), or None."""
+    if not sentence:
+        return None
+    frames, needed = ctc_output_frames(seconds), ctc_frames_needed(sentence)
+    if frames >= needed:
+        return None
+    return f"{seconds:.3f} s gives {frames} output frames, its transcript needs at least {needed}"
+
+
 def _transcript_is_empty(sentence: str | None) -> bool:
     # None means unlabeled (VoxPopuli, pseudo-labeling input) and is kept; "" means a broken label.
     return sentence is not None and not sentence.strip()
@@ -171,10 +215,15 @@ def _read_checked(record: Mapping[str, Any], counter: SkipCounter, read) -> tupl
     try:
         value, seconds = read(record["audio"])
     except AudioDecodeError as error:
-        counter.skip(SKIP_UNDECODABLE, name, _short_error(error))
+        reason = next(reason for kind, reason in _DECODE_ERROR_REASONS if isinstance(error, kind))
+        counter.skip(reason, name, _short_error(error))
         return None
     if seconds <= 0:
         counter.skip(SKIP_EMPTY_AUDIO, name)
+        return None
+    too_short = _too_short(seconds, record.get("sentence"))
+    if too_short:
+        counter.skip(SKIP_TOO_SHORT, name, too_short)
         return None
     return value, seconds
 
@@ -318,6 +367,8 @@ def _map_style(records: Dataset, target_sr: int, description: str, keep_audio_re
     """records: columns id, audio (path / Audio(decode=False)), sentence, language -> decoded-on-access Dataset."""
     durations, kept, counter = _probe(records, description)
     counter.log_summary(f"{description} (scan)")
+    if not kept:
+        raise ValueError(f"{description}: every clip was skipped, nothing is left to use ({counter.summary()})")
     if len(kept) < len(records):
         records = records.select(kept)
     records = records.add_column("duration", durations)
@@ -349,6 +400,27 @@ def _from_records(
     return _map_style(_records_dataset(records), target_sr, description, keep_audio_reference)
 
 
+def drop_long_clips(dataset: Dataset, max_seconds: float | None, description: str, setting: str = "max_seconds") -> Dataset:
+    """A map-style source without its clips longer than `max_seconds` (None: all kept), read from the durations
+    (no decoding). Each one is a counted skip naming the clip and `setting` (the option that sets the limit);
+    the summary is logged. Memory of a forward pass grows with the clip (10 min: a 12.8 GB tensor)."""
+    if max_seconds is None:
+        return dataset
+    durations = example_durations(dataset)
+    counter = SkipCounter(seen=len(durations))
+    long_ones = np.flatnonzero(durations > max_seconds)
+    if not long_ones.size:
+        return dataset
+    audio = records_of(dataset).select(long_ones)["audio"]
+    for index, reference in zip(long_ones, audio):
+        counter.skip(SKIP_TOO_LONG, describe_audio_source(reference), f"{durations[index]:.1f} s > {setting}={max_seconds:g} s")
+    counter.log_summary(f"{description} (length limit; raise {setting} to keep longer clips)")
+    keep = np.flatnonzero(durations <= max_seconds)
+    if not keep.size:
+        raise ValueError(f"{description}: every clip is longer than {setting}={max_seconds:g} s ({counter.summary()})")
+    return dataset.select(keep)
+
+
 def example_durations(dataset: Dataset, column: str = "duration") -> np.ndarray:
     """Durations in seconds of a map-style source, `(len(dataset),)` float64, read without decoding audio."""
     return np.asarray(dataset.with_format(None).select_columns([column])[:][column], dtype=np.float64)
@@ -364,8 +436,9 @@ def select_languages(dataset: Dataset | IterableDataset, languages: Sequence[str
         return dataset.filter(lambda example: example["language"] in wanted)
     available = records_of(dataset).select_columns(["language"])[:]["language"]
     keep = [index for index, language in enumerate(available) if language in wanted]
-    if not keep:
-        raise ValueError(f"{description} has no utterance in languages {sorted(wanted)}; it has {sorted(set(available))}")
+    missing = sorted(wanted - set(available))
+    if missing:
+        raise ValueError(f"{description} has no utterance in languages {missing}; it has {sorted(set(available))}")
     return dataset if len(keep) == len(available) else dataset.select(keep)
 
 
@@ -525,7 +598,7 @@ def load_hub_dataset(
 def _language_folders(roots: str | os.PathLike | Sequence[str | os.PathLike], is_language_folder, languages) -> list[Path]:
     """Language folders under `roots`: each root holds several, or else is one itself (children are tried first)."""
     roots = [roots] if isinstance(roots, (str, os.PathLike)) else list(roots)
-    folders = []
+    folders, found = [], set()
     for root in map(Path, roots):
         if not root.is_dir():
             raise ValueError(f"{root} is not a folder; give the release folder or one language folder in it")
@@ -533,8 +606,12 @@ def _language_folders(roots: str | os.PathLike | Sequence[str | os.PathLike], is
         if not candidates and is_language_folder(root):
             candidates = [root]
         folders.extend(folder for folder in candidates if languages is None or folder.name in languages)
+        found.update(folder.name for folder in candidates)
     if not folders:
-        raise ValueError(f"no language folders found under {roots} for languages={languages}; see the expected layout")
+        raise ValueError(f"no language folders found under {roots} for languages={languages} (it has {sorted(found)}); see the expected layout")
+    unknown = sorted(set(languages or ()) - found)
+    if unknown:
+        raise ValueError(f"languages {unknown} are not in {[os.fspath(r) for r in roots]}: it has {sorted(found)}; fix `languages:`")
     return folders
 
 
@@ -548,17 +625,43 @@ def common_voice_records(
         if not table_path.is_file():
             available = sorted(p.stem for p in folder.glob("*.tsv"))
             raise ValueError(f"{table_path} does not exist; splits in {folder}: {available}")
-        with open(table_path, encoding="utf-8", newline="") as table:
-            # QUOTE_NONE: Common Voice sentences contain bare quotes that are text, not CSV quoting.
-            for row in csv.DictReader(table, delimiter="\t", quoting=csv.QUOTE_NONE):
-                records.append(
-                    {
-                        "id": Path(row["path"]).stem,
-                        "audio": folder / "clips" / row["path"],
-                        "sentence": row.get("sentence") or "",
-                        "language": row.get("locale") or folder.name,
-                    }
-                )
+        records.extend(_common_voice_table(table_path, folder))
+    return records
+
+
+# Columns every Common Voice split TSV has and the data layer needs.
+_COMMON_VOICE_COLUMNS = ("path", "sentence")
+
+
+def _common_voice_table(table_path: Path, folder: Path) -> list[dict]:
+    """Records of one split TSV. A table without the needed columns is an error naming it; a row without an
+    audio path (a short or broken line) is a counted skip naming `file:line`, summarised in a warning."""
+    counter, records = SkipCounter(), []
+    with open(table_path, encoding="utf-8", newline="") as table:
+        # QUOTE_NONE: Common Voice sentences contain bare quotes that are text, not CSV quoting.
+        reader = csv.DictReader(table, delimiter="\t", quoting=csv.QUOTE_NONE)
+        missing = [column for column in _COMMON_VOICE_COLUMNS if column not in (reader.fieldnames or ())]
+        if missing:
+            raise ValueError(
+                f"{table_path}: no {' or '.join(repr(m) for m in missing)} column (its header has {reader.fieldnames}); "
+                "a Common Voice split TSV has tab-separated columns including path and sentence"
+            )
+        for row in reader:
+            counter.seen += 1
+            path = row.get("path")
+            if not path or not path.strip():
+                counter.skip(SKIP_BAD_ROW, f"{table_path}:{reader.line_num}", f"no audio path in {list(row.values())[:4]!r}")
+                continue
+            records.append(
+                {
+                    "id": Path(path).stem,
+                    "audio": folder / "clips" / path,
+                    "sentence": row.get("sentence") or "",
+                    "language": row.get("locale") or folder.name,
+                }
+            )
+    if counter.skipped:
+        counter.log_summary(f"{table_path} (rows)")
     return records
 
 
@@ -751,13 +854,21 @@ __all__ = [
     "AUDIO_REFERENCE",
     "DEFAULT_NUM_SHARDS",
     "EXAMPLE_COLUMNS",
+    "SKIP_BAD_ROW",
     "SKIP_EMPTY_AUDIO",
     "SKIP_EMPTY_TRANSCRIPT",
+    "SKIP_NON_FINITE",
+    "SKIP_TOO_LONG",
+    "SKIP_TOO_SHORT",
+    "SKIP_TRUNCATED",
     "SKIP_UNDECODABLE",
     "DecodeTransform",
     "SkipCounter",
     "common_voice_records",
+    "ctc_frames_needed",
+    "ctc_output_frames",
     "decode_record",
+    "drop_long_clips",
     "example_durations",
     "select_languages",
     "load_common_voice_folder",

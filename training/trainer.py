@@ -42,7 +42,7 @@ from .batching import DurationBatchSampler
 from .collate import MlplCollator
 from .config import ExperimentConfig, SourceConfig, config_to_dict, save_config
 from .files import replace_directory, write_json_atomically
-from .data import EXAMPLE_COLUMNS, DecodeTransform, example_durations, records_of
+from .data import EXAMPLE_COLUMNS, DecodeTransform, drop_long_clips, example_durations, records_of
 from .inference import FRAMES_PER_SECOND, chunked_logits, greedy_token_ids, pad_labels, transcribe_batch
 from .metrics import compute_asr_metrics, flatten_metrics
 from .slimipl import (
@@ -68,8 +68,9 @@ FINISHED_MARKER = "train_summary.json"  # written last: a run that has it is com
 # ---------------------------------------------------------------------------------------------------------
 
 
-def load_map_style(sources: list[SourceConfig], what: str):
-    """The sources as ONE map-style dataset (records concatenated, decoded on access), or None."""
+def load_map_style(sources: list[SourceConfig], what: str, max_clip_seconds: float | None = None):
+    """The sources as ONE map-style dataset (records concatenated, decoded on access), or None; clips longer
+    than `max_clip_seconds` (data.max_clip_seconds) are counted skips."""
     if not sources:
         return None
     datasets = []
@@ -82,10 +83,12 @@ def load_map_style(sources: list[SourceConfig], what: str):
             )
         datasets.append(source.load())
     if len(datasets) == 1:
-        return datasets[0]
-    records = [records_of(d).select_columns(list(EXAMPLE_COLUMNS)) for d in datasets]
-    records = [r.cast(records[0].features) for r in records]
-    return concatenate_datasets(records).with_transform(DecodeTransform())
+        dataset = datasets[0]
+    else:
+        records = [records_of(d).select_columns(list(EXAMPLE_COLUMNS)) for d in datasets]
+        records = [r.cast(records[0].features) for r in records]
+        dataset = concatenate_datasets(records).with_transform(DecodeTransform())
+    return drop_long_clips(dataset, max_clip_seconds, f"{what} data", "data.max_clip_seconds")
 
 
 def dataset_languages(dataset) -> list[str]:
@@ -150,11 +153,18 @@ def epoch_batches(dataset, sampler: DurationBatchSampler, collator, num_workers:
     """
     while True:
         loader = _data_loader(dataset, sampler, collator, num_workers)
+        usable = 0
         for batch in loader:
             position["consumed"] += 1
             if batch is None:
                 continue  # every clip of the batch failed to decode (already counted and logged)
+            usable += 1
             yield batch
+        if not usable:  # looping on would spin forever at 100 % CPU
+            raise ValueError(
+                f"a whole epoch over {len(sampler)} batch(es) gave no usable batch: every clip failed to decode "
+                "(the warnings above name them); fix or remove those files"
+            )
         sampler.set_epoch(sampler.epoch + 1)
         position["consumed"] = 0
 
@@ -321,11 +331,12 @@ def train(config: ExperimentConfig, resume: bool = False) -> TrainResult:
     logger.info("training into %s with %d process(es) on %s", output_dir, accelerator.num_processes, accelerator.device)
 
     # ---- data -------------------------------------------------------------------------------------------
-    train_set = load_map_style(config.data.train, "train")
+    max_seconds = config.data.max_clip_seconds
+    train_set = load_map_style(config.data.train, "train", max_seconds)
     if train_set is None:
         raise ValueError("data.train is empty: the trainer needs labeled data (add a source under data.train)")
-    dev_sets = {f"{s.kind}:{Path(s.path).name}:{s.split}": load_map_style([s], "dev") for s in config.data.dev}
-    unlabeled_set = load_map_style(config.data.unlabeled, "unlabeled") if slimipl.enabled else None
+    dev_sets = {f"{s.kind}:{Path(s.path).name}:{s.split}": load_map_style([s], "dev", max_seconds) for s in config.data.dev}
+    unlabeled_set = load_map_style(config.data.unlabeled, "unlabeled", max_seconds) if slimipl.enabled else None
     if slimipl.enabled and unlabeled_set is None:
         raise ValueError("slimipl.enabled is true but data.unlabeled is empty: add the unlabeled source(s)")
 
