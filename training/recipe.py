@@ -158,7 +158,7 @@ class Recipe:
             from .demo_corpus import make_demo_corpus
 
             corpus = self.output_dir / "corpus"
-            if self._is_main():
+            if self.is_main():
                 logger.info("demo corpus (%s) in %s: built once, 1-4 minutes on 2 cores, reused afterwards", config.demo_corpus, corpus)
                 make_demo_corpus(corpus, size=config.demo_corpus)
             self._wait()
@@ -176,7 +176,7 @@ class Recipe:
         from .hub import HubConfig
 
         self.hub = HubConfig(**config.hub)
-        self.results: dict = self._read_json(self.output_dir / "results.json") or {}
+        self.results: dict = self.read_json(self.output_dir / "results.json") or {}
 
     # ---- processes ----------------------------------------------------------------------------------
     @staticmethod
@@ -185,7 +185,7 @@ class Recipe:
 
         return PartialState()
 
-    def _is_main(self) -> bool:
+    def is_main(self) -> bool:
         return self._state().is_main_process
 
     def _wait(self) -> None:
@@ -206,17 +206,17 @@ class Recipe:
         return sorted({record["language"] for record in records})
 
     @staticmethod
-    def _read_json(path: Path):
+    def read_json(path: Path):
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
     def _write_json(self, path: Path, value) -> None:
-        if self._is_main():
+        if self.is_main():
             write_json_atomically(path, value)
 
     # ---- one unit of work: skip if done, else run and mark -------------------------------------------
-    def _unit(self, folder: Path, description: str, work) -> dict:
+    def unit(self, folder: Path, description: str, work) -> dict:
         marker = folder / DONE
-        done = self._read_json(marker)
+        done = self.read_json(marker)
         if done is not None:
             logger.info("%s: already done (%s), skipped", description, marker)
             return done
@@ -229,7 +229,7 @@ class Recipe:
         return result
 
     # ---- training stages ------------------------------------------------------------------------------
-    def _experiment(self, stage: int, overrides: dict, *, train, dev, unlabeled=(), init_from=None, folder: Path) -> ExperimentConfig:
+    def experiment(self, stage: int, overrides: dict, *, train, dev, unlabeled=(), init_from=None, folder: Path) -> ExperimentConfig:
         values = _merge(self.config.common, getattr(self.config, f"stage{stage}", {}))
         values = _merge(values, overrides)
         values.setdefault("data", {})
@@ -242,7 +242,7 @@ class Recipe:
         values.setdefault("train", {})["output_dir"] = str(folder)
         return build_dataclass(ExperimentConfig, values, f"stage {stage}")
 
-    def _train_unit(self, stage: int, folder: Path, experiment: ExperimentConfig, languages: list[str], lineage: dict, card: bool = True) -> dict:
+    def train_unit(self, stage: int, folder: Path, experiment: ExperimentConfig, languages: list[str], lineage: dict, card: bool = True) -> dict:
         from .trainer import BEST_MODEL, FINISHED_MARKER, train
 
         if not (folder / FINISHED_MARKER).is_file():
@@ -251,7 +251,7 @@ class Recipe:
         evaluation = self._evaluate(model_folder, languages, folder / "evaluation")
         if card:  # controls are measurements, not models to publish
             self._model_card(stage, model_folder, languages, lineage, evaluation, experiment)
-        summary = self._read_json(folder / FINISHED_MARKER) or {}
+        summary = self.read_json(folder / FINISHED_MARKER) or {}
         return {
             "model": str(model_folder), "languages": languages, "evaluation": evaluation, "lineage": lineage,
             "evaluation_dir": str(folder / "evaluation"),
@@ -261,16 +261,16 @@ class Recipe:
     def stage1(self) -> None:
         folder = self.stages_dir / STAGE_FOLDERS[1]
         labeled = _source(self.config.labeled, languages=self.labeled_languages)
-        experiment = self._experiment(
+        experiment = self.experiment(
             1, {}, train=[_source(labeled, split="train")], dev=[_source(labeled, split="dev")], folder=folder
         )
-        self._record(1, None, self._unit(folder, "stage 1 (multilingual supervised)", lambda f: self._train_unit(1, f, experiment, self.labeled_languages, {"labeled": [labeled.path]})))
+        self._record(1, None, self.unit(folder, "stage 1 (multilingual supervised)", lambda f: self.train_unit(1, f, experiment, self.labeled_languages, {"labeled": [labeled.path]})))
 
-    def _model_of(self, stage: int, language: str | None = None) -> Path:
+    def model_of(self, stage: int, language: str | None = None) -> Path:
         return self._unit_model(self.stages_dir / STAGE_FOLDERS[stage] / (language or ""), f"stage {stage}{' ' + language if language else ''}", stage)
 
     def _unit_model(self, folder: Path, name: str, stage: int) -> Path:
-        done = self._read_json(folder / DONE)
+        done = self.read_json(folder / DONE)
         if done is None:
             raise RuntimeError(f"{name} has not finished ({folder / DONE} missing); run it first (--stages {stage})")
         return Path(done["model"])
@@ -279,20 +279,20 @@ class Recipe:
         for language in languages:
             folder = self.stages_dir / STAGE_FOLDERS[2] / language
             labeled = _source(self.config.labeled, languages=[language])
-            init = self._model_of(1)
-            experiment = self._experiment(
+            init = self.model_of(1)
+            experiment = self.experiment(
                 2, {}, train=[_source(labeled, split="train")], dev=[_source(labeled, split="dev")], init_from=init, folder=folder
             )
             lineage = {"initialized_from": str(init), "parent": [1, None], "labeled": [labeled.path]}
-            self._record(2, language, self._unit(folder, f"stage 2 ({language} fine-tune)", lambda f: self._train_unit(2, f, experiment, [language], lineage)))
+            self._record(2, language, self.unit(folder, f"stage 2 ({language} fine-tune)", lambda f: self.train_unit(2, f, experiment, [language], lineage)))
 
     def stage3(self, languages: list[str]) -> None:
         for language in languages:
             folder = self.stages_dir / STAGE_FOLDERS[3] / language
             labeled = _source(self.config.labeled, languages=[language])
             unlabeled = _source(self.config.unlabeled, languages=[language])
-            init = self._model_of(2, language)
-            experiment = self._experiment(
+            init = self.model_of(2, language)
+            experiment = self.experiment(
                 3,
                 {"slimipl": {"enabled": True}},
                 train=[_source(labeled, split="train")],
@@ -302,7 +302,7 @@ class Recipe:
                 folder=folder,
             )
             lineage = {"initialized_from": str(init), "parent": [2, language], "labeled": [labeled.path], "unlabeled": [unlabeled.path]}
-            self._record(3, language, self._unit(folder, f"stage 3 ({language} slimIPL)", lambda f: self._train_unit(3, f, experiment, [language], lineage)))
+            self._record(3, language, self.unit(folder, f"stage 3 ({language} slimIPL)", lambda f: self.train_unit(3, f, experiment, [language], lineage)))
             if self.config.controls:
                 self._control(3, experiment, [language], lineage, language)
 
@@ -312,7 +312,7 @@ class Recipe:
         control = labeled_only_control(experiment, folder)
         lineage = {key: value for key, value in lineage.items() if key not in ("unlabeled", "pseudo_labels", "pseudo_label_languages")}
         description = f"stage {stage} control ({language + ', ' if language else ''}labeled only)"
-        self._record(f"{stage}c", language, self._unit(folder, description, lambda f: self._train_unit(stage, f, control, languages, lineage, card=False)))
+        self._record(f"{stage}c", language, self.unit(folder, description, lambda f: self.train_unit(stage, f, control, languages, lineage, card=False)))
 
     # ---- stage 4: pseudo-labels ----------------------------------------------------------------------------
     def stage4(self, languages: list[str]) -> None:
@@ -324,7 +324,7 @@ class Recipe:
             def work(unit: Path, language=language) -> dict:
                 from accelerate import Accelerator
 
-                model_folder = self._model_of(3, language)
+                model_folder = self.model_of(3, language)
                 model, processor, name, revision = load_model_for_pseudo_labeling(str(model_folder))
                 source = _source(self.config.unlabeled, languages=[language]).load(keep_audio_reference=True)
                 pl_config = build_dataclass(PseudoLabelConfig, {"overwrite": True, **self.config.pseudo_labels}, "pseudo_labels")
@@ -332,17 +332,17 @@ class Recipe:
                 summary = generate_pseudo_labels(
                     model, processor, source, output, pl_config, accelerator=Accelerator(), model_name=name, model_revision=revision
                 )
-                if self._is_main():
+                if self.is_main():
                     self._dataset_card(output, language, model_folder)
                 return {"pseudo_labels": str(output), "model": str(model_folder), "summary": {k: summary.get(k) for k in ("kept", "kept_hours", "dropped", "utterances", "languages")}}
 
-            result = self._unit(folder, f"stage 4 ({language} pseudo-labels)", work)
+            result = self.unit(folder, f"stage 4 ({language} pseudo-labels)", work)
             self.results.setdefault("pseudo_labels", {})[language] = result.get("summary")
 
     def _pseudo_label_sources(self, languages: list[str]) -> list[SourceConfig]:
         sources = []
         for language in languages:
-            done = self._read_json(self.stages_dir / STAGE_FOLDERS[4] / language / DONE)
+            done = self.read_json(self.stages_dir / STAGE_FOLDERS[4] / language / DONE)
             if done is None:
                 raise RuntimeError(f"stage 4 has not finished for {language}; run --stages 4 first")
             sources.append(SourceConfig(kind="pseudo_labels", path=done["pseudo_labels"], languages=[language]))
@@ -354,8 +354,8 @@ class Recipe:
         folder = self.stages_dir / STAGE_FOLDERS[5]
         labeled = _source(self.config.labeled, languages=self.labeled_languages)
         pseudo_labels = self._pseudo_label_sources(languages)
-        init = None if self.config.stage5_from_scratch else self._model_of(1)
-        experiment = self._experiment(
+        init = None if self.config.stage5_from_scratch else self.model_of(1)
+        experiment = self.experiment(
             5, {}, train=[_source(labeled, split="train"), *pseudo_labels], dev=[_source(labeled, split="dev")], init_from=init, folder=folder
         )
         lineage = {
@@ -365,32 +365,32 @@ class Recipe:
             "pseudo_labels": [s.path for s in pseudo_labels],
             "pseudo_label_languages": list(languages),
         }
-        self._record(5, None, self._unit(folder, "stage 5 (labeled + pseudo-labels)", lambda f: self._train_unit(5, f, experiment, self.labeled_languages, lineage)))
+        self._record(5, None, self.unit(folder, "stage 5 (labeled + pseudo-labels)", lambda f: self.train_unit(5, f, experiment, self.labeled_languages, lineage)))
         if self.config.controls:
             self._control(5, experiment, self.labeled_languages, lineage)
 
     def stage6(self) -> None:
         folder = self.stages_dir / STAGE_FOLDERS[6]
         labeled = _source(self.config.labeled, languages=self.labeled_languages)
-        init = self._model_of(5)
-        experiment = self._experiment(
+        init = self.model_of(5)
+        experiment = self.experiment(
             6, {}, train=[_source(labeled, split="train")], dev=[_source(labeled, split="dev")], init_from=init, folder=folder
         )
         lineage = {"initialized_from": str(init), "parent": [5, None], "labeled": [labeled.path]}
-        self._record(6, None, self._unit(folder, "stage 6 (labeled fine-tune)", lambda f: self._train_unit(6, f, experiment, self.labeled_languages, lineage)))
+        self._record(6, None, self.unit(folder, "stage 6 (labeled fine-tune)", lambda f: self.train_unit(6, f, experiment, self.labeled_languages, lineage)))
         if self.config.controls:
             # stage 6's control fine-tunes stage 5's control, with stage 6's settings
             control_init = self._unit_model(self.stages_dir / CONTROL_FOLDERS[5], "stage 5 control", 5)
-            control = self._experiment(
+            control = self.experiment(
                 6, {}, train=[_source(labeled, split="train")], dev=[_source(labeled, split="dev")], init_from=control_init,
                 folder=self.stages_dir / CONTROL_FOLDERS[6],
             )  # fmt: skip
             self._control(6, control, self.labeled_languages, {"initialized_from": str(control_init), "labeled": [labeled.path]})
         final = self.output_dir / "final_model"
-        if self._is_main():
+        if self.is_main():
             temporary = final.with_name(final.name + ".tmp")
             shutil.rmtree(temporary, ignore_errors=True)
-            shutil.copytree(self._model_of(6), temporary)
+            shutil.copytree(self.model_of(6), temporary)
             replace_directory(temporary, final)
             logger.info("final model: %s", final)
         self._wait()
@@ -399,7 +399,7 @@ class Recipe:
     def _evaluate(self, model_folder: Path, languages: list[str], output_dir: Path) -> dict:
         """Greedy CER/WER per language on each evaluation split (main process; the others wait)."""
         results = {}
-        if self._is_main():
+        if self.is_main():
             from modeling_mlpl import MlplForCTC, MlplProcessor
 
             from .evaluation import evaluate_model
@@ -425,7 +425,7 @@ class Recipe:
         return repo_id_for(hub, stage, language) if stage != 4 else repo_id_for(hub, 4, variant=language)
 
     def _model_card(self, stage: int, model_folder: Path, languages, lineage: dict, evaluation: dict, experiment: ExperimentConfig) -> None:
-        if not self._is_main():
+        if not self.is_main():
             return
         from .hub import EvaluationSet, HubReference, publish_folder, write_model_card
 
@@ -485,7 +485,7 @@ class Recipe:
                         table.setdefault(split, {}).setdefault(code, {})[stage] = row.get("cer")
         return table
 
-    def _evaluation_dir(self, stage_key: str, language: str | None) -> Path:
+    def evaluation_dir(self, stage_key: str, language: str | None) -> Path:
         stage = int(stage_key.rstrip("c"))
         folders = CONTROL_FOLDERS if stage_key.endswith("c") else STAGE_FOLDERS
         return self.stages_dir / folders[stage] / (language or "") / "evaluation"
@@ -505,7 +505,7 @@ class Recipe:
                 predictions = {arm: [], control: []}
                 for key in (arm, control):
                     for unit in stages[key]:
-                        path = self._evaluation_dir(key, None if unit == "all" else unit) / split
+                        path = self.evaluation_dir(key, None if unit == "all" else unit) / split
                         if (path / "predictions.jsonl").is_file():
                             predictions[key] += read_predictions(path)
                 languages = [code for code in self.pl_languages if any(row["language"] == code for row in predictions[arm])]
@@ -539,7 +539,7 @@ class Recipe:
 
     def write_report(self) -> dict[str, Path]:
         """results.md (arms against controls with CIs, CER per stage, pseudo-labels, time), results.json, plots."""
-        if not self._is_main():
+        if not self.is_main():
             return {}
         from .report import comparison_header, comparison_row
         from .metrics import PairedComparison
@@ -625,7 +625,7 @@ class Recipe:
             plt.close(figure)
         figure, axis = plt.subplots(figsize=(7, 4))
         for stage in stages:
-            for log in sorted(self._evaluation_dir(stage, None).parent.glob("**/metrics.jsonl")):
+            for log in sorted(self.evaluation_dir(stage, None).parent.glob("**/metrics.jsonl")):
                 points = [(r["update"], 100 * r["dev_cer"]) for r in map(json.loads, log.read_text().splitlines()) if r.get("dev_cer") is not None]
                 if points:
                     label = f"stage {stage}" + (f" {log.parent.name}" if stage.rstrip("c") in ("2", "3") else "")
@@ -647,7 +647,7 @@ class Recipe:
         unknown = sorted(set(languages or []) - set(self.pl_languages))
         if unknown:
             raise ValueError(f"--languages {unknown}: not languages with unlabeled audio; choose among {self.pl_languages}")
-        if self._is_main():
+        if self.is_main():
             self.output_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.config, self.output_dir / "recipe_config.yaml")
         logger.info("recipe in %s: stages %s; labeled languages %s; pseudo-labeling %s", self.output_dir, stages, self.labeled_languages, per_language)

@@ -1,0 +1,167 @@
+"""The paper's ablations on top of a recipe run, each arm against its reference with a paired bootstrap CI.
+
+    accelerate launch scripts/run_ablations.py --config training/configs/demo_recipe.yaml
+    accelerate launch scripts/run_ablations.py --config my.yaml --ablations no_cropping,always_cropping
+
+Every arm is a re-runnable unit of the recipe (its own folder under `<output_dir>/ablations/`, `DONE.json`
+last, resumable training) trained with the recipe's own stage settings and one change; stages 1-3 (and the
+labeled-only controls, for arm (a)) are run first if they are not done. The arms, and the paper's
+observation each one checks (Lugosch et al. 2022; docs/design.md, "Ablations"):
+
+- `pseudo_labels` (a): stage 3 (slimIPL) against its labeled-only control (`controls: true`), per language.
+- `pooled_slimipl` (b): one slimIPL run from the stage-1 model on all languages' labeled data and all
+  unlabeled audio pooled, as many updates as stages 2 + 3 give each language, against the per-language
+  stage-3 models (paper Fig. 5 / Table 1: pooled pseudo-labels mix scripts for low-resource languages).
+- `no_cropping`, `always_cropping` (c): stage 3 without the cropping warm-up, and cropping every
+  pseudo-labeled batch, against the recipe's warm-up (Fig. 6: without it slimIPL can collapse to blanks).
+- `no_lid_loss` (d): stage 1 with LID loss weight gamma = 0 against gamma as configured (Table 1, multi-task).
+
+Results: `<output_dir>/ablations.md` (one table per arm) and `ablations.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import ExperimentConfig, build_dataclass
+from .files import write_json_atomically, write_text_atomically
+from .recipe import DONE, Recipe, _merge, _source
+
+logger = logging.getLogger("mlpl.ablations")
+
+ABLATIONS = {
+    "pseudo_labels": "(a) stage 3 slimIPL vs its labeled-only control",
+    "pooled_slimipl": "(b) pooled slimIPL from stage 1 on all unlabeled audio vs per-language stages 2-3",
+    "no_cropping": "(c) slimIPL without the cropping warm-up vs with it",
+    "always_cropping": "(c) slimIPL cropping every pseudo-labeled batch vs the warm-up",
+    "no_lid_loss": "(d) stage 1 with LID loss weight 0 vs the configured weight",
+}
+FOLDER = "ablations"
+
+
+def stage_settings(recipe: Recipe, stage: int) -> ExperimentConfig:
+    """A stage's ExperimentConfig as the recipe builds it (common + stage values), data not filled in."""
+    return build_dataclass(ExperimentConfig, _merge(recipe.config.common, getattr(recipe.config, f"stage{stage}")), f"stage {stage}")
+
+
+def parse_ablations(text: str | None) -> list[str]:
+    if not text:
+        return list(ABLATIONS)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(ABLATIONS))
+    if unknown:
+        raise ValueError(f"--ablations: unknown {unknown}; choose among {sorted(ABLATIONS)}")
+    return names
+
+
+class Ablations:
+    """Runs the arms of `names` on top of `recipe` and writes the report; `run()` is the entry point."""
+
+    def __init__(self, recipe: Recipe, names: Sequence[str]):
+        self.recipe = recipe
+        self.names = list(names)
+        self.folder = recipe.output_dir / FOLDER
+
+    # ---- arms: (reference evaluation folders, arm evaluation folders, languages, the arm's unit folders) -------
+    def _per_language_slimipl(self, name: str, slimipl_changes: dict) -> tuple[list[Path], list[Path], list[str]]:
+        recipe, references, arms = self.recipe, [], []
+        for language in recipe.pl_languages:
+            folder = self.folder / name / language
+            labeled = _source(recipe.config.labeled, languages=[language])
+            experiment = recipe.experiment(
+                3, {"slimipl": {"enabled": True, **slimipl_changes}}, train=[_source(labeled, split="train")], dev=[_source(labeled, split="dev")],
+                unlabeled=[_source(recipe.config.unlabeled, languages=[language])], init_from=recipe.model_of(2, language), folder=folder,
+            )  # fmt: skip
+            recipe.unit(folder, f"ablation {name} ({language})", lambda f, e=experiment, code=language: recipe.train_unit(3, f, e, [code], {}, card=False))
+            references.append(recipe.evaluation_dir("3", language))
+            arms.append(folder / "evaluation")
+        return references, arms, recipe.pl_languages, [a.parent for a in arms]
+
+    def pseudo_labels(self):
+        recipe = self.recipe
+        if not recipe.config.controls:
+            recipe.config.controls = True
+            recipe.stage3(recipe.pl_languages)  # finished stage-3 units are skipped; their controls run
+        controls = [recipe.evaluation_dir("3c", code) for code in recipe.pl_languages]
+        return controls, [recipe.evaluation_dir("3", code) for code in recipe.pl_languages], recipe.pl_languages, [c.parent for c in controls]
+
+    def pooled_slimipl(self):
+        recipe = self.recipe
+        folder = self.folder / "pooled_slimipl"
+        labeled = _source(recipe.config.labeled, languages=recipe.labeled_languages)
+        updates = stage_settings(recipe, 2).train.max_updates + stage_settings(recipe, 3).train.max_updates
+        experiment = recipe.experiment(
+            3, {"slimipl": {"enabled": True}, "train": {"max_updates": updates}}, train=[_source(labeled, split="train")],
+            dev=[_source(labeled, split="dev")], unlabeled=[_source(recipe.config.unlabeled, languages=recipe.pl_languages)],
+            init_from=recipe.model_of(1), folder=folder,
+        )  # fmt: skip
+        recipe.unit(folder, "ablation pooled_slimipl", lambda f: recipe.train_unit(3, f, experiment, recipe.pl_languages, {}, card=False))
+        return [recipe.evaluation_dir("3", code) for code in recipe.pl_languages], [folder / "evaluation"], recipe.pl_languages, [folder]
+
+    def no_cropping(self):
+        return self._per_language_slimipl("no_cropping", {"cropping_warmup_updates": 0})
+
+    def always_cropping(self):
+        updates = stage_settings(self.recipe, 3).train.max_updates
+        return self._per_language_slimipl("always_cropping", {"cropping_warmup_updates": updates + 1})
+
+    def no_lid_loss(self):
+        recipe = self.recipe
+        folder = self.folder / "no_lid_loss"
+        labeled = _source(recipe.config.labeled, languages=recipe.labeled_languages)
+        experiment = recipe.experiment(
+            1, {"model": {"lid_loss_weight": 0.0}}, train=[_source(labeled, split="train")], dev=[_source(labeled, split="dev")], folder=folder
+        )
+        recipe.unit(folder, "ablation no_lid_loss", lambda f: recipe.train_unit(1, f, experiment, recipe.labeled_languages, {}, card=False))
+        return [recipe.evaluation_dir("1", None)], [folder / "evaluation"], recipe.labeled_languages, [folder]
+
+    # ---- the entry point --------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Path]:
+        from .report import compare_predictions, comparison_to_dict, read_predictions
+
+        recipe = self.recipe
+        needed = [1] if self.names == ["no_lid_loss"] else [1, 2, 3]
+        recipe.run(needed)  # finished stages are skipped
+        results: dict = {}
+        for name in self.names:
+            references, arms, languages, units = getattr(self, name)()
+            seconds = sum((recipe.read_json(unit / DONE) or {}).get("seconds", 0.0) for unit in units)
+            results[name] = {"title": ABLATIONS[name], "seconds": round(seconds, 1), "splits": {}}
+            for split in recipe.config.evaluation_splits:
+                reference = [row for folder in references for row in read_predictions(folder / split)]
+                arm = [row for folder in arms for row in read_predictions(folder / split)]
+                comparison = compare_predictions(reference, arm, languages=languages, num_resamples=recipe.config.bootstrap_resamples)
+                results[name]["splits"][split] = comparison_to_dict(comparison)
+        return self.write_report(results) if recipe.is_main() else {}
+
+    def write_report(self, results: dict) -> dict[str, Path]:
+        from .metrics import PairedComparison
+        from .report import comparison_header, comparison_row
+
+        previous = {}
+        path_json = self.recipe.output_dir / "ablations.json"
+        if path_json.is_file():
+            previous = json.loads(path_json.read_text(encoding="utf-8"))
+        results = {**previous, **results}
+        lines = [
+            "# mlpl ablations", "",
+            "Each arm against its reference on the same utterances: greedy CER (%), difference = arm - reference in CER "
+            f"points (negative: the arm is better), 95 % paired bootstrap interval ({self.recipe.config.bootstrap_resamples} resamples).", "",
+        ]  # fmt: skip
+        for name, entry in results.items():
+            for split in [s for s in ("test", "dev") if s in entry["splits"]]:
+                lines += [f"## {entry['title']} ({split})", "", *comparison_header("reference", f"arm ({name})")]
+                for label, values in entry["splits"][split].items():
+                    lines.append(comparison_row(label, PairedComparison(**{k: v for k, v in values.items() if k != "excludes_zero"})))
+                lines.append("")
+            lines += [f"Training and evaluation time of the arm's units: {entry['seconds']:.0f} s.", ""]
+        write_json_atomically(path_json, results)
+        report = write_text_atomically(self.recipe.output_dir / "ablations.md", "\n".join(lines))
+        logger.info("wrote %s and %s", report, path_json)
+        return {"ablations.md": report, "ablations.json": path_json}
+
+
+__all__ = ["ABLATIONS", "Ablations", "parse_ablations", "stage_settings"]
