@@ -23,6 +23,38 @@ import yaml
 
 SOURCE_KINDS = ("common_voice", "voxpopuli", "flashlight", "hub", "pseudo_labels")
 
+# Model size presets (SPEC 2): MlplConfig's defaults are the base model; `model.overrides` apply on top.
+MODEL_SIZES = {"base": {}, "large": {"hidden_size": 1536, "intermediate_size": 6144}}
+# MlplConfig values the trainer sets from the data, never from `model.overrides`.
+MODEL_VALUES_FROM_DATA = ("vocab_size", "languages", "num_languages")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Range checks: every value is checked when its section is built, so a bad one fails at once, naming
+# `section.key`, and never after the first update (a 0 that divides, a negative count that "finishes").
+# ---------------------------------------------------------------------------------------------------------
+
+POSITIVE = (lambda value: value > 0, "> 0")
+COUNT = (lambda value: value >= 1, ">= 1")
+NON_NEGATIVE = (lambda value: value >= 0, ">= 0")
+PROBABILITY = (lambda value: 0 <= value <= 1, "in [0, 1]")
+DROP_RATE = (lambda value: 0 <= value < 1, "in [0, 1)")
+DECAY = (lambda value: 0 < value < 1, "in (0, 1)")
+
+
+def one_of(*choices):
+    return (lambda value: value in choices, f"one of {list(choices)}")
+
+
+def check_ranges(config, section: str, ranges: dict) -> None:
+    """ValueError naming `section.key`, its value and the allowed range for the first value out of range
+    (None means "not set" and is always allowed where the field may be None)."""
+    for name, (allowed, description) in ranges.items():
+        value = getattr(config, name)
+        values = value if isinstance(value, (tuple, list)) and name != "log_with" else [value]
+        if any(item is not None and not allowed(item) for item in values):
+            raise ValueError(f"{section}.{name}={value!r} is out of range: it must be {description}")
+
 
 @dataclass
 class SourceConfig:
@@ -96,6 +128,12 @@ class DataConfig:
     num_workers: int = 0
     on_unknown_characters: str = "warn"  # labels the tokenizer cannot encode: "warn" (count, report) or "error"
 
+    def __post_init__(self):
+        check_ranges(self, "data", {
+            "max_batch_seconds": POSITIVE, "max_batch_size": COUNT, "eval_max_batch_seconds": POSITIVE,
+            "max_clip_seconds": POSITIVE, "num_workers": NON_NEGATIVE, "on_unknown_characters": one_of("warn", "error"),
+        })  # fmt: skip
+
 
 @dataclass
 class ModelConfig:
@@ -112,6 +150,11 @@ class ModelConfig:
     dropout: float | None = None  # None keeps the model config's value
     layerdrop: float | None = None
 
+    def __post_init__(self):
+        check_ranges(self, "model", {"size": one_of(*MODEL_SIZES), "lid_loss_weight": NON_NEGATIVE, "dropout": DROP_RATE, "layerdrop": DROP_RATE})
+        if self.overrides and not self.init_from:  # (an init_from model keeps its own config)
+            check_model_overrides(self.overrides, self.size)
+
 
 @dataclass
 class OptimConfig:
@@ -125,6 +168,13 @@ class OptimConfig:
     max_grad_norm: float | None = 0.1  # SPEC 4: gradient-norm clip 0.1
     gradient_accumulation_steps: int = 1
 
+    def __post_init__(self):
+        check_ranges(self, "optim", {
+            "optimizer": one_of("adagrad", "adamw"), "lr": POSITIVE, "eps": POSITIVE, "weight_decay": NON_NEGATIVE,
+            "betas": DROP_RATE, "warmup_updates": NON_NEGATIVE, "halve_lr_at": NON_NEGATIVE,
+            "max_grad_norm": (POSITIVE[0], "> 0 (null turns clipping off)"), "gradient_accumulation_steps": COUNT,
+        })  # fmt: skip
+
 
 @dataclass
 class SpecAugmentConfig:
@@ -135,6 +185,12 @@ class SpecAugmentConfig:
     time_mask_width: int = 50
     time_mask_max_ratio: float = 0.1
     start_update: int = 0  # SPEC 4: 50k when training from scratch on CV+PL
+
+    def __post_init__(self):
+        check_ranges(self, "spec_augment", {
+            "num_freq_masks": NON_NEGATIVE, "freq_mask_width": NON_NEGATIVE, "num_time_masks": NON_NEGATIVE,
+            "time_mask_width": NON_NEGATIVE, "time_mask_max_ratio": PROBABILITY, "start_update": NON_NEGATIVE,
+        })  # fmt: skip
 
 
 @dataclass
@@ -149,6 +205,13 @@ class SlimIPLConfig:
     dropout: float = 0.1  # SPEC 5: lowered when slimIPL starts
     layerdrop: float = 0.1
     ema_decay: float | None = None  # e.g. 0.999 for an EMA teacher
+
+    def __post_init__(self):
+        check_ranges(self, "slimipl", {
+            "supervised_warmup_updates": NON_NEGATIVE, "unlabeled_ratio": COUNT, "cache_size": COUNT,
+            "replace_probability": PROBABILITY, "cropping_warmup_updates": NON_NEGATIVE, "crop_seconds": POSITIVE,
+            "dropout": DROP_RATE, "layerdrop": DROP_RATE, "ema_decay": DECAY,
+        })  # fmt: skip
 
 
 @dataclass
@@ -165,6 +228,14 @@ class TrainConfig:
     log_with: list[str] = field(default_factory=list)  # accelerate trackers, e.g. ["tensorboard"]
     cpu: bool = False
 
+    def __post_init__(self):
+        check_ranges(self, "train", {
+            "seed": NON_NEGATIVE, "max_updates": COUNT, "eval_every": COUNT, "save_every": COUNT, "log_every": COUNT,
+            "keep_last": (NON_NEGATIVE[0], ">= 0 (0 keeps every checkpoint)"), "mixed_precision": one_of("no", "fp16", "bf16"),
+        })  # fmt: skip
+        if not self.output_dir:
+            raise ValueError("train.output_dir is empty; name the run folder")
+
 
 @dataclass
 class ExperimentConfig:
@@ -174,6 +245,26 @@ class ExperimentConfig:
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     slimipl: SlimIPLConfig = field(default_factory=SlimIPLConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def check_model_overrides(overrides: dict, size: str = "base") -> None:
+    """`model.overrides` keys must be MlplConfig `__init__` parameters (a typo would silently train the full
+    model), not values set from the data, and together with the size preset they must make a valid config."""
+    import inspect
+
+    from modeling_mlpl import MlplConfig
+
+    fields = [name for name in inspect.signature(MlplConfig.__init__).parameters if name not in ("self", "kwargs")]
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise ValueError(f"model.overrides: unknown MlplConfig field(s) {unknown}; MlplConfig has {fields}")
+    from_data = sorted(set(overrides) & set(MODEL_VALUES_FROM_DATA))
+    if from_data:
+        raise ValueError(f"model.overrides: {from_data} are set from the training data (its symbols and languages); remove them")
+    try:
+        MlplConfig(**{**MODEL_SIZES.get(size, {}), **overrides})
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"model.overrides={overrides}: {error}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -338,7 +429,9 @@ __all__ = [
     "SourceConfig",
     "SpecAugmentConfig",
     "TrainConfig",
+    "MODEL_SIZES",
     "apply_override",
+    "check_model_overrides",
     "build_dataclass",
     "config_to_dict",
     "load_config",

@@ -40,7 +40,7 @@ from modeling_mlpl import MlplConfig, MlplForCTC, MlplProcessor
 from .augment import SpecAugment
 from .batching import DurationBatchSampler
 from .collate import MlplCollator
-from .config import ExperimentConfig, SourceConfig, config_to_dict, save_config
+from .config import MODEL_SIZES, ExperimentConfig, SourceConfig, config_to_dict, save_config
 from .files import replace_directory, write_json_atomically
 from .data import EXAMPLE_COLUMNS, DecodeTransform, drop_long_clips, example_durations, records_of
 from .inference import FRAMES_PER_SECOND, chunked_logits, greedy_token_ids, pad_labels, transcribe_batch
@@ -97,10 +97,7 @@ def dataset_languages(dataset) -> list[str]:
 
 def new_model_config(config: ExperimentConfig, vocab_size: int, languages: list[str]) -> MlplConfig:
     """MlplConfig for a model trained from scratch: the size preset, the overrides, the data's symbols and languages."""
-    presets = {"base": {}, "large": {"hidden_size": 1536, "intermediate_size": 6144}}  # SPEC 2
-    if config.model.size not in presets:
-        raise ValueError(f"model.size={config.model.size!r}; use one of {sorted(presets)} (plus model.overrides)")
-    values = {**presets[config.model.size], **config.model.overrides, "vocab_size": vocab_size, "languages": languages}
+    values = {**MODEL_SIZES[config.model.size], **config.model.overrides, "vocab_size": vocab_size, "languages": languages}
     return MlplConfig(**values)
 
 
