@@ -72,128 +72,151 @@ def _relative_scores_block(query_block, relative_embeddings, start, length, max_
     width = length + rows - 1
     lowest, first, last = _block_distances(start, rows, length, max_relative_positions)
     products = query_block @ _table_rows(relative_embeddings, first, last, max_relative_positions, query_block.dtype).T
-    by_distance = F.pad(products, (first - lowest, width - 1 - (last - lowest)))
+    return _skew(F.pad(products, (first - lowest, width - 1 - (last - lowest))), length)
+
+
+def _skew(by_distance, length):
+    """`(..., b, length + b - 1)` contiguous distance layout -> `(..., b, length)` key layout, a view: row r's
+    key j is column j + (b - 1) - r, i.e. flat offset r * (width - 1) + j + (b - 1)."""
+    rows, width = by_distance.shape[-2:]
     if rows == 1:
         return by_distance
     leading = by_distance.shape[:-2]
     flat = by_distance.reshape(*leading, rows * width)[..., rows - 1 : rows - 1 + rows * (width - 1)]
-    return flat.reshape(*leading, rows, width - 1)[..., :length]
+    return flat.view(*leading, rows, width - 1)[..., :length]
 
 
-def _relative_scores_block_backward(grad_scores, start, length, max_relative_positions):
-    """Adjoint of the skew of `_relative_scores_block`: `(..., b, length)` -> the gradient of its product.
-
-    Column c of the distance layout holds key j = c + r - (b - 1) of row r; padding the keys by b - 1 zeros
-    on both sides puts it at (r, c + r), a strided view (row stride + 1) read without a copy.
-    """
-    rows = grad_scores.shape[-2]
-    lowest, first, last = _block_distances(start, rows, length, max_relative_positions)
-    padded = F.pad(grad_scores, (rows - 1, rows - 1))
-    size, stride = list(padded.shape), list(padded.stride())
-    size[-1], stride[-2] = length + rows - 1, stride[-2] + 1
-    by_distance = padded.as_strided(size, stride, padded.storage_offset())
-    return by_distance[..., first - lowest : last - lowest + 1]
-
-
-def relative_position_scores(query, relative_embeddings, max_relative_positions, block_rows=QUERY_BLOCK_ROWS):
-    """Shaw keys-only relative-position term, `(B, heads, T, T)`.
+def relative_position_scores(query, relative_embeddings, max_relative_positions, key_padding_bias=None, block_rows=QUERY_BLOCK_ROWS):
+    """Shaw keys-only relative-position term, `(B, heads, T, T)` (plus `key_padding_bias` when given).
 
     `score[b, h, i, j] = query[b, h, i] . E[P - 1 + (j - i)]` for |j - i| <= P - 1 and 0 beyond
     (Flashlight's `relativePositionEmbeddingRotate` pads with zeros; it does not clip to the edge
     row), with P = `max_relative_positions` and E of shape `(2P - 1, head_dim)`.
 
     Cost: per block of `block_rows` query rows, one product with the distances those rows need that the
-    table holds (at most `T + block_rows - 1`, at most `2P - 1`), and a skew. Differentiable; the attention
-    itself uses `RelativePositionAttention`, which never builds the whole `(T, T)` term.
+    table holds (at most `T + block_rows - 1`, at most `2P - 1`), and a skew. Differentiable.
     """
     length = query.shape[-2]
-    blocks = [
-        _relative_scores_block(query[..., start : start + block_rows, :], relative_embeddings, start, length, max_relative_positions)
-        for start in range(0, length, block_rows)
-    ]
-    return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=-2)
+    scores = query.new_empty(*query.shape[:-1], length)
+    for start in range(0, length, block_rows):
+        block = _relative_scores_block(query[..., start : start + block_rows, :], relative_embeddings, start, length, max_relative_positions)
+        scores[..., start : start + block_rows, :] = block
+    if key_padding_bias is not None:
+        scores += key_padding_bias.to(scores.dtype)
+    return scores
+
+
+class _Workspace:
+    """One flat buffer reused by every block of a call: on the CPU a big fresh allocation is page-faulted
+    on every use (glibc hands it back to the system when freed), which costs more than the arithmetic."""
+
+    def __init__(self, like, dtype):
+        self.like, self.dtype, self.buffer = like, dtype, None
+
+    def matrix(self, rows, columns):
+        if self.buffer is None or self.buffer.numel() < rows * columns:
+            self.buffer = self.like.new_empty(rows * columns, dtype=self.dtype)
+        return self.buffer[: rows * columns].view(rows, columns)
+
+
+def _relative_scores_into(workspace, query_rows, table, start, length, max_relative_positions):
+    """`_relative_scores_block` for one head's `(b, head_dim)` query rows, computed in `workspace`: returns a
+    `(b, length)` strided view, valid until the workspace is reused."""
+    rows = query_rows.shape[0]
+    width = length + rows - 1
+    lowest, first, last = _block_distances(start, rows, length, max_relative_positions)
+    by_distance = workspace.matrix(rows, width)
+    by_distance[:, : first - lowest].zero_()
+    by_distance[:, last - lowest + 1 :].zero_()
+    table_rows = _table_rows(table, first, last, max_relative_positions, query_rows.dtype)
+    torch.mm(query_rows, table_rows.T, out=by_distance[:, first - lowest : last - lowest + 1])
+    return _skew(by_distance, length)
 
 
 class RelativePositionAttention(torch.autograd.Function):
-    """Softmax attention with the Shaw relative term added to the scores, in blocks of query rows.
+    """CPU softmax attention with the Shaw relative term added to the scores; the backward recomputes.
 
-    Nothing `(B, H, T, T)`-sized is built or kept: each block of `block_rows` query rows gets its relative
-    term (`_relative_scores_block`), attends in PyTorch's fused CPU flash kernel (or, on other devices and
-    when `fused=False`, in plain ops that also give the log-sum-exp), and only the output and the row
-    log-sum-exp are saved. The backward recomputes each block's scores and softmax from them (as flash
-    attention does), so its memory is one block of rows at a time. `query` comes scaled; `padding_bias`
-    is the additive `(B, 1, 1, T)` key mask or None. Attention dropout is not supported here.
+    Forward: the relative term (one head and block of `block_rows` query rows at a time, as
+    `relative_position_scores` computes it) plus the key mask forms a transient bias for PyTorch's fused
+    CPU flash kernel, which also returns the row log-sum-exp. Only q, k, v, the output and the log-sum-exp
+    are saved, no `(B, H, T, T)` tensor. Backward: per head and block of query rows, the scores and the
+    softmax are recomputed from the log-sum-exp (as flash attention does) and give the gradients of q, k,
+    v and the table; every temporary is a `(block_rows, T)` matrix in a reused, cache-sized workspace.
+    `query` comes scaled; `padding_bias` is the additive `(B, 1, 1, T)` key mask or None. No attention dropout.
     """
 
     @staticmethod
-    def forward(ctx, query, key, value, relative_embeddings, padding_bias, max_relative_positions, block_rows, fused):
-        length, accumulate = query.shape[-2], torch.promote_types(query.dtype, torch.float32)
-        fused = fused and query.device.type == "cpu"
-        outputs, log_sum_exps = [], []
-        for start in range(0, length, block_rows):
-            query_block = query[..., start : start + block_rows, :]
-            bias = _relative_scores_block(query_block, relative_embeddings, start, length, max_relative_positions)
-            if padding_bias is not None:
-                bias = bias + padding_bias
-            if fused:
-                output, log_sum_exp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                    query_block, key, value, 0.0, False, attn_mask=bias.to(query.dtype), scale=1.0
-                )
-            else:
-                scores = (query_block @ key.transpose(-1, -2)).to(accumulate) + bias.to(accumulate)
-                log_sum_exp = torch.logsumexp(scores, dim=-1)
-                output = torch.exp(scores - log_sum_exp[..., None]).to(value.dtype) @ value
-            outputs.append(output)
-            log_sum_exps.append(log_sum_exp.to(accumulate))
-        output = torch.cat(outputs, dim=-2)
-        ctx.save_for_backward(query, key, value, relative_embeddings, padding_bias, output, torch.cat(log_sum_exps, dim=-1))
+    def forward(ctx, query, key, value, relative_embeddings, padding_bias, max_relative_positions, block_rows):
+        query, key, value = query.contiguous(), key.contiguous(), value.contiguous()
+        batch, heads, length, _ = query.shape
+        bias = query.new_empty(batch, heads, length, length)
+        workspace = _Workspace(query, query.dtype)
+        for b in range(batch):
+            padding = None if padding_bias is None else padding_bias[b, 0, 0].to(query.dtype)
+            for h in range(heads):
+                for start in range(0, length, block_rows):
+                    rows = slice(start, start + block_rows)
+                    relative = _relative_scores_into(workspace, query[b, h, rows], relative_embeddings, start, length, max_relative_positions)
+                    if padding is None:
+                        bias[b, h, rows].copy_(relative)
+                    else:
+                        torch.add(relative, padding, out=bias[b, h, rows])
+        output, log_sum_exp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query, key, value, 0.0, False, attn_mask=bias, scale=1.0
+        )
+        del bias
+        ctx.save_for_backward(query, key, value, relative_embeddings, padding_bias, output, log_sum_exp)
         ctx.max_relative_positions, ctx.block_rows = max_relative_positions, block_rows
         return output
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
-        query, key, value, relative_embeddings, padding_bias, output, log_sum_exp = ctx.saved_tensors
+        saved = ctx.saved_tensors
         positions, block_rows = ctx.max_relative_positions, ctx.block_rows
-        length, center = query.shape[-2], positions - 1
-        accumulate = torch.promote_types(query.dtype, torch.float32)  # softmax and sums: float32 or wider
-        grad_query = torch.empty_like(query)
-        grad_key = torch.zeros(key.shape, dtype=accumulate, device=key.device)
-        grad_value = torch.zeros(value.shape, dtype=accumulate, device=value.device)
-        grad_table = torch.zeros(relative_embeddings.shape, dtype=accumulate, device=relative_embeddings.device)
-        grad_output = grad_output.to(query.dtype)
-        # D_i = dO_i . O_i: the softmax backward's row term
-        row_terms = (grad_output.to(accumulate) * output.to(accumulate)).sum(-1, keepdim=True)
-        for start in range(0, length, block_rows):
-            stop = min(start + block_rows, length)
-            query_block, grad_block = query[..., start:stop, :], grad_output[..., start:stop, :]
-            scores = (query_block @ key.transpose(-1, -2)).to(accumulate)
-            scores += _relative_scores_block(query_block, relative_embeddings, start, length, positions)
-            if padding_bias is not None:
-                scores += padding_bias
-            probabilities = scores.sub_(log_sum_exp[..., start:stop, None]).exp_()
-            grad_scores = (grad_block @ value.transpose(-1, -2)).to(accumulate)
-            grad_scores = grad_scores.sub_(row_terms[..., start:stop, :]).mul_(probabilities)
-            probabilities, grad_scores = probabilities.to(query.dtype), grad_scores.to(query.dtype)
-            grad_value += probabilities.transpose(-1, -2) @ grad_block
-            grad_key += grad_scores.transpose(-1, -2) @ query_block
-            _, first, last = _block_distances(start, stop - start, length, positions)
-            grad_by_distance = _relative_scores_block_backward(grad_scores, start, length, positions)
-            table = _table_rows(relative_embeddings, first, last, positions, query.dtype)
-            grad_query[..., start:stop, :] = grad_scores @ key + grad_by_distance @ table
-            grad_table[center + first : center + last + 1] += (
-                (grad_by_distance.transpose(-1, -2) @ query_block).to(accumulate).sum(dim=tuple(range(query.ndim - 2)))
-            )
-        return (
-            grad_query,
-            grad_key.to(key.dtype),
-            grad_value.to(value.dtype),
-            grad_table.to(relative_embeddings.dtype),
-            None,
-            None,
-            None,
-            None,
+        # float32 (or wider) throughout: bf16 inputs are upcast once
+        accumulate = torch.promote_types(saved[0].dtype, torch.float32)
+        query, key, value, table, padding_bias, output, log_sum_exp = (
+            None if tensor is None else tensor.to(accumulate) for tensor in saved
         )
+        grad_output = grad_output.to(accumulate).contiguous()
+        batch, heads, length, _ = query.shape
+        center = positions - 1
+        grad_query, grad_key, grad_value = torch.empty_like(query), torch.zeros_like(key), torch.zeros_like(value)
+        grad_table = torch.zeros_like(table)
+        row_terms = (grad_output * output).sum(-1)  # D_i = dO_i . O_i, the softmax backward's row term
+        relative_space, scores_space, gradient_space = (_Workspace(query, accumulate) for _ in range(3))
+        for b in range(batch):
+            padding = None if padding_bias is None else padding_bias[b, 0, 0]
+            for h in range(heads):
+                q, k, v, d_out = query[b, h], key[b, h], value[b, h], grad_output[b, h]
+                for start in range(0, length, block_rows):
+                    stop = min(start + block_rows, length)
+                    rows = stop - start
+                    q_rows, d_rows = q[start:stop], d_out[start:stop]
+                    # P = exp(q k^T + relative + mask - lse)
+                    relative = _relative_scores_into(relative_space, q_rows, table, start, length, positions)
+                    probabilities = torch.addmm(relative, q_rows, k.T, out=scores_space.matrix(rows, length))
+                    if padding is not None:
+                        probabilities += padding
+                    probabilities.sub_(log_sum_exp[b, h, start:stop, None]).exp_()
+                    # dS = P * (dO v^T - D), held between b - 1 zero columns on each side for the skew back
+                    padded = gradient_space.matrix(rows, length + 2 * (rows - 1))
+                    padded[:, : rows - 1].zero_()
+                    padded[:, rows - 1 + length :].zero_()
+                    grad_scores = torch.mm(d_rows, v.T, out=padded[:, rows - 1 : rows - 1 + length])
+                    grad_scores.sub_(row_terms[b, h, start:stop, None]).mul_(probabilities)
+                    grad_value[b, h].addmm_(probabilities.T, d_rows)
+                    grad_key[b, h].addmm_(grad_scores.T, q_rows)
+                    # relative term: distance column c of row r is key c + r - (b - 1), i.e. padded[r, c + r]
+                    lowest, first, last = _block_distances(start, rows, length, positions)
+                    by_distance = padded.as_strided((rows, length + rows - 1), (padded.stride(0) + 1, 1), padded.storage_offset())
+                    by_distance = by_distance[:, first - lowest : last - lowest + 1]
+                    grad_rows = torch.mm(grad_scores, k, out=grad_query[b, h, start:stop])
+                    grad_rows.addmm_(by_distance, _table_rows(table, first, last, positions, accumulate))
+                    grad_table[center + first : center + last + 1].addmm_(by_distance.T, q_rows)
+        gradients = (grad_query, grad_key, grad_value, grad_table)
+        return (*(gradient.to(tensor.dtype) for gradient, tensor in zip(gradients, saved[:4])), None, None, None)
 
 
 class MlplLayerNorm(nn.Module):
@@ -303,11 +326,11 @@ class MlplAttention(nn.Module):
         eager = output_attentions or self.config._attn_implementation == "eager"
         table = self.relative_position_embeddings
         weights = None
-        if table is not None and not eager and dropout == 0.0:
+        if table is not None and not eager and dropout == 0.0 and query.device.type == "cpu":
             # the relative term in blocks of query rows, never a (B, H, T, T) tensor
             attended = RelativePositionAttention.apply(
                 query * self.scaling, key, value, table, key_padding_bias, self.config.max_relative_positions,
-                QUERY_BLOCK_ROWS, True,
+                QUERY_BLOCK_ROWS,
             )
         else:
             bias = key_padding_bias

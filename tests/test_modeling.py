@@ -242,12 +242,10 @@ def reference_attention(query, key, value, table, window, padding_bias):
     return torch.softmax(scores, dim=-1) @ value
 
 
-@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize(("length", "window", "block_rows"), [(1, 4, 3), (9, 4, 3), (9, 20, 4), (13, 5, 13), (13, 5, 64)])
-def test_blocked_relative_attention_matches_the_whole_bias_with_gradients(fused, length, window, block_rows):
-    """RelativePositionAttention (query blocks, recomputing backward) == attention over the whole bias,
-    outputs and the gradients of q, k, v and the table, with padded keys; `fused=False` is the path of
-    devices other than the CPU, here run on the CPU."""
+def test_blocked_relative_attention_matches_the_whole_bias_with_gradients(length, window, block_rows):
+    """RelativePositionAttention (fused CPU forward, backward recomputed in query blocks) == attention over
+    the whole bias: outputs and the gradients of q, k, v and the table, with padded keys."""
     generator = torch.Generator().manual_seed(length * 100 + window)
     q, k, v = (torch.randn(2, 3, length, 6, generator=generator, dtype=torch.float64, requires_grad=True) for _ in range(3))
     table = torch.randn(2 * window - 1, 6, generator=generator, dtype=torch.float64, requires_grad=True)
@@ -260,7 +258,7 @@ def test_blocked_relative_attention_matches_the_whole_bias_with_gradients(fused,
         gradients = torch.autograd.grad(output, (q, k, v, table), grad_output)
         return output, gradients
 
-    blocked = run(lambda: RelativePositionAttention.apply(q, k, v, table, padding_bias, window, block_rows, fused))
+    blocked = run(lambda: RelativePositionAttention.apply(q, k, v, table, padding_bias, window, block_rows))
     expected = run(lambda: reference_attention(q, k, v, table, window, padding_bias))
     torch.testing.assert_close(blocked[0], expected[0])
     for name, got, want in zip("qkvE", blocked[1], expected[1]):
