@@ -41,10 +41,11 @@ from .augment import SpecAugment
 from .batching import DurationBatchSampler
 from .collate import MlplCollator
 from .config import MODEL_SIZES, ExperimentConfig, SourceConfig, config_to_dict, save_config
-from .files import replace_directory, write_json_atomically
+from .files import replace_directory, write_json_atomically, write_text_atomically
 from .data import EXAMPLE_COLUMNS, DecodeTransform, drop_long_clips, example_durations, records_of
 from .inference import FRAMES_PER_SECOND, chunked_logits, greedy_token_ids, pad_labels, transcribe_batch
 from .metrics import compute_asr_metrics, flatten_metrics
+from .run_folder import claim_run_folder
 from .slimipl import (
     LABELED_STEP,
     EmaTeacher,
@@ -150,14 +151,14 @@ def epoch_batches(dataset, sampler: DurationBatchSampler, collator, num_workers:
     """
     while True:
         loader = _data_loader(dataset, sampler, collator, num_workers)
-        usable = 0
+        whole_epoch, usable = position["consumed"] == 0, 0  # a resumed epoch may have nothing left
         for batch in loader:
             position["consumed"] += 1
             if batch is None:
                 continue  # every clip of the batch failed to decode (already counted and logged)
             usable += 1
             yield batch
-        if not usable:  # looping on would spin forever at 100 % CPU
+        if whole_epoch and not usable:  # looping on would spin forever at 100 % CPU
             raise ValueError(
                 f"a whole epoch over {len(sampler)} batch(es) gave no usable batch: every clip failed to decode "
                 "(the warnings above name them); fix or remove those files"
@@ -307,7 +308,45 @@ class TrainResult:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def train(config: ExperimentConfig, resume: bool = False) -> TrainResult:
+# What may change between invocations of one run: the run folder's identity (training.run_folder) ignores it.
+RUN_IGNORED_KEYS = ("train.output_dir", "train.max_updates", "train.log_with", "train.keep_last", "data.num_workers")
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of a launch, read from the environment that `accelerate launch` / torchrun set (before any
+    Accelerator exists: creating the process state here would fix its device before `train.cpu` is read)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def truncate_metrics(path: Path, update: int) -> int:
+    """Drop the rows of `metrics.jsonl` logged after `update` (a resumed run logs those updates again, so
+    the file keeps one row per update); returns how many were dropped."""
+    if not path.is_file():
+        return 0
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line).get("update", 0) <= update]
+    if len(kept) != len(lines):
+        write_text_atomically(path, "".join(line + "\n" for line in kept))
+    return len(lines) - len(kept)
+
+
+def train(config: ExperimentConfig, resume: bool = False, overwrite: bool = False) -> TrainResult:
+    """Train as `config` says into `train.output_dir`; `resume` continues from its newest checkpoint.
+
+    The main process first claims the folder (training.run_folder): a lock against a second concurrent run,
+    and a refusal of a folder that holds another run (naming the keys that differ) unless `overwrite`,
+    which deletes that run first.
+    """
+    if not _is_main_process():
+        return _train(config, resume)
+    with claim_run_folder(
+        config.train.output_dir, config_to_dict(config), ignore=RUN_IGNORED_KEYS, overwrite=overwrite, resume=resume,
+        has_progress=lambda folder: bool(checkpoint_steps(folder)), what="training (training.trainer.train)",
+    ):  # fmt: skip
+        return _train(config, resume)
+
+
+def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
     output_dir = Path(config.train.output_dir)
     slimipl = config.slimipl
     # Layerdrop skips whole branches, so some parameters get no gradient in a step: DDP must be told.
@@ -483,6 +522,10 @@ def train(config: ExperimentConfig, resume: bool = False) -> TrainResult:
     if trackers:
         accelerator.init_trackers(output_dir.name, config=flatten_metrics(config_to_dict(config), "."))
     log_path = output_dir / "metrics.jsonl"
+    if main and checkpoint is not None:
+        dropped = truncate_metrics(log_path, state["num_updates"])
+        if dropped:
+            logger.info("metrics.jsonl: dropped %d row(s) logged after update %d (they are logged again)", dropped, state["num_updates"])
 
     def log(record: dict) -> None:
         record = {"update": state["num_updates"], **record}
@@ -640,4 +683,5 @@ __all__ = [
     "newest_checkpoint",
     "save_model_folder",
     "train",
+    "truncate_metrics",
 ]
