@@ -413,11 +413,30 @@ def config_to_dict(config) -> dict:
     return plain(dataclasses.asdict(config))
 
 
+# Keys whose values are secrets: written masked by every config writer (issue 13.7). A masked value read
+# back means "not given here" (HubConfig then takes HF_TOKEN or the `hf auth login` token).
+SECRET_KEYS = ("token", "hf_token", "hub_token", "api_key", "password")
+MASKED = "<masked>"
+
+
+def mask_secrets(values: Any) -> Any:
+    """A copy of nested dicts/lists with the value of every SECRET_KEYS key (that is set) replaced by MASKED."""
+    if isinstance(values, dict):
+        return {
+            key: MASKED if str(key).lower() in SECRET_KEYS and value not in (None, "") else mask_secrets(value)
+            for key, value in values.items()
+        }
+    if isinstance(values, (list, tuple)):
+        return [mask_secrets(value) for value in values]
+    return values
+
+
 def save_config(config, path: str | os.PathLike) -> Path:
-    """Write the resolved config as YAML, atomically (temporary name, then rename)."""
+    """Write the resolved config as YAML, atomically (temporary name, then rename), secrets masked."""
     from .files import write_text_atomically
 
-    return write_text_atomically(path, yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True))
+    values = mask_secrets(config_to_dict(config) if dataclasses.is_dataclass(config) else dict(config))
+    return write_text_atomically(path, yaml.safe_dump(values, sort_keys=False, allow_unicode=True))
 
 
 __all__ = [
@@ -429,11 +448,14 @@ __all__ = [
     "SourceConfig",
     "SpecAugmentConfig",
     "TrainConfig",
+    "MASKED",
     "MODEL_SIZES",
+    "SECRET_KEYS",
     "apply_override",
     "check_model_overrides",
     "build_dataclass",
     "config_to_dict",
     "load_config",
+    "mask_secrets",
     "save_config",
 ]

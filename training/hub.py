@@ -52,6 +52,7 @@ from huggingface_hub import constants as hub_constants
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+from .config import MASKED
 from .files import write_text_atomically
 
 logger = logging.getLogger("mlpl.hub")
@@ -239,7 +240,9 @@ class HubConfig:
 
     def __post_init__(self):
         if isinstance(self.token, str):
-            object.__setattr__(self, "token", HubToken(self.token) if self.token.strip() else None)
+            # MASKED: what a saved config holds instead of the token (training.config.mask_secrets).
+            given = self.token.strip() and self.token != MASKED
+            object.__setattr__(self, "token", HubToken(self.token) if given else None)
         elif self.token is not None and not isinstance(self.token, HubToken):
             raise TypeError(f"HubConfig.token must be a string or None, got {type(self.token).__name__}")
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:

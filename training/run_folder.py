@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+from .config import mask_secrets
 from .files import write_json_atomically
 
 logger = logging.getLogger("mlpl.run_folder")
@@ -55,7 +56,8 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def _identity(values: Mapping[str, Any], ignore: Iterable[str]) -> dict[str, Any]:
     ignored = tuple(ignore)
     # JSON round trip: tuples and lists compare alike, as they do once written.
-    flat = json.loads(json.dumps(flatten(values), sort_keys=True, default=str))
+    # Secrets masked: run.json must never hold a token (and a new token is the same run).
+    flat = json.loads(json.dumps(flatten(mask_secrets(dict(values))), sort_keys=True, default=str))
     return {key: value for key, value in flat.items() if not any(key == i or key.startswith(i + ".") for i in ignored)}
 
 
