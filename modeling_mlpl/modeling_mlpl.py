@@ -219,6 +219,12 @@ class RelativePositionAttention(torch.autograd.Function):
         return (*(gradient.to(tensor.dtype) for gradient, tensor in zip(gradients, saved[:4])), None, None, None)
 
 
+def _has_padding(frame_mask):
+    """Whether a `(B, T)` mask has padded frames; always True under torch.compile, which then keeps one graph
+    (masking a batch without padding changes nothing) instead of breaking on the data-dependent branch."""
+    return torch.compiler.is_compiling() or not bool(frame_mask.all())
+
+
 class MlplLayerNorm(nn.Module):
     """LayerNorm over the channel dimension with ONE scalar weight and ONE scalar bias (Flashlight
     `LayerNorm` with affine size 1, SPEC 2.3): 2 parameters per norm, 4 per block.
@@ -326,7 +332,8 @@ class MlplAttention(nn.Module):
         eager = output_attentions or self.config._attn_implementation == "eager"
         table = self.relative_position_embeddings
         weights = None
-        if table is not None and not eager and dropout == 0.0 and query.device.type == "cpu":
+        blocked = dropout == 0.0 and query.device.type == "cpu" and not torch.compiler.is_compiling()
+        if table is not None and not eager and blocked:
             # the relative term in blocks of query rows, never a (B, H, T, T) tensor
             attended = RelativePositionAttention.apply(
                 query * self.scaling, key, value, table, key_padding_bias, self.config.max_relative_positions,
@@ -335,7 +342,7 @@ class MlplAttention(nn.Module):
         else:
             bias = key_padding_bias
             if table is not None:
-                # eager weights or attention dropout: the whole (B, H, T, T) term as an additive bias
+                # eager weights, attention dropout, other devices or torch.compile: the whole (B, H, T, T) bias
                 positional = relative_position_scores(query * self.scaling, table, self.config.max_relative_positions)
                 bias = positional if bias is None else positional + bias.to(positional.dtype)
             if eager:
@@ -547,7 +554,7 @@ class MlplModel(MlplPreTrainedModel):
         output_lengths = self.get_output_lengths(frame_mask.sum(-1))
         output_mask = torch.arange(hidden_states.shape[1], device=hidden_states.device)[None, :] < output_lengths[:, None]
         key_padding_bias = None
-        if not bool(output_mask.all()):
+        if _has_padding(output_mask):
             # additive mask over keys only (padded queries are computed and ignored downstream)
             key_padding_bias = torch.zeros(output_mask.shape, dtype=hidden_states.dtype, device=hidden_states.device)
             key_padding_bias = key_padding_bias.masked_fill(~output_mask, torch.finfo(hidden_states.dtype).min)
@@ -624,7 +631,7 @@ class MlplForCTC(MlplPreTrainedModel):
         hidden_states = encoded.last_hidden_state
         output_mask = encoded.output_attention_mask
         logits = self.ctc_head(hidden_states)
-        if not bool(output_mask.all()):
+        if _has_padding(output_mask):
             # Padded frames emit a certain blank: the ASR pipeline argmaxes a padded batch over all its frames,
             # and those frames must decode to nothing. The losses use exact lengths and never read them.
             blank_only = torch.full_like(logits[0, 0], torch.finfo(logits.dtype).min)
@@ -672,25 +679,25 @@ class MlplForCTC(MlplPreTrainedModel):
         `"sqrt_target_length"` is Flashlight's: each utterance's negative log-likelihood divided by
         sqrt(its target length), averaged over the batch (SPEC 4).
         """
-        if labels.max() >= self.config.vocab_size:
+        if not torch.compiler.is_compiling() and labels.max() >= self.config.vocab_size:  # eager checks only
             raise ValueError(
                 f"labels contain id {int(labels.max())}, but vocab_size is {self.config.vocab_size}; "
                 "the tokenizer and the model config disagree"
             )
-        label_mask = labels >= 0
-        target_lengths = label_mask.sum(-1)
-        targets = labels.masked_select(label_mask)
+        # labels are padded at the end with -100: padded (B, L) targets with lengths, no data-dependent shape
+        target_lengths = (labels >= 0).sum(-1)
+        targets = labels.clamp(min=0)
         log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (T, B, V)
-        with torch.backends.cudnn.flags(enabled=False):
-            per_utterance = F.ctc_loss(
-                log_probs,
-                targets,
-                output_lengths,
-                target_lengths,
-                blank=self.config.pad_token_id,
-                reduction="none",
-                zero_infinity=self.config.ctc_zero_infinity,
-            )
+        # padded int64 (B, L) targets never take cuDNN's CTC (it needs concatenated int32 targets and blank 0)
+        per_utterance = F.ctc_loss(
+            log_probs,
+            targets,
+            output_lengths,
+            target_lengths,
+            blank=self.config.pad_token_id,
+            reduction="none",
+            zero_infinity=self.config.ctc_zero_infinity,
+        )
         reduction = self.config.ctc_loss_reduction
         if reduction == "sum":
             return per_utterance.sum()
@@ -700,15 +707,14 @@ class MlplForCTC(MlplPreTrainedModel):
 
     def compute_lid_loss(self, lid_logits, language_ids):
         """Mean cross-entropy over utterances with a known language (-100 = unknown, ignored)."""
-        if language_ids.max() >= self.config.num_languages:
+        if not torch.compiler.is_compiling() and language_ids.max() >= self.config.num_languages:
             raise ValueError(
                 f"language_ids contain {int(language_ids.max())}, but the LID head has {self.config.num_languages} "
                 f"classes ({self.config.language_codes[:8]}...); map languages with config.languages"
             )
-        known = language_ids >= 0
-        if not bool(known.any()):
-            return lid_logits.float().sum() * 0.0
-        return F.cross_entropy(lid_logits.float(), language_ids, ignore_index=-100)
+        # sum over known / their count (0 when none is known), without a data-dependent branch
+        per_utterance = F.cross_entropy(lid_logits.float(), language_ids, ignore_index=-100, reduction="none")
+        return per_utterance.sum() / (language_ids >= 0).sum().clamp(min=1)
 
     @torch.no_grad()
     def detect_language(self, input_features, attention_mask=None, top_k=1):
