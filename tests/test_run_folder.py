@@ -62,14 +62,36 @@ def test_a_live_lock_refuses_a_second_run_and_is_released_after_an_error(tmp_pat
     with claim_run_folder(tmp_path, CONFIG, ignore=IGNORE):
         holder = json.loads((tmp_path / LOCK_FILE).read_text())
         assert (holder["pid"], holder["host"]) == (os.getpid(), socket.gethostname())
-        with pytest.raises(RunFolderError, match=rf"held by process {os.getpid()} on host {socket.gethostname()}"):
-            with claim_run_folder(tmp_path, CONFIG, ignore=IGNORE):
-                pass
-        assert (tmp_path / LOCK_FILE).is_file()  # the refused claim did not release the holder's lock
+        with claim_run_folder(tmp_path, CONFIG, ignore=IGNORE):  # the same process again: re-entrant
+            pass
+        assert (tmp_path / LOCK_FILE).is_file()  # ... and the inner claim left the outer one's lock alone
     assert not (tmp_path / LOCK_FILE).exists()
+
+    other_run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": other_run.pid, "host": socket.gethostname(), "started": "now"}))
+        with pytest.raises(RunFolderError, match=rf"held by process {other_run.pid} on host {socket.gethostname()}"):
+            with claim_run_folder(tmp_path, CONFIG, ignore=IGNORE):
+                pytest.fail("entered a folder locked by a live run")
+        assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == other_run.pid  # not taken from it
+    finally:
+        other_run.kill()
+        other_run.wait()
+    (tmp_path / LOCK_FILE).unlink()
     with pytest.raises(ZeroDivisionError):
         with claim_run_folder(tmp_path, CONFIG, ignore=IGNORE):
             1 / 0
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
+def test_the_recipe_holds_its_folder_and_refuses_another_config(tmp_path):
+    from training.run_folder import hold_run_folder, release_lock
+
+    lock = hold_run_folder(tmp_path, CONFIG, ignore=IGNORE, what="recipe")
+    release_lock(lock)
+    release_lock(hold_run_folder(tmp_path, CONFIG, ignore=IGNORE, what="recipe"))  # a re-run continues
+    with pytest.raises(RunFolderError, match=r"optim.lr: 0.01 -> 0.3\)\. Use another output folder, or delete the folder"):
+        hold_run_folder(tmp_path, other(optim__lr=0.3), ignore=IGNORE, what="recipe")
     assert not (tmp_path / LOCK_FILE).exists()
 
 

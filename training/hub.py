@@ -840,11 +840,12 @@ class _RunSummary:
     drop_reasons: Optional[dict[str, int]]
 
 
-def _read_run_summary(folder: Path, languages: Sequence[str]) -> Optional[_RunSummary]:
+def _read_run_summary(folder: Path, languages: Sequence[str], read_models: bool = True) -> Optional[_RunSummary]:
     """The producing model and the drops of the run that wrote `folder` (None without summary.json).
 
     The summary counts drop reasons over all the run's languages, so they are given per language only
-    when the run had one language (stage 4 runs once per language).
+    when the run had one language (stage 4 runs once per language). `read_models=False`: the caller names
+    the producing models itself (the summary's may be a local folder, e.g. the recipe's stage 3 model).
     """
     path = folder / "summary.json"
     if not path.is_file():
@@ -853,7 +854,7 @@ def _read_run_summary(folder: Path, languages: Sequence[str]) -> Optional[_RunSu
     per_language = summary.get("languages") or {}
     run = summary.get("run") or {}
     models = {}
-    if run.get("model_name"):
+    if read_models and run.get("model_name"):
         name = run["model_name"]
         try:
             if "/" not in name:  # "MlplForCTC" (a model built in memory), "stage3" (a local folder)
@@ -896,7 +897,7 @@ def write_dataset_card(
     """
     folder = Path(folder)
     schema, kept = summarize_pseudo_label_shards(folder)
-    summary = _read_run_summary(folder, list(kept)) if models is None or dropped is None else None
+    summary = _read_run_summary(folder, list(kept), read_models=models is None) if models is None or dropped is None else None
     drop_reasons = None
     if models is None:
         models = summary.models if summary is not None else {}

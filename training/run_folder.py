@@ -17,6 +17,7 @@ The lock is released when the `with` block ends, however it ends.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -35,6 +36,10 @@ logger = logging.getLogger("mlpl.run_folder")
 
 LOCK_FILE = "run.lock"
 RUN_FILE = "run.json"
+
+
+# RecipeConfig keys that may change between invocations of one recipe run (publishing, reporting, controls).
+RECIPE_IGNORED_KEYS = ("output_dir", "hub", "controls", "bootstrap_resamples", "evaluation_max_batch_seconds")
 
 
 class RunFolderError(RuntimeError):
@@ -94,8 +99,9 @@ def _read_lock(path: Path) -> dict:
         return {}  # a lock being written, or garbage: treated as held by an unknown process
 
 
-def acquire_lock(folder: Path, what: str) -> Path:
-    """Create `folder/run.lock` exclusively; take over a stale one (same host, dead pid) with a warning."""
+def acquire_lock(folder: Path, what: str) -> Path | None:
+    """Create `folder/run.lock` exclusively; take over a stale one (same host, dead pid) with a warning.
+    Returns the lock, or None when this process holds it already (then the outer holder releases it)."""
     path = folder / LOCK_FILE
     mine = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "what": what}
     for _ in range(2):
@@ -104,6 +110,8 @@ def acquire_lock(folder: Path, what: str) -> Path:
         except FileExistsError:
             holder = _read_lock(path)
             pid, host = holder.get("pid"), holder.get("host")
+            if (pid, host) == (mine["pid"], mine["host"]):
+                return None  # this process holds it already (a recipe run again in the same process)
             if isinstance(pid, int) and host == mine["host"] and not _process_is_alive(pid):
                 logger.warning(
                     "%s: taking over a stale lock of process %d on %s (started %s), which no longer runs",
@@ -122,9 +130,9 @@ def acquire_lock(folder: Path, what: str) -> Path:
     raise RunFolderError(f"{path}: could not take the lock (another process took it over at the same time)")
 
 
-def release_lock(path: Path) -> None:
-    """Delete the lock if this process still holds it."""
-    if _read_lock(path).get("pid") == os.getpid():
+def release_lock(path: Path | None) -> None:
+    """Delete the lock if this process still holds it (None: a re-entrant claim, nothing to release)."""
+    if path is not None and _read_lock(path).get("pid") == os.getpid():
         path.unlink(missing_ok=True)
 
 
@@ -147,7 +155,7 @@ def check_run_folder(
     overwrite: bool = False,
     resume: bool = True,
     has_progress: bool = False,
-    option: str = "--overwrite",
+    option: str = "pass --overwrite",
 ) -> None:
     """Steps 2-3 of the module docstring (the caller holds the lock): refuse, or clear, or record the run.
 
@@ -168,22 +176,43 @@ def check_run_folder(
                 pass  # unreadable: treated as a different run
         same = old.get("fingerprint") == mark
         if overwrite:
-            logger.warning("%s: %s given, deleting the run it holds (%s)", folder, option, "same config" if same else "another config")
+            logger.warning("%s: overwrite requested, deleting the run it holds (%s)", folder, "same config" if same else "another config")
             _clear(folder, keep=(LOCK_FILE,))
         elif recorded and not same:
             differences = differing_keys(old.get("config", {}), identity)
             raise RunFolderError(
                 f"{folder} holds a different run ({len(differences)} key(s) differ: {'; '.join(differences[:12])}"
-                f"{' ...' if len(differences) > 12 else ''}). Use another output folder, or pass {option} to replace it."
+                f"{' ...' if len(differences) > 12 else ''}). Use another output folder, or {option} to replace it."
             )
         elif not resume and has_progress:
             raise RunFolderError(
                 f"{folder} already holds {'this run' if recorded else 'a run'}, with checkpoints; starting again there "
-                f"would mix two runs. Resume it (--resume), or pass {option} to start over."
+                f"would mix two runs. Resume it (--resume), or {option} to start over."
             )
         elif not recorded:
             logger.warning("%s holds a run that recorded no %s (an older version wrote it); resuming it unchecked", folder, RUN_FILE)
     write_json_atomically(record_path, {"fingerprint": mark, "config": identity, "ignored": sorted(ignore)})
+
+
+def hold_run_folder(
+    folder: str | os.PathLike, values: Mapping[str, Any], *, ignore: Iterable[str] = (), what: str = "a run",
+    option: str = "delete the folder",
+) -> Path:
+    """`claim_run_folder` for a whole process (the recipe): lock, check, and release at interpreter exit.
+
+    A re-run of a run (same values) continues it, as the recipe's stages resume; another run is refused
+    with the differing keys. Returns the lock file.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = acquire_lock(folder, what)
+    try:
+        check_run_folder(folder, values, ignore=ignore, option=option)
+    except BaseException:
+        release_lock(lock)
+        raise
+    atexit.register(release_lock, lock)
+    return lock
 
 
 @contextlib.contextmanager
@@ -196,7 +225,7 @@ def claim_run_folder(
     resume: bool = True,
     has_progress=lambda folder: False,
     what: str = "a run",
-    option: str = "--overwrite",
+    option: str = "pass --overwrite",
 ) -> Iterator[Path]:
     """Lock `folder`, check (or record) whose run it holds, yield it, release the lock (module docstring).
 
@@ -216,6 +245,7 @@ def claim_run_folder(
 
 __all__ = [
     "LOCK_FILE",
+    "RECIPE_IGNORED_KEYS",
     "RUN_FILE",
     "RunFolderError",
     "acquire_lock",
@@ -224,5 +254,6 @@ __all__ = [
     "differing_keys",
     "fingerprint",
     "flatten",
+    "hold_run_folder",
     "release_lock",
 ]
