@@ -23,6 +23,11 @@ import torch
 import torch.nn.functional as F
 
 FRAMES_PER_SECOND = 100  # 10 ms feature stride (SPEC 1)
+# The longest utterance run whole when no crop length is asked for (the data's clips are 1-30 s). Longer
+# ones are cropped to this length and stitched, a few crops per forward pass: self-attention memory grows
+# with the square of the length, and a 10-minute clip run whole asks for a 12.8 GB tensor.
+MAX_WHOLE_FRAMES = 60 * FRAMES_PER_SECOND
+AUTO_CHUNKS_PER_FORWARD = 4
 
 
 def chunked_logits(
@@ -39,7 +44,8 @@ def chunked_logits(
         input_features: `(B, T, F)` features from `MlplFeatureExtractor`.
         attention_mask: `(B, T)`, 1 on valid frames (None: all valid).
         chunk_frames: crop length in feature frames, rounded down to a multiple of the conv stride;
-            None (or >= every length) runs the whole utterances, identical to `model(...)`.
+            None (or >= every length) runs the whole utterances, identical to `model(...)`, up to
+            MAX_WHOLE_FRAMES (60 s); a batch with a longer utterance is cropped to that length.
         max_chunks_per_forward: run the crops in groups of at most this many (bounds memory for long
             audio); None runs them all at once.
 
@@ -54,6 +60,8 @@ def chunked_logits(
     feature_lengths = attention_mask.sum(-1)
     output_lengths = model.get_output_lengths(feature_lengths)
     stride = model.config.conv_stride
+    if chunk_frames is None and int(feature_lengths.max()) > MAX_WHOLE_FRAMES:
+        chunk_frames, max_chunks_per_forward = MAX_WHOLE_FRAMES, max_chunks_per_forward or AUTO_CHUNKS_PER_FORWARD
     if chunk_frames is not None:
         if chunk_frames < stride:
             raise ValueError(f"chunk_frames={chunk_frames} must be at least the conv stride ({stride})")
@@ -175,6 +183,7 @@ def transcribe_batch(
 
 __all__ = [
     "FRAMES_PER_SECOND",
+    "MAX_WHOLE_FRAMES",
     "chunked_logits",
     "collapse_ctc_path",
     "greedy_token_ids",

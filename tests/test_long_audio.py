@@ -1,0 +1,33 @@
+"""Over-long audio at inference (issue 13.6): without a crop length asked for, an utterance over 60 s is
+cropped and stitched automatically, a few crops per forward pass, never run whole (a 10-minute clip run
+whole asks for a 12.8 GB tensor). Up to 60 s nothing changes."""
+
+import torch
+
+from modeling_mlpl import MlplForCTC
+from test_modeling import random_batch
+from tiny_models import tiny_config
+from training.inference import MAX_WHOLE_FRAMES, chunked_logits
+
+
+def test_an_utterance_over_the_limit_is_cropped_and_stitched_without_being_asked():
+    torch.manual_seed(0)
+    model = MlplForCTC(tiny_config()).eval()
+    seen = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(tuple(args[0].shape[:2])), with_kwargs=True)
+    lengths = [MAX_WHOLE_FRAMES * 2 + 500, 300]  # 2 min 5 s and 3 s
+    features, mask = random_batch(lengths)
+    with torch.no_grad():
+        logits, output_lengths, _ = chunked_logits(model, features, mask)
+        asked = seen.copy()
+        reference, _, _ = chunked_logits(model, features, mask, chunk_frames=MAX_WHOLE_FRAMES)
+    assert max(frames for _, frames in asked) <= MAX_WHOLE_FRAMES, asked  # never the whole 2 min
+    assert max(crops for crops, _ in asked) <= 4  # a few crops per forward pass
+    torch.testing.assert_close(logits, reference)
+    assert logits.shape[1] == -(-lengths[0] // 3) and output_lengths.tolist() == [-(-n // 3) for n in lengths]
+
+    seen.clear()
+    features, mask = random_batch([MAX_WHOLE_FRAMES, 40])  # at the limit: one whole forward pass, as before
+    with torch.no_grad():
+        chunked_logits(model, features, mask)
+    assert seen == [(2, MAX_WHOLE_FRAMES)]
