@@ -175,35 +175,46 @@ class MlplFeatureExtractor(SequenceFeatureExtractor):
             `input_features` `(B, T, 80)` float32, zero on padded frames, and `attention_mask` `(B, T)` long.
         """
         lengths = torch.tensor([max(len(wave), self.win_length) for wave in waveforms], device=device)
-        batch = torch.zeros(len(waveforms), int(lengths.max()), dtype=torch.float32, device=device)
+        batch = torch.empty(len(waveforms), int(lengths.max()), dtype=torch.float32, device=device)
         for row, wave in enumerate(waveforms):
             batch[row, : len(wave)] = wave.to(device)
+            batch[row, len(wave) :] = 0.0
+        self._check_finite(batch, waveforms)
         num_frames = self.num_frames(lengths)
 
-        # (B, T, 400): every window, int16 range. unfold makes a view; the pre-emphasis below copies.
-        frames = batch.unfold(1, self.win_length, self.hop_length) * INT16_SCALE
+        # Pre-emphasis inside a frame, e[n] = x[n] - 0.97 x[n - 1] for n >= 1, is the whole signal's pre-emphasis
+        # read through the frame; only e[0] = (1 - 0.97) x[0] is the frame's own. So: emphasize the signal once,
+        # frame it (a view), and write the windowed, int16-scaled frames straight into a zero-padded (B, T, 512)
+        # FFT buffer: one pass over the frames instead of five temporaries.
+        emphasized = batch
         if self.preemphasis:
-            frames = torch.cat(
-                [frames[..., :1] * (1.0 - self.preemphasis), frames[..., 1:] - self.preemphasis * frames[..., :-1]],
-                dim=-1,
-            )
-        frames = frames * self._window.to(device)
-        magnitude = torch.fft.rfft(frames, n=self.n_fft).abs()  # (B, T, 257), |X| not |X|^2
-        mel = magnitude @ self._mel_filters.to(device)  # (B, T, 80)
-        features = torch.log(torch.clamp(mel, min=self.mel_floor))
+            emphasized = torch.empty_like(batch)
+            torch.sub(batch[:, 1:], batch[:, :-1], alpha=self.preemphasis, out=emphasized[:, 1:])
+        window = self._window.to(device) * INT16_SCALE
+        frames = emphasized.unfold(1, self.win_length, self.hop_length)  # (B, T, 400) view
+        padded = torch.empty(*frames.shape[:2], self.n_fft, dtype=torch.float32, device=device)
+        padded[..., self.win_length :].zero_()
+        torch.mul(frames, window, out=padded[..., : self.win_length])
+        first_samples = batch[:, : (frames.shape[1] - 1) * self.hop_length + 1 : self.hop_length]
+        torch.mul(first_samples, (1.0 - self.preemphasis) * window[0], out=padded[..., 0])
+        spectrum = torch.view_as_real(torch.fft.rfft(padded))
+        del padded
+        real, imaginary = spectrum[..., 0], spectrum[..., 1]
+        magnitude = torch.addcmul(real * real, imaginary, imaginary).sqrt_()  # (B, T, 257), |X| not |X|^2; 3x abs()'s speed
+        del spectrum, real, imaginary
+        features = (magnitude @ self._mel_filters.to(device)).clamp_(min=self.mel_floor).log_()  # (B, T, 80)
 
         attention_mask = (torch.arange(features.shape[1], device=device)[None, :] < num_frames[:, None]).long()
         valid = attention_mask[..., None].to(features.dtype)
+        features.mul_(valid)
         if self.do_normalize:
             # One scalar mean / std per utterance over its valid T x 80 values (FeatureTransforms.h, normalize);
             # Flashlight divides only when std > 0 (a constant signal stays at zero).
             count = num_frames.to(features.dtype) * features.shape[-1]
-            mean = (features * valid).sum(dim=(1, 2)) / count
-            centered = (features - mean[:, None, None]) * valid
-            std = torch.sqrt((centered**2).sum(dim=(1, 2)) / count)
-            features = centered / torch.where(std > 0, std, torch.ones_like(std))[:, None, None]
-        else:
-            features = features * valid
+            mean = features.sum(dim=(1, 2)) / count
+            features.sub_(mean[:, None, None]).mul_(valid)
+            std = torch.linalg.vector_norm(features, dim=(1, 2)) / torch.sqrt(count)
+            features.div_(torch.where(std > 0, std, torch.ones_like(std))[:, None, None])
         return features, attention_mask
 
     def _as_waveform_list(self, raw_speech):
@@ -237,15 +248,20 @@ class MlplFeatureExtractor(SequenceFeatureExtractor):
                 )
             if wave.numel() == 0:
                 raise ValueError(f"utterance {index} is empty (0 samples); expected at least one sample of audio")
-            wave = wave.to(torch.float32)
-            if not bool(torch.isfinite(wave).all()):
-                bad = int((~torch.isfinite(wave)).sum())
-                raise ValueError(
-                    f"utterance {index} has {bad} non-finite samples (NaN or inf) out of {wave.numel()}; "
-                    "expected finite floats in [-1, 1]; check the decoder or drop the clip"
-                )
-            waveforms.append(wave)
+            waveforms.append(wave.to(torch.float32))
         return waveforms
+
+    @staticmethod
+    def _check_finite(batch, waveforms):
+        """One check over the padded batch (per-utterance checks are four small ops each); names the first bad one."""
+        if bool(torch.isfinite(batch).all()):
+            return
+        index = int((~torch.isfinite(batch)).any(dim=1).nonzero()[0])
+        bad, total = int((~torch.isfinite(waveforms[index])).sum()), waveforms[index].numel()
+        raise ValueError(
+            f"utterance {index} has {bad} non-finite samples (NaN or inf) out of {total}; "
+            "expected finite floats in [-1, 1]; check the decoder or drop the clip"
+        )
 
 
 __all__ = ["MlplFeatureExtractor", "htk_mel_filter_bank"]
