@@ -42,3 +42,18 @@ def test_the_defaults_and_valid_edges_are_accepted():
     config = load_config(None, ["optim.max_grad_norm=null", "train.keep_last=0", "optim.warmup_updates=0", "data.max_clip_seconds=null",
                                 "model.overrides={hidden_size: 32, num_attention_heads: 4, num_hidden_layers: 2}"])  # fmt: skip
     assert config.optim.max_grad_norm is None and config.train.keep_last == 0 and config.data.max_clip_seconds is None
+
+
+def test_a_pseudo_label_language_without_unlabeled_audio_is_refused_before_stage_1(tiny_demo_corpus, tmp_path):
+    from training.config import build_dataclass
+    from training.recipe import Recipe, RecipeConfig
+
+    values = {
+        "output_dir": str(tmp_path / "out"),
+        "labeled": {"kind": "common_voice", "path": str(tiny_demo_corpus / "cv")},
+        "unlabeled": {"kind": "voxpopuli", "path": str(tiny_demo_corpus / "voxpopuli")},
+        "pseudo_label_languages": ["el", "en"],  # the demo has unlabeled audio for bg, el and fi only
+    }
+    with pytest.raises(ValueError, match=r"pseudo_label_languages: languages \['en'\] are not in the unlabeled data: it has \['bg', 'el', 'fi'\]"):
+        Recipe(build_dataclass(RecipeConfig, values))
+    assert not (tmp_path / "out").exists()

@@ -436,10 +436,17 @@ def select_languages(dataset: Dataset | IterableDataset, languages: Sequence[str
         return dataset.filter(lambda example: example["language"] in wanted)
     available = records_of(dataset).select_columns(["language"])[:]["language"]
     keep = [index for index, language in enumerate(available) if language in wanted]
-    missing = sorted(wanted - set(available))
-    if missing:
-        raise ValueError(f"{description} has no utterance in languages {missing}; it has {sorted(set(available))}")
+    require_languages(wanted, available, "languages", description)
     return dataset if len(keep) == len(available) else dataset.select(keep)
+
+
+def require_languages(wanted: Iterable[str], available: Iterable[str], setting: str, where: str) -> None:
+    """ValueError naming the `wanted` languages that `where` does not hold, and the ones it does (a language
+    code that is not in the data is a mistake, not a filter that keeps nothing)."""
+    available = sorted(set(available))
+    missing = sorted(set(wanted) - set(available))
+    if missing:
+        raise ValueError(f"{setting}: languages {missing} are not in {where}: it has {available}; fix `{setting}`")
 
 
 def records_of(dataset: Dataset) -> Dataset:
@@ -609,9 +616,7 @@ def _language_folders(roots: str | os.PathLike | Sequence[str | os.PathLike], is
         found.update(folder.name for folder in candidates)
     if not folders:
         raise ValueError(f"no language folders found under {roots} for languages={languages} (it has {sorted(found)}); see the expected layout")
-    unknown = sorted(set(languages or ()) - found)
-    if unknown:
-        raise ValueError(f"languages {unknown} are not in {[os.fspath(r) for r in roots]}: it has {sorted(found)}; fix `languages:`")
+    require_languages(languages or (), found, "languages", f"{[os.fspath(r) for r in roots]}")
     return folders
 
 
@@ -877,6 +882,7 @@ __all__ = [
     "load_voxpopuli_folder",
     "read_flashlight_list",
     "records_of",
+    "require_languages",
     "voxpopuli_records",
     "write_flashlight_list",
 ]

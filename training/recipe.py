@@ -169,6 +169,9 @@ class Recipe:
         self.labeled_languages = config.languages or self._languages(_source(config.labeled, split="train"))
         if config.pseudo_label_languages is not None:
             self.pl_languages = list(config.pseudo_label_languages)
+            from .data import require_languages  # issue 13.5: now, not in stage 3 after stage 2 has trained
+
+            require_languages(self.pl_languages, self._languages(config.unlabeled) if config.unlabeled else [], "pseudo_label_languages", "the unlabeled data")
         elif config.unlabeled is not None:
             self.pl_languages = [code for code in self._languages(config.unlabeled) if code in self.labeled_languages]
         else:
