@@ -120,3 +120,13 @@ def test_train_py_refuses_another_run_and_a_resume_logs_each_update_once(tiny_de
     run_train(config, output_dir, "train.max_updates=4", "--resume")
     updates = [r["update"] for r in records(output_dir) if "loss" in r]
     assert updates == [1, 2, 3, 4], updates
+
+
+def test_metrics_are_truncated_to_the_checkpoint_and_a_partial_row_is_dropped(tmp_path):
+    from training.trainer import truncate_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"update": n, "loss": 1.0 / n}) + "\n" for n in range(1, 6)) + '{"update": 6, "lo')
+    assert truncate_metrics(path, 3) == 3
+    assert [json.loads(line)["update"] for line in path.read_text().splitlines()] == [1, 2, 3]
+    assert truncate_metrics(path, 3) == 0 and truncate_metrics(tmp_path / "absent.jsonl", 3) == 0

@@ -37,8 +37,9 @@ class TruncatedAudioError(AudioDecodeError):
 
 
 # A clip that decodes to less than this fraction of the length its header announces is truncated. Above
-# it, the difference is what mp3 decoders legitimately disagree on (encoder delay, padding: milliseconds).
-TRUNCATION_RATIO = 0.9
+# it, the difference is what decoders legitimately disagree on (mp3 encoder delay and padding: milliseconds;
+# a frame count estimated from the file size where an mp3 has no Xing/VBRI header: a few percent).
+TRUNCATION_RATIO = 0.8
 
 
 def check_finite(waveform: np.ndarray, name: str) -> np.ndarray:
@@ -117,7 +118,7 @@ def load_audio(source: AudioSource, target_sr: int = SAMPLING_RATE, *, name: str
 
     Raises:
         AudioDecodeError (a ValueError): the clip is missing or not audio; its subclasses
-        TruncatedAudioError (decodes to under 90 % of its header's length) and NonFiniteAudioError
+        TruncatedAudioError (decodes to under 80 % of its header's length) and NonFiniteAudioError
         (NaN or inf samples).
     """
     _check_sampling_rate(target_sr)

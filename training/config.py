@@ -51,7 +51,7 @@ def check_ranges(config, section: str, ranges: dict) -> None:
     (None means "not set" and is always allowed where the field may be None)."""
     for name, (allowed, description) in ranges.items():
         value = getattr(config, name)
-        values = value if isinstance(value, (tuple, list)) and name != "log_with" else [value]
+        values = value if isinstance(value, (tuple, list)) else [value]  # a tuple (betas): each item
         if any(item is not None and not allowed(item) for item in values):
             raise ValueError(f"{section}.{name}={value!r} is out of range: it must be {description}")
 

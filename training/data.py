@@ -23,7 +23,7 @@ How the two kinds are built (one code path each, shared by all sources):
   the batch it is fetched in (`dataset[[i, j]]`, DataLoader batches), with a warning naming it.
 
 Bad data never stops a run (STYLE 7): clips that cannot be decoded, are empty, hold NaN/inf samples, are
-truncated (decode to under 90 % of their header's length), are too short for CTC to align their
+truncated (decode to under 80 % of their header's length), are too short for CTC to align their
 transcript, or whose transcript is empty are skipped and counted by a `SkipCounter`; its summary names
 a few of each. So are rows of a Common Voice TSV without an audio path, and (`drop_long_clips`, in
 training) clips over a length limit.

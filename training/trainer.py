@@ -318,13 +318,21 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def _logged_update(line: str) -> int | None:
+    """The update of a metrics.jsonl row; None for a blank or partial line (a run killed mid-write)."""
+    try:
+        return int(json.loads(line).get("update", 0))
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
 def truncate_metrics(path: Path, update: int) -> int:
     """Drop the rows of `metrics.jsonl` logged after `update` (a resumed run logs those updates again, so
-    the file keeps one row per update); returns how many were dropped."""
+    the file keeps one row per update), and any partial row of a killed run; returns how many were dropped."""
     if not path.is_file():
         return 0
     lines = path.read_text(encoding="utf-8").splitlines()
-    kept = [line for line in lines if line.strip() and json.loads(line).get("update", 0) <= update]
+    kept = [line for line in lines if _logged_update(line) is not None and _logged_update(line) <= update]
     if len(kept) != len(lines):
         write_text_atomically(path, "".join(line + "\n" for line in kept))
     return len(lines) - len(kept)
