@@ -54,6 +54,6 @@ def test_a_pseudo_label_language_without_unlabeled_audio_is_refused_before_stage
         "unlabeled": {"kind": "voxpopuli", "path": str(tiny_demo_corpus / "voxpopuli")},
         "pseudo_label_languages": ["el", "en"],  # the demo has unlabeled audio for bg, el and fi only
     }
-    with pytest.raises(ValueError, match=r"pseudo_label_languages: languages \['en'\] are not in the unlabeled data: it has \['bg', 'el', 'fi'\]"):
+    with pytest.raises(ValueError, match=r"pseudo_label_languages: the unlabeled data has no utterance in languages \['en'\]; it has \['bg', 'el', 'fi'\]"):
         Recipe(build_dataclass(RecipeConfig, values))
     assert not (tmp_path / "out").exists()

@@ -446,7 +446,7 @@ def require_languages(wanted: Iterable[str], available: Iterable[str], setting: 
     available = sorted(set(available))
     missing = sorted(set(wanted) - set(available))
     if missing:
-        raise ValueError(f"{setting}: languages {missing} are not in {where}: it has {available}; fix `{setting}`")
+        raise ValueError(f"{setting}: {where} has no utterance in languages {missing}; it has {available}; fix `{setting}`")
 
 
 def records_of(dataset: Dataset) -> Dataset:
