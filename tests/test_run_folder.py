@@ -104,6 +104,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path, c
     assert f"taking over a stale lock of process {dead}" in caplog.text
 
 
+@pytest.mark.slow
 def test_train_py_refuses_another_run_and_a_resume_logs_each_update_once(tiny_demo_corpus, tmp_path):
     config = write_config(tmp_path / "run.yaml", tiny_demo_corpus, train={"max_updates": 4, "save_every": 2, "log_every": 1, "keep_last": 0})
     output_dir = tmp_path / "run"
