@@ -19,6 +19,7 @@ from training.data import (
     ctc_output_frames,
     drop_long_clips,
     load_common_voice_folder,
+    scan_skips,
 )
 
 ROW = "x\t{path}\t1\t{sentence}\t\t2\t0\t\t\t\t\ten\t\n"
@@ -77,6 +78,9 @@ def test_nan_truncated_and_too_short_clips_are_counted_skips_naming_the_file(eng
         examples = dataset.__getitems__(list(range(len(dataset))))
 
     assert len(examples) == good and {e["id"] for e in examples}.isdisjoint({"nan", "half", "blip"})
+    # The header scan's skips stay readable from the dataset (a summary counting only what it read omits them).
+    scanned = scan_skips(dataset.select(range(2)))
+    assert (scanned.seen, scanned.counts) == (good + 3, {SKIP_TOO_SHORT: 1})
     assert f"1 {SKIP_TOO_SHORT} (e.g. {english / 'clips' / 'blip.wav'}: 0.010 s gives 1 output frames" in caplog.text
     assert f"{SKIP_NON_FINITE}: {english / 'clips' / 'nan.wav'}" in caplog.text
     assert f"{SKIP_TRUNCATED}: {english / 'clips' / 'half.mp3'}" in caplog.text

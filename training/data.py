@@ -325,13 +325,15 @@ def _stream(shards: list, target_sr: int, description: str, keep_audio_reference
 class DecodeTransform:
     """The `with_transform` of map-style sources: decodes a batch of records, dropping bad clips.
 
-    Picklable (DataLoader workers each hold a copy with its own counter).
+    Picklable (DataLoader workers each hold a copy with its own counter). `scan` is what the header scan
+    skipped before the table was built (read it with `scan_skips(dataset)`).
     """
 
-    def __init__(self, target_sr: int = SAMPLING_RATE, keep_audio_reference: bool = False):
+    def __init__(self, target_sr: int = SAMPLING_RATE, keep_audio_reference: bool = False, scan: SkipCounter | None = None):
         self.target_sr = target_sr
         self.keep_audio_reference = keep_audio_reference
         self.counter = SkipCounter()
+        self.scan = scan if scan is not None else SkipCounter()
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         columns = EXAMPLE_COLUMNS + ((AUDIO_REFERENCE,) if self.keep_audio_reference else ())
@@ -372,7 +374,14 @@ def _map_style(records: Dataset, target_sr: int, description: str, keep_audio_re
     if len(kept) < len(records):
         records = records.select(kept)
     records = records.add_column("duration", durations)
-    return records.with_transform(DecodeTransform(target_sr, keep_audio_reference))
+    return records.with_transform(DecodeTransform(target_sr, keep_audio_reference, scan=counter))
+
+
+def scan_skips(dataset: Dataset) -> SkipCounter:
+    """What the header scan of a map-style source skipped (its clips are not in the table, so a summary
+    that counts only what it read would omit them); an empty counter for other datasets."""
+    transform = ((getattr(dataset, "format", None) or {}).get("format_kwargs") or {}).get("transform")
+    return transform.scan if isinstance(transform, DecodeTransform) else SkipCounter()
 
 
 def _records_dataset(records: list[dict]) -> Dataset:
@@ -882,6 +891,7 @@ __all__ = [
     "load_voxpopuli_folder",
     "read_flashlight_list",
     "records_of",
+    "scan_skips",
     "require_languages",
     "voxpopuli_records",
     "write_flashlight_list",
