@@ -113,56 +113,56 @@ class _Workspace:
     def __init__(self, like, dtype):
         self.like, self.dtype, self.buffer = like, dtype, None
 
-    def matrix(self, rows, columns):
-        if self.buffer is None or self.buffer.numel() < rows * columns:
-            self.buffer = self.like.new_empty(rows * columns, dtype=self.dtype)
-        return self.buffer[: rows * columns].view(rows, columns)
+    def tensor(self, *shape):
+        size = math.prod(shape)
+        if self.buffer is None or self.buffer.numel() < size:
+            self.buffer = self.like.new_empty(size, dtype=self.dtype)
+        return self.buffer[:size].view(shape)
 
 
 def _relative_scores_into(workspace, query_rows, table, start, length, max_relative_positions):
-    """`_relative_scores_block` for one head's `(b, head_dim)` query rows, computed in `workspace`: returns a
-    `(b, length)` strided view, valid until the workspace is reused."""
-    rows = query_rows.shape[0]
+    """`_relative_scores_block` for `(N, b, head_dim)` query rows, computed in `workspace`: returns an
+    `(N, b, length)` strided view, valid until the workspace is reused."""
+    count, rows, _ = query_rows.shape
     width = length + rows - 1
     lowest, first, last = _block_distances(start, rows, length, max_relative_positions)
-    by_distance = workspace.matrix(rows, width)
-    by_distance[:, : first - lowest].zero_()
-    by_distance[:, last - lowest + 1 :].zero_()
+    by_distance = workspace.tensor(count, rows, width)
+    by_distance[..., : first - lowest].zero_()
+    by_distance[..., last - lowest + 1 :].zero_()
     table_rows = _table_rows(table, first, last, max_relative_positions, query_rows.dtype)
-    torch.mm(query_rows, table_rows.T, out=by_distance[:, first - lowest : last - lowest + 1])
+    torch.bmm(query_rows, table_rows.T.expand(count, -1, -1), out=by_distance[..., first - lowest : last - lowest + 1])
     return _skew(by_distance, length)
 
 
 class RelativePositionAttention(torch.autograd.Function):
     """CPU softmax attention with the Shaw relative term added to the scores; the backward recomputes.
 
-    Forward: the relative term (one head and block of `block_rows` query rows at a time, as
+    Forward: the relative term (per block of `block_rows` query rows, all heads at once, as
     `relative_position_scores` computes it) plus the key mask forms a transient bias for PyTorch's fused
     CPU flash kernel, which also returns the row log-sum-exp. Only q, k, v, the output and the log-sum-exp
-    are saved, no `(B, H, T, T)` tensor. Backward: per head and block of query rows, the scores and the
-    softmax are recomputed from the log-sum-exp (as flash attention does) and give the gradients of q, k,
-    v and the table; every temporary is a `(block_rows, T)` matrix in a reused, cache-sized workspace.
+    are saved, no `(B, H, T, T)` tensor. Backward: per block of query rows, the scores and the softmax are
+    recomputed from the log-sum-exp (as flash attention does) and give the gradients of q, k, v and the
+    table; every temporary is a `(B * H, block_rows, T)` tensor in a reused workspace.
     `query` comes scaled; `padding_bias` is the additive `(B, 1, 1, T)` key mask or None. No attention dropout.
     """
 
     @staticmethod
     def forward(ctx, query, key, value, relative_embeddings, padding_bias, max_relative_positions, block_rows):
         query, key, value = query.contiguous(), key.contiguous(), value.contiguous()
-        batch, heads, length, _ = query.shape
-        bias = query.new_empty(batch, heads, length, length)
+        batch, heads, length, head_dim = query.shape
+        queries = query.view(batch * heads, length, head_dim)
+        bias = query.new_empty(batch * heads, length, length)
+        padding = _padding_rows(padding_bias, heads, query.dtype)
         workspace = _Workspace(query, query.dtype)
-        for b in range(batch):
-            padding = None if padding_bias is None else padding_bias[b, 0, 0].to(query.dtype)
-            for h in range(heads):
-                for start in range(0, length, block_rows):
-                    rows = slice(start, start + block_rows)
-                    relative = _relative_scores_into(workspace, query[b, h, rows], relative_embeddings, start, length, max_relative_positions)
-                    if padding is None:
-                        bias[b, h, rows].copy_(relative)
-                    else:
-                        torch.add(relative, padding, out=bias[b, h, rows])
+        for start in range(0, length, block_rows):
+            rows = slice(start, start + block_rows)
+            relative = _relative_scores_into(workspace, queries[:, rows], relative_embeddings, start, length, max_relative_positions)
+            if padding is None:
+                bias[:, rows].copy_(relative)
+            else:
+                torch.add(relative, padding, out=bias[:, rows])
         output, log_sum_exp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            query, key, value, 0.0, False, attn_mask=bias, scale=1.0
+            query, key, value, 0.0, False, attn_mask=bias.view(batch, heads, length, length), scale=1.0
         )
         del bias
         ctx.save_for_backward(query, key, value, relative_embeddings, padding_bias, output, log_sum_exp)
@@ -176,47 +176,58 @@ class RelativePositionAttention(torch.autograd.Function):
         positions, block_rows = ctx.max_relative_positions, ctx.block_rows
         # float32 (or wider) throughout: bf16 inputs are upcast once
         accumulate = torch.promote_types(saved[0].dtype, torch.float32)
-        query, key, value, table, padding_bias, output, log_sum_exp = (
-            None if tensor is None else tensor.to(accumulate) for tensor in saved
-        )
-        grad_output = grad_output.to(accumulate).contiguous()
-        batch, heads, length, _ = query.shape
-        center = positions - 1
+        batch, heads, length, head_dim = saved[0].shape
+        flat = lambda tensor: tensor.to(accumulate).reshape(batch * heads, length, -1)  # noqa: E731
+        query, key, value, output, grad_output = (flat(tensor) for tensor in (*saved[:3], saved[5], grad_output))
+        table, log_sum_exp = saved[3].to(accumulate), saved[6].to(accumulate).reshape(batch * heads, length)
+        padding = _padding_rows(saved[4], heads, accumulate)
+        center, count = positions - 1, batch * heads
         grad_query, grad_key, grad_value = torch.empty_like(query), torch.zeros_like(key), torch.zeros_like(value)
         grad_table = torch.zeros_like(table)
-        row_terms = (grad_output * output).sum(-1)  # D_i = dO_i . O_i, the softmax backward's row term
-        relative_space, scores_space, gradient_space = (_Workspace(query, accumulate) for _ in range(3))
-        for b in range(batch):
-            padding = None if padding_bias is None else padding_bias[b, 0, 0]
-            for h in range(heads):
-                q, k, v, d_out = query[b, h], key[b, h], value[b, h], grad_output[b, h]
-                for start in range(0, length, block_rows):
-                    stop = min(start + block_rows, length)
-                    rows = stop - start
-                    q_rows, d_rows = q[start:stop], d_out[start:stop]
-                    # P = exp(q k^T + relative + mask - lse)
-                    relative = _relative_scores_into(relative_space, q_rows, table, start, length, positions)
-                    probabilities = torch.addmm(relative, q_rows, k.T, out=scores_space.matrix(rows, length))
-                    if padding is not None:
-                        probabilities += padding
-                    probabilities.sub_(log_sum_exp[b, h, start:stop, None]).exp_()
-                    # dS = P * (dO v^T - D), held between b - 1 zero columns on each side for the skew back
-                    padded = gradient_space.matrix(rows, length + 2 * (rows - 1))
-                    padded[:, : rows - 1].zero_()
-                    padded[:, rows - 1 + length :].zero_()
-                    grad_scores = torch.mm(d_rows, v.T, out=padded[:, rows - 1 : rows - 1 + length])
-                    grad_scores.sub_(row_terms[b, h, start:stop, None]).mul_(probabilities)
-                    grad_value[b, h].addmm_(probabilities.T, d_rows)
-                    grad_key[b, h].addmm_(grad_scores.T, q_rows)
-                    # relative term: distance column c of row r is key c + r - (b - 1), i.e. padded[r, c + r]
-                    lowest, first, last = _block_distances(start, rows, length, positions)
-                    by_distance = padded.as_strided((rows, length + rows - 1), (padded.stride(0) + 1, 1), padded.storage_offset())
-                    by_distance = by_distance[:, first - lowest : last - lowest + 1]
-                    grad_rows = torch.mm(grad_scores, k, out=grad_query[b, h, start:stop])
-                    grad_rows.addmm_(by_distance, _table_rows(table, first, last, positions, accumulate))
-                    grad_table[center + first : center + last + 1].addmm_(by_distance.T, q_rows)
-        gradients = (grad_query, grad_key, grad_value, grad_table)
+        row_terms = (grad_output * output).sum(-1, keepdim=True)  # D_i = dO_i . O_i, the softmax backward's row term
+        relative_space, scores_space, gradient_space, padded_space, table_space = (
+            _Workspace(query, accumulate) for _ in range(5)
+        )
+        for start in range(0, length, block_rows):
+            stop = min(start + block_rows, length)
+            rows = stop - start
+            q_rows, d_rows = query[:, start:stop], grad_output[:, start:stop]
+            # P = exp(q k^T + relative + mask - lse)
+            relative = _relative_scores_into(relative_space, q_rows, table, start, length, positions)
+            probabilities = torch.baddbmm(relative, q_rows, key.transpose(1, 2), out=scores_space.tensor(count, rows, length))
+            if padding is not None:
+                probabilities += padding
+            probabilities.sub_(log_sum_exp[:, start:stop, None]).exp_()
+            # dS = P * (dO v^T - D)
+            grad_scores = torch.bmm(d_rows, value.transpose(1, 2), out=gradient_space.tensor(count, rows, length))
+            grad_scores.sub_(row_terms[:, start:stop]).mul_(probabilities)
+            grad_value.baddbmm_(probabilities.transpose(1, 2), d_rows)
+            grad_key.baddbmm_(grad_scores.transpose(1, 2), q_rows)
+            grad_rows = torch.bmm(grad_scores, key, out=grad_query[:, start:stop])
+            # relative term: between b - 1 zero columns on each side, distance column c of row r (key
+            # c + r - (b - 1)) sits at [r, c + r], a strided view
+            padded = padded_space.tensor(count, rows, length + 2 * (rows - 1))
+            padded[..., : rows - 1].zero_()
+            padded[..., rows - 1 + length :].zero_()
+            padded[..., rows - 1 : rows - 1 + length].copy_(grad_scores)
+            lowest, first, last = _block_distances(start, rows, length, positions)
+            size, stride = (count, rows, length + rows - 1), (padded.stride(0), padded.stride(1) + 1, 1)
+            by_distance = padded.as_strided(size, stride, padded.storage_offset())[..., first - lowest : last - lowest + 1]
+            table_rows = _table_rows(table, first, last, positions, accumulate)
+            grad_rows.baddbmm_(by_distance, table_rows.expand(count, -1, -1))
+            per_head = torch.bmm(by_distance.transpose(1, 2), q_rows, out=table_space.tensor(count, last - first + 1, head_dim))
+            grad_table[center + first : center + last + 1] += per_head.sum(0)
+        shape = (batch, heads, length, head_dim)
+        gradients = (grad_query.view(shape), grad_key.view(shape), grad_value.view(shape), grad_table)
         return (*(gradient.to(tensor.dtype) for gradient, tensor in zip(gradients, saved[:4])), None, None, None)
+
+
+def _padding_rows(padding_bias, heads, dtype):
+    """The `(B, 1, 1, T)` key mask as `(B * H, 1, T)` rows (None stays None)."""
+    if padding_bias is None:
+        return None
+    batch, length = padding_bias.shape[0], padding_bias.shape[-1]
+    return padding_bias.to(dtype).expand(batch, heads, 1, length).reshape(batch * heads, 1, length)
 
 
 def _has_padding(frame_mask):

@@ -55,8 +55,11 @@ import json
 import logging
 import os
 import re
+import copy
+import queue
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -448,6 +451,60 @@ class _StreamBatches:
             yield batch, None
 
 
+class _Prefetched:
+    """Iterate `batches` in a background thread, `depth` batches ahead: audio decoding (soundfile, soxr) and
+    features (torch) release the GIL, so they overlap the forward of the batch before. Each item comes with
+    what was true right after the thread read it, `batches.state()` and the data layer's count of skipped
+    stream clips (`state`, `stream_skips`), so a flush records what was consumed, not what was read ahead.
+    The thread's errors are raised here; leaving the loop stops the thread."""
+
+    _END = object()
+
+    def __init__(self, batches, depth: int = 2):
+        self.batches, self.depth = batches, depth
+        self.state, self.stream_skips = copy.deepcopy(batches.state()), _stream_skips()
+
+    def __iter__(self):
+        items: queue.Queue = queue.Queue(maxsize=self.depth)
+        stop = threading.Event()
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    items.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def snapshot(item):
+            return item, copy.deepcopy(self.batches.state()), _stream_skips()
+
+        def produce():
+            try:
+                for item in self.batches:
+                    if not put(snapshot(item)):
+                        return
+                put(snapshot(self._END))
+            except BaseException as error:  # handed to the consumer
+                put((error, None, None))
+
+        thread = threading.Thread(target=produce, name="pseudo-label-prefetch", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item, state, stream_skips = items.get()
+                if isinstance(item, BaseException):
+                    raise item
+                self.state, self.stream_skips = state, stream_skips
+                if item is self._END:
+                    return
+                yield item
+        finally:
+            stop.set()
+            thread.join()
+
+
 def _stream_skips() -> int:
     """Clips the data layer's streams skipped in this process so far (their generators count them)."""
     return sum(counter.skipped for counter in data_layer._STREAM_TOTALS.values())
@@ -804,8 +861,23 @@ def _pseudo_label_share(model, processor, batches, writer: _RankWriter, config, 
     progress = tqdm(total=total, initial=writer.position.get("batches", 0) if writer.position else 0,
                     desc=f"pseudo-labeling ({name})", unit="batch", disable=not processes.is_main or None)  # fmt: skip
     model.to(processes.device)
+    # Without DataLoader workers, decoding and features run in a thread one or two batches ahead of the forward.
+    prefetched = _Prefetched(batches) if config.num_workers == 0 else None
+
+    def position() -> dict:
+        return prefetched.state if prefetched is not None else batches.state()
+
+    def count_stream_skips() -> None:
+        nonlocal skips_before
+        if observes_stream_skips:  # the data layer's stream generator skipped (and logged) these
+            total = prefetched.stream_skips if prefetched is not None else _stream_skips()
+            skipped, skips_before = total - skips_before, total
+            if skipped:
+                counts.dropped.seen += skipped
+                counts.dropped.counts[UNREADABLE] = counts.dropped.counts.get(UNREADABLE, 0) + skipped
+
     with pseudo_labeling_mode(model), torch.inference_mode():
-        for batch, requested_ids in batches:
+        for batch, requested_ids in prefetched if prefetched is not None else batches:
             returned = [] if batch is None else batch["ids"]
             if requested_ids is not None and len(returned) < len(requested_ids):
                 # DecodeTransform dropped (and logged) clips whose header read but whose body did not decode.
@@ -814,19 +886,16 @@ def _pseudo_label_share(model, processor, batches, writer: _RankWriter, config, 
                     counts.dropped.skip(UNREADABLE, identifier)
             if batch is not None:
                 _transcribe_and_keep(model, processor, batch, writer, config, name, revision, processes.device)
-            if observes_stream_skips:  # the data layer's stream generator skipped (and logged) these
-                skipped, skips_before = _stream_skips() - skips_before, _stream_skips()
-                if skipped:
-                    counts.dropped.seen += skipped
-                    counts.dropped.counts[UNREADABLE] = counts.dropped.counts.get(UNREADABLE, 0) + skipped
+            count_stream_skips()
             counts.elapsed_seconds = time.monotonic() - started
             progress.update(1)
             progress.set_postfix(kept=counts.kept, hours=f"{counts.audio_seconds / 3600:.2f}")
             if writer.pending >= config.rows_per_shard:
-                writer.flush(batches.state())
+                writer.flush(position())
+    count_stream_skips()  # clips skipped after the last batch (the thread's last snapshot, at its end)
     progress.close()
     counts.elapsed_seconds = time.monotonic() - started
-    writer.flush(batches.state(), done=True)
+    writer.flush(position(), done=True)
     logger.info(
         "process %d: %d pseudo-labels kept, %d dropped, in %d part(s) under %s",
         processes.rank, counts.kept, counts.dropped.skipped, len(writer.parts), writer.data_dir,

@@ -1,0 +1,129 @@
+#!/usr/bin/env python
+"""Pseudo-label generation in-process vs the pure forward on the same batches (audio seconds per second).
+
+    python benchmarks/bench_pseudo_label.py --corpus /path/to/demo_corpus --max-audio-seconds 600
+    python benchmarks/bench_pseudo_label.py --num-workers 2          # DataLoader workers instead of the thread
+    python benchmarks/bench_pseudo_label.py --device cuda --model base
+
+`--corpus` is a demo corpus (`scripts/make_demo_corpus.py`; built into a temporary folder when missing);
+its VoxPopuli clips (10-30 s, unlabeled) are the source, cut to `--max-audio-seconds`. The model is the demo
+recipe's encoder (2 x 128, P = 128) or the paper's base, randomly initialized (the cost does not depend on
+the weights). Per repeat, interleaved:
+- `forward`: the batches `generate_pseudo_labels` makes (same sampler, collator and crops), decoded and
+  featurized beforehand, through `transcribe_batch` alone;
+- `generate_pseudo_labels`: the whole in-process call on the same source (decoding and features in a
+  prefetching thread, or `--num-workers` DataLoader workers), timed in its loop (`in_loop`, the summary's
+  elapsed time) and as a whole call (`call`, with its fixed costs: hashing the source, folders, summary).
+The target is `in_loop` >= 90 % of `forward`.
+"""
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from modeling_mlpl import MlplConfig, MlplForCTC, MlplProcessor
+from training import pseudo_label
+from training.data import common_voice_records, load_voxpopuli_folder
+from training.demo_corpus import make_demo_corpus
+from training.inference import transcribe_batch
+from training.slimipl import pseudo_labeling_mode
+
+MODELS = {
+    "demo": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512, max_relative_positions=128),
+    "base": {},
+}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=Path, default=Path(tempfile.gettempdir()) / "mlpl_demo_default")
+    parser.add_argument("--max-audio-seconds", type=float, default=600.0)
+    parser.add_argument("--max-batch-seconds", type=float, default=100.0)
+    parser.add_argument("--model", choices=sorted(MODELS), default="demo")
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--json", type=Path, default=None)
+    arguments = parser.parse_args()
+    torch.set_num_threads(arguments.threads)
+
+    corpus = make_demo_corpus(arguments.corpus, size="default")
+    processor = MlplProcessor.from_transcripts([r["sentence"] for r in common_voice_records(corpus / "cv", "train")])
+    languages = sorted(path.name for path in (corpus / "voxpopuli").iterdir() if path.is_dir())
+    torch.manual_seed(0)
+    config = MlplConfig(vocab_size=len(processor.tokenizer), languages=languages, **MODELS[arguments.model])
+    dtype = torch.bfloat16 if arguments.dtype == "bf16" else torch.float32
+    model = MlplForCTC(config).to(arguments.device, dtype).eval()
+
+    source = load_voxpopuli_folder(corpus / "voxpopuli", keep_audio_reference=True)
+    durations, keep = 0.0, []
+    for index, duration in enumerate(source["duration"]):
+        if durations + duration > arguments.max_audio_seconds:
+            break
+        durations, keep = durations + duration, keep + [index]
+    source = source.select(keep)
+    pl_config = pseudo_label.PseudoLabelConfig(
+        max_batch_seconds=arguments.max_batch_seconds, num_workers=arguments.num_workers, overwrite=True
+    )
+
+    # The same batches, decoded and featurized once, for the pure forward.
+    collator = pseudo_label.PseudoLabelCollator(
+        processor.feature_extractor, processor.tokenizer, {code: i for i, code in enumerate(config.language_codes)}
+    )
+    processes = pseudo_label._Processes.of(None, model)
+    prepared = [batch for batch, _ in pseudo_label._MapStyleBatches(source, pl_config, processes, collator)]
+    audio_seconds = sum(float(sum(batch["durations"])) for batch in prepared)
+
+    def forward():
+        start = time.perf_counter()
+        with pseudo_labeling_mode(model), torch.inference_mode():
+            for batch in prepared:
+                inputs = {
+                    "input_features": batch["input_features"].to(arguments.device, dtype),
+                    "attention_mask": batch["attention_mask"].to(arguments.device),
+                }
+                transcribe_batch(model, inputs, processor.tokenizer, pl_config.chunk_frames, pl_config.max_chunks_per_forward)
+        if arguments.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    times = {"forward": [], "in_loop": [], "call": []}
+    with tempfile.TemporaryDirectory() as folder:
+        for repeat in range(arguments.repeats + 1):  # the first round warms up
+            start = time.perf_counter()
+            summary = pseudo_label.generate_pseudo_labels(model, processor, source, Path(folder) / "pl", pl_config)
+            call = time.perf_counter() - start
+            forward_seconds = forward()
+            if repeat:
+                times["call"].append(call)
+                times["in_loop"].append(summary["elapsed_seconds"])
+                times["forward"].append(forward_seconds)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    rows = [
+        {
+            "path": name,
+            "median_s": round(seconds, 2),
+            "audio_s_per_s": round(audio_seconds / seconds, 1),
+            "vs_forward": round(medians["forward"] / seconds, 3),
+        }
+        for name, seconds in medians.items()
+    ]
+    print(f"{len(prepared)} batches, {audio_seconds:.0f} s of audio, model {arguments.model}, {arguments.device} "
+          f"{arguments.dtype}, {torch.get_num_threads()} threads, num_workers {arguments.num_workers}")  # fmt: skip
+    print("path | median_s | audio_s_per_s | vs_forward (throughput)")
+    print("--- | --- | --- | ---")
+    for row in rows:
+        print(" | ".join(str(value) for value in row.values()))
+    if arguments.json:
+        arguments.json.write_text(json.dumps({"arguments": vars(arguments) | {"json": str(arguments.json), "corpus": str(arguments.corpus)}, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
