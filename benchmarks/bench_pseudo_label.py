@@ -11,13 +11,15 @@ recipe's encoder (2 x 128, P = 128) or the paper's base, randomly initialized (t
 the weights). Per repeat, interleaved:
 - `forward`: the batches `generate_pseudo_labels` makes (same sampler, collator and crops), decoded and
   featurized beforehand, through `transcribe_batch` alone;
-- `generate_pseudo_labels`: the whole in-process call on the same source (decoding and features in a
-  prefetching thread, or `--num-workers` DataLoader workers), timed in its loop (`in_loop`, the summary's
-  elapsed time) and as a whole call (`call`, with its fixed costs: hashing the source, folders, summary).
-The target is `in_loop` >= 90 % of `forward`.
+- `generate_pseudo_labels`: the whole in-process call on the same source, with decoding and features in
+  the prefetching thread (the default), in turn with the forward (`prefetch_batches=0`), or in
+  `--num-workers` DataLoader workers; timed in its loop (`in_loop`, the summary's elapsed time) and as a
+  whole call (`call`, with its fixed costs: hashing the source, folders, summary).
+The target is the default's `in_loop` >= 90 % of `forward`.
 """
 
 import argparse
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -45,7 +47,7 @@ def main():
     parser.add_argument("--max-audio-seconds", type=float, default=600.0)
     parser.add_argument("--max-batch-seconds", type=float, default=100.0)
     parser.add_argument("--model", choices=sorted(MODELS), default="demo")
-    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--num-workers", type=int, default=0, help="also time N DataLoader workers")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
@@ -69,9 +71,13 @@ def main():
             break
         durations, keep = durations + duration, keep + [index]
     source = source.select(keep)
-    pl_config = pseudo_label.PseudoLabelConfig(
-        max_batch_seconds=arguments.max_batch_seconds, num_workers=arguments.num_workers, overwrite=True
-    )
+    pl_config = pseudo_label.PseudoLabelConfig(max_batch_seconds=arguments.max_batch_seconds, overwrite=True)
+    variants = {  # how decoding and features run beside the forward
+        "prefetch-thread": pl_config,
+        "in-turn": dataclasses.replace(pl_config, prefetch_batches=0),
+    }
+    if arguments.num_workers:
+        variants[f"{arguments.num_workers}-workers"] = dataclasses.replace(pl_config, num_workers=arguments.num_workers)
 
     # The same batches, decoded and featurized once, for the pure forward.
     collator = pseudo_label.PseudoLabelCollator(
@@ -94,17 +100,18 @@ def main():
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
-    times = {"forward": [], "in_loop": [], "call": []}
+    times = {"forward": []} | {f"{name} {part}": [] for name in variants for part in ("in_loop", "call")}
     with tempfile.TemporaryDirectory() as folder:
         for repeat in range(arguments.repeats + 1):  # the first round warms up
-            start = time.perf_counter()
-            summary = pseudo_label.generate_pseudo_labels(model, processor, source, Path(folder) / "pl", pl_config)
-            call = time.perf_counter() - start
-            forward_seconds = forward()
-            if repeat:
-                times["call"].append(call)
-                times["in_loop"].append(summary["elapsed_seconds"])
-                times["forward"].append(forward_seconds)
+            for name, variant in variants.items():
+                start = time.perf_counter()
+                summary = pseudo_label.generate_pseudo_labels(model, processor, source, Path(folder) / "pl", variant)
+                call = time.perf_counter() - start
+                forward_seconds = forward()
+                if repeat:
+                    times[f"{name} call"].append(call)
+                    times[f"{name} in_loop"].append(summary["elapsed_seconds"])
+                    times["forward"].append(forward_seconds)
     medians = {name: statistics.median(values) for name, values in times.items()}
     rows = [
         {
@@ -116,7 +123,7 @@ def main():
         for name, seconds in medians.items()
     ]
     print(f"{len(prepared)} batches, {audio_seconds:.0f} s of audio, model {arguments.model}, {arguments.device} "
-          f"{arguments.dtype}, {torch.get_num_threads()} threads, num_workers {arguments.num_workers}")  # fmt: skip
+          f"{arguments.dtype}, {torch.get_num_threads()} threads")  # fmt: skip
     print("path | median_s | audio_s_per_s | vs_forward (throughput)")
     print("--- | --- | --- | ---")
     for row in rows:

@@ -155,6 +155,8 @@ class PseudoLabelConfig:
         buffer_size: streams only: examples per bucketing buffer (decoded audio is held: 200 x 30 s x 64 kB/s
             = 384 MB).
         num_workers: DataLoader workers decoding audio and computing features.
+        prefetch_batches: without workers, batches decoded and featurized ahead in a background thread,
+            overlapping the forward (0: none, everything in turn).
         seed: order of the batches (the result does not depend on it).
         resume: reuse the finished parts of an interrupted run with the same parameters.
         overwrite: replace an existing output folder (only once the new one is complete).
@@ -172,6 +174,7 @@ class PseudoLabelConfig:
     split: str = "train"
     buffer_size: int = 200
     num_workers: int = 0
+    prefetch_batches: int = 2
     seed: int = 0
     resume: bool = True
     overwrite: bool = False
@@ -181,6 +184,8 @@ class PseudoLabelConfig:
             raise ValueError(f"max_batch_seconds={self.max_batch_seconds} must be > 0 (the paper uses 200)")
         if self.chunk_seconds and self.chunk_seconds * FRAMES_PER_SECOND < 3:
             raise ValueError(f"chunk_seconds={self.chunk_seconds} is too short; use e.g. 30, or None for no crops")
+        if self.prefetch_batches < 0:
+            raise ValueError(f"prefetch_batches={self.prefetch_batches} must be >= 0 (0: no prefetching thread)")
         if self.rows_per_shard < 1:
             raise ValueError(f"rows_per_shard={self.rows_per_shard} must be >= 1")
         if self.max_label_length < 1:
@@ -813,8 +818,10 @@ def generate_pseudo_labels(
         "source": _describe_source(source),
         **batches.run_parameters(),
         "num_processes": processes.world_size,
-        # resume and overwrite say what to do with earlier output, not what the output is.
-        "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in ("resume", "overwrite")},
+        # resume, overwrite and prefetch_batches say how to run, not what the output is.
+        "config": {
+            k: v for k, v in dataclasses.asdict(config).items() if k not in ("resume", "overwrite", "prefetch_batches")
+        },
     }
 
     work_dir = _work_dir(output_dir)
@@ -862,7 +869,7 @@ def _pseudo_label_share(model, processor, batches, writer: _RankWriter, config, 
                     desc=f"pseudo-labeling ({name})", unit="batch", disable=not processes.is_main or None)  # fmt: skip
     model.to(processes.device)
     # Without DataLoader workers, decoding and features run in a thread one or two batches ahead of the forward.
-    prefetched = _Prefetched(batches) if config.num_workers == 0 else None
+    prefetched = _Prefetched(batches, config.prefetch_batches) if config.num_workers == 0 and config.prefetch_batches else None
 
     def position() -> dict:
         return prefetched.state if prefetched is not None else batches.state()
