@@ -39,7 +39,7 @@ VARIANTS = ("mlpl", "mlpl-norel", "torch", "wav2vec2")
 
 
 class Stack(nn.Module):
-    """Blocks applied in turn; each returns a tuple whose first element is the hidden states."""
+    """Blocks applied in turn; each returns the hidden states or a tuple that starts with them."""
 
     def __init__(self, blocks):
         super().__init__()
@@ -47,7 +47,8 @@ class Stack(nn.Module):
 
     def forward(self, hidden_states):
         for block in self.blocks:
-            hidden_states = block(hidden_states)[0]
+            output = block(hidden_states)
+            hidden_states = output[0] if isinstance(output, tuple) else output
         return hidden_states
 
 
