@@ -33,7 +33,7 @@ import itertools
 import logging
 import math
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -179,6 +179,9 @@ class DurationBatchSampler(torch.utils.data.Sampler[list[int]]):
         ids: optional utterance ids (only for log messages).
     """
 
+    # Natural proportions: every utterance once per epoch (`LanguageBalancedBatchSampler` reweights).
+    language_temperature = 1.0
+
     def __init__(
         self,
         durations: Sequence[float],
@@ -190,6 +193,10 @@ class DurationBatchSampler(torch.utils.data.Sampler[list[int]]):
         max_batch_size: int | None = None,
         ids: Sequence[str] | None = None,
     ):
+        self._set_arguments(len(durations), max_batch_seconds, seed, num_replicas, rank, drop_last, max_batch_size)
+        self.batches = self._pack(durations, ids)
+
+    def _set_arguments(self, num_examples, max_batch_seconds, seed, num_replicas, rank, drop_last, max_batch_size) -> None:
         if num_replicas < 1 or not 0 <= rank < num_replicas:
             raise ValueError(f"need 0 <= rank < num_replicas, got rank={rank}, num_replicas={num_replicas}")
         self.max_batch_seconds = max_batch_seconds
@@ -198,21 +205,30 @@ class DurationBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.drop_last = drop_last
-        self.num_examples = len(durations)
-        packed = pack_by_duration(durations, max_batch_seconds, max_batch_size, names=ids)
-        self.batches = packed if drop_last else even_out_batches(packed, num_replicas)
-        if not drop_last and len(self.batches) % num_replicas:
-            logger.warning(
-                "only %d examples in %d batches for %d processes: %d batch(es) will be repeated per epoch "
-                "so that every process runs the same number of steps",
-                self.num_examples,
-                len(self.batches),
-                num_replicas,
-                -len(self.batches) % num_replicas,
-            )
+        self.num_examples = num_examples
         self.epoch = 0
         self._batches_yielded = 0  # in the current epoch, by the current or last __iter__
         self._resume_position: int | None = None  # set by load_state_dict, used by the next __iter__
+
+    def _pack(self, durations: Sequence[float], ids: Sequence[str] | None) -> list[list[int]]:
+        """All processes' batches of one epoch before shuffling: packed, evened out unless `drop_last`."""
+        packed = pack_by_duration(durations, self.max_batch_seconds, self.max_batch_size, names=ids)
+        batches = packed if self.drop_last else even_out_batches(packed, self.num_replicas)
+        if not self.drop_last and len(batches) % self.num_replicas:
+            logger.warning(
+                "only %d examples in %d batches for %d processes: %d batch(es) will be repeated per epoch "
+                "so that every process runs the same number of steps",
+                len(durations),
+                len(batches),
+                self.num_replicas,
+                -len(batches) % self.num_replicas,
+            )
+        return batches
+
+    def batches_of_epoch(self, epoch: int) -> list[list[int]]:
+        """All processes' batches of `epoch` before shuffling (here the same every epoch; subclasses such as
+        `LanguageBalancedBatchSampler` draw a new set per epoch)."""
+        return self.batches
 
     @classmethod
     def from_dataset(cls, dataset, max_batch_seconds: float, duration_column: str = "duration", **kwargs):
@@ -224,20 +240,20 @@ class DurationBatchSampler(torch.utils.data.Sampler[list[int]]):
 
     # ---- the epoch's schedule --------------------------------------------------------------
 
-    def batches_per_replica(self) -> int:
-        """Batches each process runs per epoch (the same on all processes)."""
-        if self.drop_last:
-            return len(self.batches) // self.num_replicas
-        return math.ceil(len(self.batches) / self.num_replicas)
+    def batches_per_replica(self, epoch: int | None = None) -> int:
+        """Batches each process runs in `epoch` (default: the current one); the same on all processes."""
+        count = len(self.batches_of_epoch(self.epoch if epoch is None else epoch))
+        return count // self.num_replicas if self.drop_last else math.ceil(count / self.num_replicas)
 
     def epoch_batches(self, epoch: int | None = None) -> list[list[int]]:
         """This process's batches for `epoch` (default: the current one), in order."""
         epoch = self.epoch if epoch is None else epoch
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.batches)).tolist()
-        total = self.batches_per_replica() * self.num_replicas
+        batches = self.batches_of_epoch(epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(batches)).tolist()
+        total = self.batches_per_replica(epoch) * self.num_replicas
         # drop_last: truncate; otherwise (only when splitting could not even out) wrap around.
         order = list(itertools.islice(itertools.cycle(order), total)) if order else []
-        return [self.batches[position] for position in order[self.rank :: self.num_replicas]]
+        return [batches[position] for position in order[self.rank :: self.num_replicas]]
 
     def __len__(self) -> int:
         return self.batches_per_replica()
@@ -281,18 +297,19 @@ class DurationBatchSampler(torch.utils.data.Sampler[list[int]]):
             "seed": self.seed,
             "num_replicas": self.num_replicas,
             "num_examples": self.num_examples,
-            "num_batches": len(self.batches),
+            "num_batches": len(self.batches_of_epoch(self.epoch)),
             "max_batch_seconds": self.max_batch_seconds,
             "max_batch_size": self.max_batch_size,
             "drop_last": self.drop_last,
+            "language_temperature": self.language_temperature,
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Continue from `state_dict`: the next `__iter__` yields the remaining batches of its epoch."""
         # Arguments first, then what they produce, so the message names the cause.
-        checked = ("seed", "num_replicas", "max_batch_seconds", "max_batch_size", "drop_last", "num_examples", "num_batches")
+        checked = ("seed", "num_replicas", "max_batch_seconds", "max_batch_size", "drop_last", "num_examples", "language_temperature", "num_batches")
         for key in checked:
-            current = getattr(self, key) if key != "num_batches" else len(self.batches)
+            current = getattr(self, key) if key != "num_batches" else len(self.batches_of_epoch(int(state_dict["epoch"])))
             if key in state_dict and state_dict[key] != current:
                 raise ValueError(
                     f"cannot resume: the checkpoint's sampler had {key}={state_dict[key]!r}, this one has "
@@ -301,6 +318,113 @@ class DurationBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.epoch = int(state_dict["epoch"])
         self._resume_position = int(state_dict["position"])
         self._batches_yielded = self._resume_position
+
+
+# --------------------------------------------------------------------------------------------
+# Language-balanced sampling (map-style)
+# --------------------------------------------------------------------------------------------
+
+
+def language_sampling_shares(hours: Mapping[str, float], temperature: float) -> dict[str, float]:
+    """Target share of each language's audio: p_l proportional to n_l ** (1 / T), n_l its hours.
+
+    T = 1 keeps the natural proportions, T = 5 is common in multilingual ASR, T = inf is uniform; T < 1
+    sharpens towards the largest languages. Languages without audio get 0.
+    """
+    if not temperature > 0:
+        raise ValueError(f"language temperature must be > 0 (1 = natural proportions, inf = uniform), got {temperature}")
+    weights = {language: float(value) ** (1.0 / temperature) if value > 0 else 0.0 for language, value in hours.items()}
+    total = sum(weights.values())
+    if not total > 0:
+        raise ValueError(f"no language has any audio ({dict(hours)}); nothing to sample")
+    return {language: weight / total for language, weight in weights.items()}
+
+
+class LanguageBalancedBatchSampler(DurationBatchSampler):
+    """`DurationBatchSampler` whose epochs hold each language's audio in the share
+    `language_sampling_shares(hours, temperature)` instead of its natural share.
+
+    An epoch keeps the data's total duration. For each language l, its target seconds
+    `share_l x total` are filled from a seeded permutation of its utterances (repeated, each time
+    reshuffled, when the language is upsampled; cut short when it is downsampled). The epoch's utterances are then packed by duration as usual, so batches
+    mix languages and respect `max_batch_seconds`; the batch order is shuffled and dealt to processes as in
+    the base class. Everything is a function of `(seed, epoch)`, identical on all processes, so
+    `state_dict` / `load_state_dict` resume exactly (the temperature is saved and checked).
+
+    Each epoch's seconds of a language are within one utterance of its target, and equal to it in
+    expectation (the last utterance is taken with the probability that makes it so), so realized shares
+    converge to the targets over epochs.
+
+    Args:
+        durations: seconds per dataset item.
+        languages: language code per dataset item.
+        max_batch_seconds: limit on count x longest duration per batch.
+        temperature: T of `language_sampling_shares` (> 0; inf is uniform).
+        Others: as `DurationBatchSampler`.
+    """
+
+    def __init__(
+        self,
+        durations: Sequence[float],
+        languages: Sequence[str],
+        max_batch_seconds: float,
+        temperature: float,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        drop_last: bool = False,
+        max_batch_size: int | None = None,
+        ids: Sequence[str] | None = None,
+    ):
+        if len(languages) != len(durations):
+            raise ValueError(f"{len(durations)} durations but {len(languages)} languages; give one language per utterance")
+        self._set_arguments(len(durations), max_batch_seconds, seed, num_replicas, rank, drop_last, max_batch_size)
+        self.language_temperature = float(temperature)
+        self.durations = np.asarray(durations, dtype=np.float64)
+        self.ids = ids
+        codes, inverse = np.unique(np.asarray(languages, dtype=object).astype(str), return_inverse=True)
+        self.languages = codes.tolist()
+        self._members = [np.flatnonzero(inverse == k) for k in range(len(codes))]
+        seconds = {code: float(self.durations[members].sum()) for code, members in zip(self.languages, self._members)}
+        self.natural_shares = {code: value / sum(seconds.values()) for code, value in seconds.items()}
+        self.target_shares = language_sampling_shares(seconds, self.language_temperature)
+        self._target_seconds = {code: share * sum(seconds.values()) for code, share in self.target_shares.items()}
+        self._epoch_batches: dict[int, list[list[int]]] = {}  # the last epoch's, computed once
+        self.batches = None  # no fixed set: see batches_of_epoch
+
+    @classmethod
+    def from_dataset(cls, dataset, max_batch_seconds: float, temperature: float = 1.0, duration_column: str = "duration", **kwargs):
+        """From a map-style source: reads its duration and language columns without decoding audio."""
+        from .data import example_durations, example_languages
+
+        return cls(example_durations(dataset, duration_column), example_languages(dataset), max_batch_seconds, temperature, **kwargs)
+
+    def epoch_indices(self, epoch: int) -> np.ndarray:
+        """The dataset indices of `epoch` (with repeats for upsampled languages), language by language."""
+        chosen = []
+        for position, (code, members) in enumerate(zip(self.languages, self._members)):
+            target = self._target_seconds[code]
+            rng = np.random.default_rng([self.seed, epoch, position])
+            natural = float(self.durations[members].sum())
+            passes = max(1, math.ceil(target / natural) + 1) if natural > 0 else 1
+            order = np.concatenate([members[rng.permutation(len(members))] for _ in range(passes)])
+            cumulative = np.cumsum(self.durations[order])
+            count = int(np.searchsorted(cumulative, target))  # cumulative[count] >= target
+            # `count` utterances fall short of the target, one more reaches it: take that one with the
+            # probability that makes the expected seconds equal the target (unbiased rounding).
+            below = cumulative[count - 1] if count > 0 else 0.0
+            if count < len(order) and rng.random() * self.durations[order[count]] < target - below:
+                count += 1
+            chosen.append(order[:count])
+        return np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
+
+    def batches_of_epoch(self, epoch: int) -> list[list[int]]:
+        if epoch not in self._epoch_batches:
+            indices = self.epoch_indices(epoch)
+            names = [self.ids[i] for i in indices] if self.ids is not None else None
+            batches = [[int(indices[i]) for i in batch] for batch in self._pack(self.durations[indices], names)]
+            self._epoch_batches = {epoch: batches}
+        return self._epoch_batches[epoch]
 
 
 # --------------------------------------------------------------------------------------------
@@ -503,5 +627,7 @@ __all__ = [
     "even_out_batches",
     "DurationBatchSampler",
     "DurationBucketingStream",
+    "LanguageBalancedBatchSampler",
+    "language_sampling_shares",
     "shard_stream_for_process",
 ]

@@ -127,11 +127,16 @@ class DataConfig:
     max_clip_seconds: float | None = 60.0
     num_workers: int = 0
     on_unknown_characters: str = "warn"  # labels the tokenizer cannot encode: "warn" (count, report) or "error"
+    # Language-balanced sampling of data.train: language l's share of each epoch's audio is proportional to
+    # n_l ** (1 / T), n_l its hours (training.batching.LanguageBalancedBatchSampler). 1 = natural proportions
+    # (every utterance once per epoch), 5 = common in multilingual ASR, .inf = uniform.
+    language_temperature: float = 1.0
 
     def __post_init__(self):
         check_ranges(self, "data", {
             "max_batch_seconds": POSITIVE, "max_batch_size": COUNT, "eval_max_batch_seconds": POSITIVE,
             "max_clip_seconds": POSITIVE, "num_workers": NON_NEGATIVE, "on_unknown_characters": one_of("warn", "error"),
+            "language_temperature": (POSITIVE[0], "> 0 (1 = natural proportions, .inf = uniform)"),
         })  # fmt: skip
 
 

@@ -435,6 +435,11 @@ def example_durations(dataset: Dataset, column: str = "duration") -> np.ndarray:
     return np.asarray(dataset.with_format(None).select_columns([column])[:][column], dtype=np.float64)
 
 
+def example_languages(dataset: Dataset, column: str = "language") -> list[str]:
+    """Language code of every item of a map-style source, read without decoding audio."""
+    return records_of(dataset).select_columns([column])[:][column]
+
+
 def select_languages(dataset: Dataset | IterableDataset, languages: Sequence[str] | None, description: str = "the source"):
     """Keep only `languages` (None or empty: everything). Map-style: selects rows by the language column,
     without decoding audio; streams: a lazy filter. An empty result is an error naming what there is."""
@@ -443,7 +448,7 @@ def select_languages(dataset: Dataset | IterableDataset, languages: Sequence[str
     wanted = set(languages)
     if isinstance(dataset, IterableDataset):
         return dataset.filter(lambda example: example["language"] in wanted)
-    available = records_of(dataset).select_columns(["language"])[:]["language"]
+    available = example_languages(dataset)
     keep = [index for index, language in enumerate(available) if language in wanted]
     require_languages(wanted, available, "languages", description)
     return dataset if len(keep) == len(available) else dataset.select(keep)
@@ -884,6 +889,7 @@ __all__ = [
     "decode_record",
     "drop_long_clips",
     "example_durations",
+    "example_languages",
     "select_languages",
     "load_common_voice_folder",
     "load_flashlight_list",

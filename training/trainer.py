@@ -38,11 +38,11 @@ from tqdm.auto import tqdm
 from modeling_mlpl import MlplConfig, MlplForCTC, MlplProcessor
 
 from .augment import SpecAugment
-from .batching import DurationBatchSampler
+from .batching import DurationBatchSampler, LanguageBalancedBatchSampler, language_sampling_shares
 from .collate import MlplCollator
 from .config import MODEL_SIZES, ExperimentConfig, SourceConfig, config_to_dict, save_config
 from .files import replace_directory, write_json_atomically, write_text_atomically
-from .data import EXAMPLE_COLUMNS, DecodeTransform, drop_long_clips, example_durations, records_of
+from .data import EXAMPLE_COLUMNS, DecodeTransform, drop_long_clips, example_durations, example_languages, records_of
 from .inference import FRAMES_PER_SECOND, chunked_logits, greedy_token_ids, pad_labels, transcribe_batch
 from .metrics import compute_asr_metrics, flatten_metrics
 from .run_folder import claim_run_folder
@@ -90,6 +90,32 @@ def load_map_style(sources: list[SourceConfig], what: str, max_clip_seconds: flo
         records = [r.cast(records[0].features) for r in records]
         dataset = concatenate_datasets(records).with_transform(DecodeTransform())
     return drop_long_clips(dataset, max_clip_seconds, f"{what} data", "data.max_clip_seconds")
+
+
+def training_sampler(dataset, data, seed: int, num_replicas: int, rank: int) -> DurationBatchSampler:
+    """The batch sampler of the labeled training data: natural proportions (`data.language_temperature` 1),
+    or language-balanced by temperature (`LanguageBalancedBatchSampler`)."""
+    options = {"seed": seed, "num_replicas": num_replicas, "rank": rank, "max_batch_size": data.max_batch_size}
+    if data.language_temperature == 1:
+        return DurationBatchSampler.from_dataset(dataset, data.max_batch_seconds, **options)
+    return LanguageBalancedBatchSampler.from_dataset(dataset, data.max_batch_seconds, data.language_temperature, **options)
+
+
+def language_hours_report(dataset, temperature: float, realized_seconds: dict[str, float]) -> dict:
+    """What the run summary says about the languages of the training data: the natural and target shares
+    of its audio, and the hours (and shares) of it that training steps actually used."""
+    seconds: dict[str, float] = {}
+    for language, duration in zip(example_languages(dataset), example_durations(dataset)):
+        seconds[language] = seconds.get(language, 0.0) + float(duration)
+    realized_total = sum(realized_seconds.values())
+    return {
+        "temperature": temperature,
+        "hours": {code: value / 3600 for code, value in sorted(seconds.items())},
+        "natural_share": language_sampling_shares(dict(sorted(seconds.items())), 1.0),
+        "target_share": language_sampling_shares(dict(sorted(seconds.items())), temperature),
+        "realized_hours": {code: realized_seconds.get(code, 0.0) / 3600 for code in sorted(seconds)},
+        "realized_share": {code: realized_seconds.get(code, 0.0) / realized_total if realized_total else 0.0 for code in sorted(seconds)},
+    }
 
 
 def dataset_languages(dataset) -> list[str]:
@@ -417,9 +443,7 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
     )
 
     world, rank = accelerator.num_processes, accelerator.process_index
-    train_sampler = DurationBatchSampler.from_dataset(
-        train_set, config.data.max_batch_seconds, seed=config.train.seed, num_replicas=world, rank=rank, max_batch_size=config.data.max_batch_size
-    )
+    train_sampler = training_sampler(train_set, config.data, config.train.seed, world, rank)
     train_position = {"consumed": 0}
     unlabeled_sampler, unlabeled_position = None, {"consumed": 0}
     if slimipl.enabled:
@@ -430,6 +454,11 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
         "train: %d utterances, %.2f h, %d batches per process per epoch",
         len(train_set), example_durations(train_set).sum() / 3600, len(train_sampler),
     )
+    if config.data.language_temperature != 1:
+        logger.info(
+            "language temperature %g: target shares of the training audio %s (natural %s)", config.data.language_temperature,
+            {k: round(v, 4) for k, v in train_sampler.target_shares.items()}, {k: round(v, 4) for k, v in train_sampler.natural_shares.items()},
+        )  # fmt: skip
 
     # ---- optimisation ---------------------------------------------------------------------------------
     optimizer = build_optimizer(model.parameters(), config.optim)
@@ -454,6 +483,7 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
         "regularization_lowered": False,
         "pseudo_labeled_batches": 0,
         "cropped_pseudo_labeled_batches": 0,  # made during the cropping warm-up (SPEC 5)
+        "language_seconds": [0.0] * len(unwrapped.config.language_codes),  # this process's labeled audio trained on
     }
 
     # ---- resume ---------------------------------------------------------------------------------------
@@ -562,6 +592,11 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
                 save_config(config, output_dir / BEST_MODEL / "training_config.yaml")
         accelerator.wait_for_everyone()
 
+    def language_hours() -> dict[str, float]:
+        """Hours of labeled audio trained on so far per language, summed over processes (a collective)."""
+        seconds = accelerator.reduce(torch.tensor(state["language_seconds"], dtype=torch.float64, device=accelerator.device), reduction="sum")
+        return {code: value / 3600 for code, value in zip(unwrapped.config.language_codes, seconds.tolist()) if value > 0}
+
     # ---- the loop -------------------------------------------------------------------------------------
     progress = tqdm(
         total=config.train.max_updates, initial=state["num_updates"], desc="train", unit="update", disable=not accelerator.is_local_main_process
@@ -617,6 +652,9 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
         window["lid_loss"] += outputs.lid_loss.item() if outputs.lid_loss is not None else 0.0
         window["steps"] += 1
         window["audio_seconds"] += float(batch["durations"].sum())
+        if kind == LABELED_STEP:
+            for language_id, seconds in zip(batch["language_ids"].tolist(), batch["durations"].tolist()):
+                state["language_seconds"][language_id] += seconds
         if not accelerator.sync_gradients:
             continue  # gradient accumulation: more micro-batches before the update
         scheduler.step()
@@ -640,6 +678,7 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
             }
             if slimipl.enabled:
                 record.update({f"slimipl/{k}": v for k, v in {**schedule.counters(), **cache.counters()}.items()})
+            record.update({f"train_hours/{code}": hours for code, hours in language_hours().items()})
             log(record)
             progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2g}")
             window.update(loss=0.0, ctc_loss=0.0, lid_loss=0.0, steps=0, audio_seconds=0.0, start=time.time())
@@ -652,6 +691,7 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
 
     # ---- the end: final model, summary (written last: it marks the run as finished) -------------------------
     final_model = output_dir / FINAL_MODEL
+    realized_seconds = {code: hours * 3600 for code, hours in language_hours().items()}
     summary = {
         "num_updates": state["num_updates"],
         "best_dev_cer": state["best_dev_cer"] if math.isfinite(state["best_dev_cer"]) else None,
@@ -662,6 +702,7 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
             if slimipl.enabled
             else None
         ),
+        "languages": language_hours_report(train_set, config.data.language_temperature, realized_seconds),
         "best_model": str(output_dir / BEST_MODEL) if dev_sets else None,
         "final_model": str(final_model),
     }
@@ -690,6 +731,8 @@ __all__ = [
     "new_model_config",
     "newest_checkpoint",
     "save_model_folder",
+    "language_hours_report",
     "train",
+    "training_sampler",
     "truncate_metrics",
 ]
