@@ -43,7 +43,10 @@ def compute_output_lengths(feature_lengths, conv_stride=3):
     return (int(feature_lengths) + conv_stride - 1) // conv_stride
 
 
-QUERY_BLOCK_ROWS = 128  # query rows per block of the relative term and of RelativePositionAttention
+QUERY_BLOCK_ROWS = 128  # query rows per block of RelativePositionAttention's backward
+# query rows per product of the relative term: rows start .. start + b - 1 need length + b - 1 distances, so
+# small blocks multiply little more than the length distances per row (6 % more at T = 500)
+RELATIVE_BLOCK_ROWS = 32
 
 
 def _block_distances(start, rows, length, max_relative_positions):
@@ -86,7 +89,7 @@ def _skew(by_distance, length):
     return flat.view(*leading, rows, width - 1)[..., :length]
 
 
-def relative_position_scores(query, relative_embeddings, max_relative_positions, key_padding_bias=None, block_rows=QUERY_BLOCK_ROWS):
+def relative_position_scores(query, relative_embeddings, max_relative_positions, key_padding_bias=None, block_rows=RELATIVE_BLOCK_ROWS):
     """Shaw keys-only relative-position term, `(B, heads, T, T)` (plus `key_padding_bias` when given).
 
     `score[b, h, i, j] = query[b, h, i] . E[P - 1 + (j - i)]` for |j - i| <= P - 1 and 0 beyond
@@ -120,25 +123,33 @@ class _Workspace:
         return self.buffer[:size].view(shape)
 
 
-def _relative_scores_into(workspace, query_rows, table, start, length, max_relative_positions):
-    """`_relative_scores_block` for `(N, b, head_dim)` query rows, computed in `workspace`: returns an
-    `(N, b, length)` strided view, valid until the workspace is reused."""
-    count, rows, _ = query_rows.shape
-    width = length + rows - 1
-    lowest, first, last = _block_distances(start, rows, length, max_relative_positions)
-    by_distance = workspace.tensor(count, rows, width)
-    by_distance[..., : first - lowest].zero_()
-    by_distance[..., last - lowest + 1 :].zero_()
-    table_rows = _table_rows(table, first, last, max_relative_positions, query_rows.dtype)
-    torch.bmm(query_rows, table_rows.T.expand(count, -1, -1), out=by_distance[..., first - lowest : last - lowest + 1])
-    return _skew(by_distance, length)
+def _relative_scores_into(out, workspace, queries, table, start, max_relative_positions, padding=None):
+    """Write the relative term (plus `padding`, `(N, 1, T)`) of `(N, T, head_dim)` query rows `start ..
+    start + b - 1` into `out` `(N, b, T)`: `_relative_scores_block`'s arithmetic, `RELATIVE_BLOCK_ROWS`
+    rows per product, in a reused `workspace`."""
+    count, length, _ = queries.shape
+    for first_row in range(start, start + out.shape[1], RELATIVE_BLOCK_ROWS):
+        rows = min(RELATIVE_BLOCK_ROWS, start + out.shape[1] - first_row)
+        width = length + rows - 1
+        lowest, first, last = _block_distances(first_row, rows, length, max_relative_positions)
+        by_distance = workspace.tensor(count, rows, width)
+        by_distance[..., : first - lowest].zero_()
+        by_distance[..., last - lowest + 1 :].zero_()
+        table_rows = _table_rows(table, first, last, max_relative_positions, queries.dtype).T.expand(count, -1, -1)
+        torch.bmm(queries[:, first_row : first_row + rows], table_rows, out=by_distance[..., first - lowest : last - lowest + 1])
+        target = out[:, first_row - start : first_row - start + rows]
+        if padding is None:
+            target.copy_(_skew(by_distance, length))
+        else:
+            torch.add(_skew(by_distance, length), padding, out=target)
+    return out
 
 
 class RelativePositionAttention(torch.autograd.Function):
     """CPU softmax attention with the Shaw relative term added to the scores; the backward recomputes.
 
-    Forward: the relative term (per block of `block_rows` query rows, all heads at once, as
-    `relative_position_scores` computes it) plus the key mask forms a transient bias for PyTorch's fused
+    Forward: the relative term (`_relative_scores_into`, all heads at once, as `relative_position_scores`
+    computes it) plus the key mask forms a transient bias for PyTorch's fused
     CPU flash kernel, which also returns the row log-sum-exp. Only q, k, v, the output and the log-sum-exp
     are saved, no `(B, H, T, T)` tensor. Backward: per block of query rows, the scores and the softmax are
     recomputed from the log-sum-exp (as flash attention does) and give the gradients of q, k, v and the
@@ -154,13 +165,7 @@ class RelativePositionAttention(torch.autograd.Function):
         bias = query.new_empty(batch * heads, length, length)
         padding = _padding_rows(padding_bias, heads, query.dtype)
         workspace = _Workspace(query, query.dtype)
-        for start in range(0, length, block_rows):
-            rows = slice(start, start + block_rows)
-            relative = _relative_scores_into(workspace, queries[:, rows], relative_embeddings, start, length, max_relative_positions)
-            if padding is None:
-                bias[:, rows].copy_(relative)
-            else:
-                torch.add(relative, padding, out=bias[:, rows])
+        _relative_scores_into(bias, workspace, queries, relative_embeddings, 0, max_relative_positions, padding)
         output, log_sum_exp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             query, key, value, 0.0, False, attn_mask=bias.view(batch, heads, length, length), scale=1.0
         )
@@ -185,31 +190,24 @@ class RelativePositionAttention(torch.autograd.Function):
         grad_query, grad_key, grad_value = torch.empty_like(query), torch.zeros_like(key), torch.zeros_like(value)
         grad_table = torch.zeros_like(table)
         row_terms = (grad_output * output).sum(-1, keepdim=True)  # D_i = dO_i . O_i, the softmax backward's row term
-        relative_space, scores_space, gradient_space, padded_space, table_space = (
-            _Workspace(query, accumulate) for _ in range(5)
-        )
+        relative_space, scores_space, gradient_space, table_space = (_Workspace(query, accumulate) for _ in range(4))
         for start in range(0, length, block_rows):
             stop = min(start + block_rows, length)
             rows = stop - start
             q_rows, d_rows = query[:, start:stop], grad_output[:, start:stop]
-            # P = exp(q k^T + relative + mask - lse)
-            relative = _relative_scores_into(relative_space, q_rows, table, start, length, positions)
-            probabilities = torch.baddbmm(relative, q_rows, key.transpose(1, 2), out=scores_space.tensor(count, rows, length))
-            if padding is not None:
-                probabilities += padding
-            probabilities.sub_(log_sum_exp[:, start:stop, None]).exp_()
-            # dS = P * (dO v^T - D)
-            grad_scores = torch.bmm(d_rows, value.transpose(1, 2), out=gradient_space.tensor(count, rows, length))
+            # P = exp(relative + mask + q k^T - lse)
+            probabilities = _relative_scores_into(scores_space.tensor(count, rows, length), relative_space, query, table, start, positions, padding)
+            probabilities.baddbmm_(q_rows, key.transpose(1, 2)).sub_(log_sum_exp[:, start:stop, None]).exp_()
+            # dS = P * (dO v^T - D), computed between b - 1 zero columns on each side: there, distance column
+            # c of row r (key c + r - (b - 1)) sits at [r, c + r], a strided view for the relative term
+            padded = gradient_space.tensor(count, rows, length + 2 * (rows - 1))
+            padded[..., : rows - 1].zero_()
+            padded[..., rows - 1 + length :].zero_()
+            grad_scores = torch.bmm(d_rows, value.transpose(1, 2), out=padded[..., rows - 1 : rows - 1 + length])
             grad_scores.sub_(row_terms[:, start:stop]).mul_(probabilities)
             grad_value.baddbmm_(probabilities.transpose(1, 2), d_rows)
             grad_key.baddbmm_(grad_scores.transpose(1, 2), q_rows)
             grad_rows = torch.bmm(grad_scores, key, out=grad_query[:, start:stop])
-            # relative term: between b - 1 zero columns on each side, distance column c of row r (key
-            # c + r - (b - 1)) sits at [r, c + r], a strided view
-            padded = padded_space.tensor(count, rows, length + 2 * (rows - 1))
-            padded[..., : rows - 1].zero_()
-            padded[..., rows - 1 + length :].zero_()
-            padded[..., rows - 1 : rows - 1 + length].copy_(grad_scores)
             lowest, first, last = _block_distances(start, rows, length, positions)
             size, stride = (count, rows, length + rows - 1), (padded.stride(0), padded.stride(1) + 1, 1)
             by_distance = padded.as_strided(size, stride, padded.storage_offset())[..., first - lowest : last - lowest + 1]
@@ -354,8 +352,7 @@ class MlplAttention(nn.Module):
             bias = key_padding_bias
             if table is not None:
                 # eager weights, attention dropout, other devices or torch.compile: the whole (B, H, T, T) bias
-                positional = relative_position_scores(query * self.scaling, table, self.config.max_relative_positions)
-                bias = positional if bias is None else positional + bias.to(positional.dtype)
+                bias = relative_position_scores(query * self.scaling, table, self.config.max_relative_positions, bias)
             if eager:
                 scores = (query * self.scaling) @ key.transpose(-1, -2)
                 if bias is not None:

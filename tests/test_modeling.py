@@ -41,6 +41,15 @@ def test_relative_position_term_matches_the_naive_loop(length):
     torch.testing.assert_close(relative_position_scores(query, table, window), naive_relative_scores(query, table, window))
 
 
+@pytest.mark.parametrize("block_rows", [1, 4, 7, 64])
+def test_relative_position_term_in_blocks_of_rows_matches_the_naive_loop(block_rows):
+    generator = torch.Generator().manual_seed(block_rows)
+    query = torch.randn(1, 2, 23, 3, generator=generator, dtype=torch.float64)
+    table = torch.randn(2 * 6 - 1, 3, generator=generator, dtype=torch.float64)
+    scores = relative_position_scores(query, table, 6, block_rows=block_rows)
+    torch.testing.assert_close(scores, naive_relative_scores(query, table, 6))
+
+
 def test_relative_position_term_is_zero_beyond_the_table_not_the_edge_row():
     query = torch.ones(1, 1, 6, 2, dtype=torch.float64)
     table = torch.arange(1.0, 6.0, dtype=torch.float64)[:, None].repeat(1, 2)  # window 3: rows 1..5
@@ -242,7 +251,9 @@ def reference_attention(query, key, value, table, window, padding_bias):
     return torch.softmax(scores, dim=-1) @ value
 
 
-@pytest.mark.parametrize(("length", "window", "block_rows"), [(1, 4, 3), (9, 4, 3), (9, 20, 4), (13, 5, 13), (13, 5, 64)])
+@pytest.mark.parametrize(
+    ("length", "window", "block_rows"), [(1, 4, 3), (9, 4, 3), (9, 20, 4), (13, 5, 13), (13, 5, 64), (75, 20, 64)]
+)  # 75 rows in blocks of 64: products of RELATIVE_BLOCK_ROWS = 32 rows inside a block
 def test_blocked_relative_attention_matches_the_whole_bias_with_gradients(length, window, block_rows):
     """RelativePositionAttention (fused CPU forward, backward recomputed in query blocks) == attention over
     the whole bias: outputs and the gradients of q, k, v and the table, with padded keys."""
