@@ -3,6 +3,7 @@
 import logging
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -215,8 +216,8 @@ def parquet_mirror(tiny_demo_corpus, tmp_path):
     rows = [
         {
             "client_id": "c",
-            "path": record["audio"].name,
-            "audio": {"bytes": record["audio"].read_bytes(), "path": record["audio"].name},
+            "path": Path(record["audio"]).name,
+            "audio": {"bytes": Path(record["audio"]).read_bytes(), "path": Path(record["audio"]).name},
             "sentence": record["sentence"],
             "locale": record["language"],
         }

@@ -143,8 +143,11 @@ def test_training_reports_realized_hours_and_resumes_exactly(tiny_demo_corpus, t
 
     # Stopped at update 65 and resumed: the same parameters and the same realized hours.
     parted = tmp_path / "parted"
-    run_train(config, parted, "train.max_updates=65")
-    run_train(config, parted, "--resume")
+    first = run_train(config, parted, "train.max_updates=65")
+    second = run_train(config, parted, "--resume")
+    # Clip durations are cached beside the run (issue 14.3): the second invocation reads no header.
+    assert "28 clip durations, 0 from the cache" in first.stderr and (parted / "duration_cache").is_dir()
+    assert "28 clip durations, 28 from the cache" in second.stderr
     expected, resumed = load_file(whole / "final" / "model.safetensors"), load_file(parted / "final" / "model.safetensors")
     assert all(np.array_equal(expected[name].numpy(), resumed[name].numpy()) for name in expected)
     assert json.loads((parted / "train_summary.json").read_text())["languages"] == summary

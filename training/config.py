@@ -84,17 +84,18 @@ class SourceConfig:
         if self.kind == "flashlight" and not self.language:
             raise ValueError(f"flashlight list {self.path}: set `language:` (lists carry no language column)")
 
-    def load(self, keep_audio_reference: bool = False, num_shards: int | None = None):
+    def load(self, keep_audio_reference: bool = False, num_shards: int | None = None, header_scan=None):
         """The source as a datasets Dataset / IterableDataset in the data layer's example schema.
 
         The one place that maps a source description to its loader: the trainer, the recipe and the
         command-line scripts (through `training.sources.source_config`) all load data here.
         `keep_audio_reference` keeps each clip's undecoded reference (pseudo-labeling); `num_shards`
-        sets the shard count of local streams.
+        sets the shard count of local streams; `header_scan` (a `training.header_index.HeaderScan`) how
+        map-style sources read their clips' durations (worker processes, cache folder).
         """
         from . import data
 
-        options = {"streaming": self.streaming, "keep_audio_reference": keep_audio_reference}
+        options = {"streaming": self.streaming, "keep_audio_reference": keep_audio_reference, "header_scan": header_scan}
         local = {**options, **({"num_shards": num_shards} if num_shards else {})}
         if self.kind == "common_voice":
             return data.load_common_voice_folder(self.path, self.split, languages=self.languages, **local)
@@ -131,12 +132,17 @@ class DataConfig:
     # n_l ** (1 / T), n_l its hours (training.batching.LanguageBalancedBatchSampler). 1 = natural proportions
     # (every utterance once per epoch), 5 = common in multilingual ASR, .inf = uniform.
     language_temperature: float = 1.0
+    # Clip durations of map-style sources are read from the headers by `scan_workers` processes (None: every
+    # CPU) and cached per clip folder in `duration_cache_dir` (None: <train.output_dir>/duration_cache), so a
+    # second run reads no headers (training.header_index). Never inside the dataset folder.
+    duration_cache_dir: str | None = None
+    scan_workers: int | None = None
 
     def __post_init__(self):
         check_ranges(self, "data", {
             "max_batch_seconds": POSITIVE, "max_batch_size": COUNT, "eval_max_batch_seconds": POSITIVE,
             "max_clip_seconds": POSITIVE, "num_workers": NON_NEGATIVE, "on_unknown_characters": one_of("warn", "error"),
-            "language_temperature": (POSITIVE[0], "> 0 (1 = natural proportions, .inf = uniform)"),
+            "language_temperature": (POSITIVE[0], "> 0 (1 = natural proportions, .inf = uniform)"), "scan_workers": COUNT,
         })  # fmt: skip
 
 

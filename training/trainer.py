@@ -42,6 +42,7 @@ from .batching import DurationBatchSampler, LanguageBalancedBatchSampler, langua
 from .collate import MlplCollator
 from .config import MODEL_SIZES, ExperimentConfig, SourceConfig, config_to_dict, save_config
 from .files import replace_directory, write_json_atomically, write_text_atomically
+from .header_index import HeaderScan
 from .data import EXAMPLE_COLUMNS, DecodeTransform, drop_long_clips, example_durations, example_languages, records_of
 from .inference import FRAMES_PER_SECOND, chunked_logits, greedy_token_ids, pad_labels, transcribe_batch
 from .metrics import compute_asr_metrics, flatten_metrics
@@ -62,6 +63,7 @@ CHECKPOINTS = "checkpoints"
 BEST_MODEL = "best"
 FINAL_MODEL = "final"
 FINISHED_MARKER = "train_summary.json"  # written last: a run that has it is complete
+DURATION_CACHE = "duration_cache"  # clip durations of local folders, per clip folder (training.header_index)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -69,9 +71,10 @@ FINISHED_MARKER = "train_summary.json"  # written last: a run that has it is com
 # ---------------------------------------------------------------------------------------------------------
 
 
-def load_map_style(sources: list[SourceConfig], what: str, max_clip_seconds: float | None = None):
+def load_map_style(sources: list[SourceConfig], what: str, max_clip_seconds: float | None = None, header_scan: HeaderScan | None = None):
     """The sources as ONE map-style dataset (records concatenated, decoded on access), or None; clips longer
-    than `max_clip_seconds` (data.max_clip_seconds) are counted skips."""
+    than `max_clip_seconds` (data.max_clip_seconds) are counted skips. `header_scan`: how clip durations are
+    read (worker processes, cache folder)."""
     if not sources:
         return None
     datasets = []
@@ -82,7 +85,7 @@ def load_map_style(sources: list[SourceConfig], what: str, max_clip_seconds: flo
                 "duration (sorted, resumable). Load it map-style (streaming: false); use streaming for "
                 "pseudo-labeling (scripts/pseudo_label.py)"
             )
-        datasets.append(source.load())
+        datasets.append(source.load(header_scan=header_scan))
     if len(datasets) == 1:
         dataset = datasets[0]
     else:
@@ -335,7 +338,10 @@ class TrainResult:
 
 
 # What may change between invocations of one run: the run folder's identity (training.run_folder) ignores it.
-RUN_IGNORED_KEYS = ("train.output_dir", "train.max_updates", "train.log_with", "train.keep_last", "data.num_workers")
+RUN_IGNORED_KEYS = (
+    "train.output_dir", "train.max_updates", "train.log_with", "train.keep_last", "data.num_workers", "data.duration_cache_dir",
+    "data.scan_workers",
+)  # fmt: skip
 
 
 def _is_main_process() -> bool:
@@ -402,11 +408,13 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
 
     # ---- data -------------------------------------------------------------------------------------------
     max_seconds = config.data.max_clip_seconds
-    train_set = load_map_style(config.data.train, "train", max_seconds)
-    if train_set is None:
-        raise ValueError("data.train is empty: the trainer needs labeled data (add a source under data.train)")
-    dev_sets = {f"{s.kind}:{Path(s.path).name}:{s.split}": load_map_style([s], "dev", max_seconds) for s in config.data.dev}
-    unlabeled_set = load_map_style(config.data.unlabeled, "unlabeled", max_seconds) if slimipl.enabled else None
+    scan = HeaderScan(config.data.duration_cache_dir or output_dir / DURATION_CACHE, config.data.scan_workers)
+    with accelerator.main_process_first():  # the first process reads the headers, the others find them cached
+        train_set = load_map_style(config.data.train, "train", max_seconds, scan)
+        if train_set is None:
+            raise ValueError("data.train is empty: the trainer needs labeled data (add a source under data.train)")
+        dev_sets = {f"{s.kind}:{Path(s.path).name}:{s.split}": load_map_style([s], "dev", max_seconds, scan) for s in config.data.dev}
+        unlabeled_set = load_map_style(config.data.unlabeled, "unlabeled", max_seconds, scan) if slimipl.enabled else None
     if slimipl.enabled and unlabeled_set is None:
         raise ValueError("slimipl.enabled is true but data.unlabeled is empty: add the unlabeled source(s)")
 
