@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import itertools
 import logging
 import math
 import os
@@ -43,6 +44,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Audio, ClassLabel, Dataset, DatasetInfo, Features, IterableDataset, Value, load_dataset
 from datasets.table import InMemoryTable
 
@@ -373,26 +375,30 @@ def _probe(records: Dataset, description: str, scan: HeaderScan | None = None) -
     """Read every clip's duration from its header; return (durations of kept rows, kept indices, counter).
 
     Clip files are read by `header_index.read_headers` (parallel processes, cached per folder when `scan` names
-    a cache folder); clips embedded as bytes are read here, one by one, as the rows are listed."""
-    rows: list[dict] = []  # id, sentence and the audio's name (not its bytes)
-    headers: list[HeaderResult | None] = []
-    files: list[tuple[int, str]] = []
-    for batch in records.select_columns(["id", "audio", "sentence"]).iter(batch_size=4096):
-        for identifier, audio, sentence in zip(batch["id"], batch["audio"], batch["sentence"]):
-            path = audio.get("path") if isinstance(audio, Mapping) and audio.get("bytes") is None else None
-            if path is not None:
-                files.append((len(headers), path))
-            rows.append({"id": identifier, "audio": describe_audio_source(audio), "sentence": sentence})
-            headers.append(read_header(audio) if path is None else None)
-    for (index, _), header in zip(files, read_headers([path for _, path in files], scan, description)):
-        headers[index] = header
+    a cache folder); clips embedded as bytes are read here, one by one. Two passes over the table in batches:
+    the files' paths (as Arrow, so embedded bytes are never copied), then the skip rules row by row."""
+    batch_size = 8192
+    paths, positions = [], []
+    for start, batch in zip(itertools.count(0, batch_size), records.select_columns(["audio"]).with_format("arrow").iter(batch_size)):
+        audio = batch.column("audio").combine_chunks()
+        is_file = pc.and_(audio.field("bytes").is_null(), audio.field("path").is_valid()).to_pylist()
+        files = [offset for offset, flag in enumerate(is_file) if flag]
+        positions.extend(start + offset for offset in files)
+        paths.extend(audio.field("path").take(pa.array(files, type=pa.int64())).to_pylist())
+    headers = dict(zip(positions, read_headers(paths, scan, description)))
+    del paths, positions
     counter = SkipCounter()
     durations, kept = [], []
-    for index, (row, header) in enumerate(zip(rows, headers)):
-        checked = _read_checked(row, counter, functools.partial(_header_read_before, header))
-        if checked is not None:
-            durations.append(checked[1])
-            kept.append(index)
+    index = 0
+    for batch in records.select_columns(["id", "audio", "sentence"]).iter(batch_size):
+        for identifier, audio, sentence in zip(batch["id"], batch["audio"], batch["sentence"]):
+            header = headers.pop(index) if index in headers else read_header(audio)  # embedded bytes: read here
+            row = {"id": identifier, "audio": audio, "sentence": sentence}
+            checked = _read_checked(row, counter, functools.partial(_header_read_before, header))
+            if checked is not None:
+                durations.append(checked[1])
+                kept.append(index)
+            index += 1
     return durations, kept, counter
 
 
