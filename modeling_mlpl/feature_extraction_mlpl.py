@@ -175,10 +175,14 @@ class MlplFeatureExtractor(SequenceFeatureExtractor):
             `input_features` `(B, T, 80)` float32, zero on padded frames, and `attention_mask` `(B, T)` long.
         """
         lengths = torch.tensor([max(len(wave), self.win_length) for wave in waveforms], device=device)
-        batch = torch.empty(len(waveforms), int(lengths.max()), dtype=torch.float32, device=device)
-        for row, wave in enumerate(waveforms):
-            batch[row, : len(wave)] = wave.to(device)
-            batch[row, len(wave) :] = 0.0
+        # one concatenation (waveforms and their zero tails) instead of a copy and a fill per utterance
+        longest = int(lengths.max())
+        pieces = []
+        for wave in waveforms:
+            pieces.append(wave)
+            if len(wave) < longest:
+                pieces.append(wave.new_zeros(longest - len(wave)))
+        batch = torch.cat(pieces).to(device).view(len(waveforms), longest)
         self._check_finite(batch, waveforms)
         num_frames = self.num_frames(lengths)
 
