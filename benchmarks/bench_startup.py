@@ -18,13 +18,15 @@ multiprocessing's forkserver, each holding one chunk of paths, and are not count
 
     nice -n 10 env OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/bench_startup.py --clips 200000 --workers 2
 
-Measured (200,000 clips in 7 language folders; 2 cores shared with another training job, load ~3.5):
-    cold: first batch after 18.9 s, of which headers 15.0 s (2 processes: 6.7k clips/s per core; one
-          process: 12.7 s, 15.8k clips/s -- on this loaded machine a second process does not add a core)
-    warm: first batch after 4.2 s, of which 0.2 s to read the 5 MB cache; the rest is the TSVs, the Arrow
-          table, the skip rules, duration packing and the processor
+Measured (200,000 clips in 7 language folders; 2 cores shared with another training job, load average ~3.5,
+so figures vary by +-25 % between runs):
+    cold: first batch after 19-23 s, of which headers 15-18 s with 2 processes (5.7-6.7k clips/s per core);
+          one process: 12.7 s (15.8k clips/s; 19k clips/s on 20,000 clips) -- on this loaded machine a
+          second process does not add a core's worth
+    warm: first batch after 4.2-5.8 s, of which 0.2-0.4 s to read the 5 MB cache; the rest is the TSVs, the
+          Arrow table, the skip rules, duration packing and the processor
     peak RSS 771 MB against 427 MB after imports: ~1.7 kB per clip for the index (Python record dicts
-          ~0.5 kB of it); a one-language folder of 1M clips would cache in ~25 MB.
+          ~0.5 kB of it); the cache of a one-language folder of 1M clips would be ~25 MB.
 """
 
 import argparse

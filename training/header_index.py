@@ -6,7 +6,7 @@ a header costs ~0.1 ms for an mp3 and ~0.5 ms for an ogg, so a Common Voice or V
 of files takes minutes on one core. `read_headers`:
 
 - reads headers in `HeaderScan.workers` processes (not threads: soundfile's Python wrapper holds the GIL for much of
-  the call), in chunks, and in this process when there are few clips;
+  the call), forked, in chunks, and in this process when there are few clips;
 - with a `HeaderScan.cache_dir`, keeps what it read in one file per clip folder, `<cache_dir>/<hash of the folder>.npz`
   (file names, seconds, and the failure of each unreadable clip), and on the next run reads headers only of
   clips that are not in it. The cache lives beside the run, never in the dataset folder (which may be
@@ -92,8 +92,10 @@ def _read_paths(paths: list[str], workers: int, description: str) -> list[Header
             results.extend(_read_chunk(chunk))
             progress.update(len(chunk))
     else:
-        # forkserver: the workers do not inherit the trainer's threads (CUDA, NCCL, OpenMP) through fork.
-        context = multiprocessing.get_context("forkserver")
+        # fork, as torch's DataLoader workers on Linux: the workers only call libsndfile on paths, never CUDA or
+        # the process group. spawn and forkserver children run __main__ again (scripts/train.py: torch and
+        # transformers, ~8 s each before the first header; measured), so they are only the fallback elsewhere.
+        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
         with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=context) as pool:
             for chunk in pool.map(_read_chunk, chunks):
                 results.extend(chunk)
