@@ -223,3 +223,24 @@ def test_ablation_command_produces_its_table(recipe_run):
     # the pseudo-label arm is the recipe's own comparison, computed the same way
     recipe_results = json.loads((output / "results.json").read_text())
     assert results["pseudo_labels"]["splits"]["test"]["el"]["cer_b"] == recipe_results["comparisons"]["test"]["3 vs 3c"]["per_language"]["el"]["cer_b"]
+
+
+def test_the_demo_config_runs_on_another_corpus_and_takes_its_languages_from_the_data(tiny_demo_corpus, tmp_path):
+    """Nothing in the demo config names a language: pointed at a corpus in the same layouts with other
+    languages (here two of the tiny corpus' seven, one with unlabeled audio), it picks them up."""
+    from training.recipe import Recipe, load_recipe_config
+
+    other = tmp_path / "other"
+    for code in ("de", "bg"):
+        (other / "cv").mkdir(parents=True, exist_ok=True)
+        (other / "cv" / code).symlink_to(tiny_demo_corpus / "cv" / code)
+    (other / "voxpopuli").mkdir()
+    (other / "voxpopuli" / "bg").symlink_to(tiny_demo_corpus / "voxpopuli" / "bg")
+    config = load_recipe_config(
+        REPOSITORY / "training" / "configs" / "demo_recipe.yaml",
+        ["demo_corpus=null", f"output_dir={tmp_path / 'out'}",
+         f"labeled={{kind: common_voice, path: {other / 'cv'}}}", f"unlabeled={{kind: voxpopuli, path: {other / 'voxpopuli'}}}"],
+    )  # fmt: skip
+    recipe = Recipe(config)
+    assert recipe.labeled_languages == ["bg", "de"] and recipe.pl_languages == ["bg"]
+    assert recipe.config.labeled.path == str(other / "cv") and not (tmp_path / "out" / "corpus").exists()  # no demo corpus built
