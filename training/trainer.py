@@ -524,7 +524,6 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
         temporary = final.with_name(final.name + ".tmp")
         if main:
             shutil.rmtree(temporary, ignore_errors=True)
-            temporary.mkdir(parents=True, exist_ok=True)  # before the others write their random states into it (a race otherwise)
         accelerator.wait_for_everyone()
         accelerator.save_state(str(temporary))
         saved = {
