@@ -137,12 +137,15 @@ class DataConfig:
     # second run reads no headers (training.header_index). Never inside the dataset folder.
     duration_cache_dir: str | None = None
     scan_workers: int | None = None
+    # data.train with `streaming: true` (training.streaming): examples per duration-bucketing buffer.
+    stream_buffer_size: int = 1000
 
     def __post_init__(self):
         check_ranges(self, "data", {
             "max_batch_seconds": POSITIVE, "max_batch_size": COUNT, "eval_max_batch_seconds": POSITIVE,
             "max_clip_seconds": POSITIVE, "num_workers": NON_NEGATIVE, "on_unknown_characters": one_of("warn", "error"),
             "language_temperature": (POSITIVE[0], "> 0 (1 = natural proportions, .inf = uniform)"), "scan_workers": COUNT,
+            "stream_buffer_size": COUNT,
         })  # fmt: skip
 
 

@@ -47,6 +47,7 @@ from .data import EXAMPLE_COLUMNS, DecodeTransform, drop_long_clips, example_dur
 from .inference import FRAMES_PER_SECOND, chunked_logits, greedy_token_ids, pad_labels, transcribe_batch
 from .metrics import compute_asr_metrics, flatten_metrics
 from .run_folder import claim_run_folder
+from .streaming import load_training_stream, stream_batches, stream_transcripts, streams_requested, training_stream
 from .slimipl import (
     LABELED_STEP,
     EmaTeacher,
@@ -81,9 +82,8 @@ def load_map_style(sources: list[SourceConfig], what: str, max_clip_seconds: flo
     for source in sources:
         if source.streaming:
             raise ValueError(
-                f"{what} source {source.path} has streaming: true; the trainer batches map-style data by "
-                "duration (sorted, resumable). Load it map-style (streaming: false); use streaming for "
-                "pseudo-labeling (scripts/pseudo_label.py)"
+                f"{what} source {source.path} has streaming: true; only data.train can be streamed (training.streaming). "
+                f"Load the {what} data map-style (streaming: false)"
             )
         datasets.append(source.load(header_scan=header_scan))
     if len(datasets) == 1:
@@ -409,18 +409,27 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
     # ---- data -------------------------------------------------------------------------------------------
     max_seconds = config.data.max_clip_seconds
     scan = HeaderScan(config.data.duration_cache_dir or output_dir / DURATION_CACHE, config.data.scan_workers)
+    if not config.data.train:
+        raise ValueError("data.train is empty: the trainer needs labeled data (add a source under data.train)")
+    streaming = streams_requested(config.data.train, "train")
+    if streaming and config.data.language_temperature != 1:
+        raise ValueError(
+            f"data.language_temperature={config.data.language_temperature:g} with streamed data.train: temperature sampling "
+            "is implemented for map-style sources only; set streaming: false (or language_temperature: 1)"
+        )
     with accelerator.main_process_first():  # the first process reads the headers, the others find them cached
-        train_set = load_map_style(config.data.train, "train", max_seconds, scan)
-        if train_set is None:
-            raise ValueError("data.train is empty: the trainer needs labeled data (add a source under data.train)")
+        train_set = None if streaming else load_map_style(config.data.train, "train", max_seconds, scan)
+        train_stream = load_training_stream(config.data.train, max_seconds) if streaming else None
         dev_sets = {f"{s.kind}:{Path(s.path).name}:{s.split}": load_map_style([s], "dev", max_seconds, scan) for s in config.data.dev}
         unlabeled_set = load_map_style(config.data.unlabeled, "unlabeled", max_seconds, scan) if slimipl.enabled else None
     if slimipl.enabled and unlabeled_set is None:
         raise ValueError("slimipl.enabled is true but data.unlabeled is empty: add the unlabeled source(s)")
 
     # ---- processor and model --------------------------------------------------------------------------
+    transcripts = stream_transcripts(config.data.train) if streaming else None  # (language, sentence), no audio
+    train_languages = sorted({language for language, _ in transcripts}) if streaming else dataset_languages(train_set)
     data_languages = sorted(
-        set(dataset_languages(train_set)).union(*(dataset_languages(d) for d in dev_sets.values()), dataset_languages(unlabeled_set))
+        set(train_languages).union(*(dataset_languages(d) for d in dev_sets.values()), dataset_languages(unlabeled_set))
     )
     if config.model.init_from:
         processor = MlplProcessor.from_pretrained(config.model.init_from)
@@ -433,7 +442,7 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
             )
         logger.info("initialised from %s", config.model.init_from)
     else:
-        sentences = records_of(train_set)["sentence"]
+        sentences = [sentence for _, sentence in transcripts] if streaming else records_of(train_set)["sentence"]
         processor = MlplProcessor.from_transcripts(sentences)
         model = MlplForCTC(new_model_config(config, len(processor.tokenizer), data_languages))
         logger.info(
@@ -451,17 +460,23 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
     )
 
     world, rank = accelerator.num_processes, accelerator.process_index
-    train_sampler = training_sampler(train_set, config.data, config.train.seed, world, rank)
+    if streaming:
+        train_sampler = training_stream(train_stream, config.data, config.train.seed, world, rank)
+    else:
+        train_sampler = training_sampler(train_set, config.data, config.train.seed, world, rank)
     train_position = {"consumed": 0}
     unlabeled_sampler, unlabeled_position = None, {"consumed": 0}
     if slimipl.enabled:
         unlabeled_sampler = DurationBatchSampler.from_dataset(
             unlabeled_set, config.data.max_batch_seconds, seed=config.train.seed + 1, num_replicas=world, rank=rank, max_batch_size=config.data.max_batch_size
         )
-    logger.info(
-        "train: %d utterances, %.2f h, %d batches per process per epoch",
-        len(train_set), example_durations(train_set).sum() / 3600, len(train_sampler),
-    )
+    if streaming:
+        logger.info("train: streamed, %d transcripts, buffers of %d examples", len(transcripts), config.data.stream_buffer_size)
+    else:
+        logger.info(
+            "train: %d utterances, %.2f h, %d batches per process per epoch",
+            len(train_set), example_durations(train_set).sum() / 3600, len(train_sampler),
+        )
     if config.data.language_temperature != 1:
         logger.info(
             "language temperature %g: target shares of the training audio %s (natural %s)", config.data.language_temperature,
@@ -503,7 +518,7 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
         state.update(saved["state"])
         scheduler.load_state_dict(saved["scheduler"])
         train_sampler.load_state_dict(saved["train_sampler"])
-        train_position["consumed"] = saved["train_sampler"]["position"]
+        train_position["consumed"] = saved["train_sampler"].get("position", 0)  # (a stream's state has its own)
         augment_generator.set_state(saved["augment_generator"])
         schedule.load_state_dict(saved["schedule"])
         cache.load_state_dict(saved["cache"])
@@ -529,7 +544,7 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
         saved = {
             "state": dict(state),
             "scheduler": scheduler.state_dict(),
-            "train_sampler": train_sampler.state_dict(train_position["consumed"]),
+            "train_sampler": train_sampler.state_dict() if streaming else train_sampler.state_dict(train_position["consumed"]),
             "augment_generator": augment_generator.get_state(),
             "schedule": schedule.state_dict(),
             "cache": cache.state_dict(),
@@ -559,7 +574,10 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
             logits, lengths, _ = chunked_logits(labeler, features, mask, crop_frames)
             return pad_labels(greedy_token_ids(logits, lengths, labeler.config.pad_token_id))
 
-    labeled_batches = epoch_batches(train_set, train_sampler, collator, config.data.num_workers, train_position)
+    if streaming:
+        labeled_batches = stream_batches(train_sampler, collator)
+    else:
+        labeled_batches = epoch_batches(train_set, train_sampler, collator, config.data.num_workers, train_position)
     unlabeled_batches = (
         epoch_batches(unlabeled_set, unlabeled_sampler, collator, config.data.num_workers, unlabeled_position) if slimipl.enabled else None
     )
@@ -710,7 +728,9 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
             if slimipl.enabled
             else None
         ),
-        "languages": language_hours_report(train_set, config.data.language_temperature, realized_seconds),
+        "languages": language_hours_report(train_set, config.data.language_temperature, realized_seconds) if not streaming else {
+            "temperature": 1.0, "realized_hours": {code: value / 3600 for code, value in sorted(realized_seconds.items())},
+        },  # fmt: skip
         "best_model": str(output_dir / BEST_MODEL) if dev_sets else None,
         "final_model": str(final_model),
     }

@@ -1,0 +1,57 @@
+"""data.train with `streaming: true` (issue 14.1, training/streaming.py): trained by update count through
+DurationBucketingStream, resumed mid-buffer with bit-identical parameters."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from test_trainer import TINY_MODEL, run_train, write_config
+from training.config import load_config
+
+
+@pytest.fixture()
+def stream_config(tiny_demo_corpus, tmp_path):
+    return write_config(
+        tmp_path / "stream.yaml",
+        tiny_demo_corpus,
+        data={
+            "train": [{"kind": "common_voice", "path": str(tiny_demo_corpus / "cv"), "split": "train", "streaming": True}],
+            "max_batch_seconds": 12,
+            "stream_buffer_size": 10,  # 28 clips: three buffers a pass, so the checkpoints fall inside buffers
+        },
+        model={"overrides": TINY_MODEL, "dropout": 0.1, "layerdrop": 0.0},
+        train={"max_updates": 24, "eval_every": 1000, "save_every": 11, "log_every": 4, "keep_last": 2},
+    )
+
+
+@pytest.mark.slow
+def test_streamed_training_passes_epochs_and_resumes_bit_exactly(stream_config, tmp_path):
+    whole = tmp_path / "whole"
+    completed = run_train(stream_config, whole)
+    assert "training stream: epoch 1 begins" in completed.stderr  # an epoch boundary is logged, not a stop
+    summary = json.loads((whole / "train_summary.json").read_text())
+    assert summary["num_updates"] == 24 and len(summary["languages"]["realized_hours"]) == 7
+
+    parted = tmp_path / "parted"
+    run_train(stream_config, parted, "train.max_updates=11")
+    state = torch.load(parted / "checkpoints" / "step_11" / "trainer_state_rank0.pt", weights_only=True)["train_sampler"]
+    assert state["batches_yielded_in_buffer"] > 0 and state["source_state"] is not None  # inside a buffer
+    assert "resumed from" in run_train(stream_config, parted, "--resume").stderr
+    expected, resumed = load_file(whole / "final" / "model.safetensors"), load_file(parted / "final" / "model.safetensors")
+    for name in expected:
+        torch.testing.assert_close(resumed[name], expected[name], rtol=0, atol=0, msg=name)
+    assert json.loads((parted / "train_summary.json").read_text())["languages"] == summary["languages"]
+
+
+def test_streams_are_refused_where_they_do_not_apply(stream_config, tmp_path):
+    from training.trainer import train
+
+    balanced = load_config(stream_config, [f"train.output_dir={tmp_path / 'a'}", "data.language_temperature=5"])
+    with pytest.raises(ValueError, match="temperature sampling is implemented for map-style sources only"):
+        train(balanced)
+    train_source = balanced.data.train[0]
+    mixed = load_config(stream_config, [f"train.output_dir={tmp_path / 'b'}", f"data.train=[{{kind: common_voice, path: {train_source.path}, streaming: true}}, {{kind: common_voice, path: {train_source.path}}}]"])
+    with pytest.raises(ValueError, match="mixes streamed and map-style sources"):
+        train(mixed)

@@ -1,0 +1,93 @@
+# Copyright 2026 The mlpl authors. Licensed under the Apache License, Version 2.0.
+"""`data.train` as a stream (issue 14.1): sources with `streaming: true`, batched by duration on the fly.
+
+    sources (IterableDataset each, decoded lazily) -> interleaved when several -> clips over
+    data.max_clip_seconds dropped -> DurationBucketingStream (buffer of data.stream_buffer_size examples,
+    packed by duration, this process's shards only, cycled forever: training runs by update count)
+    -> DataLoader without workers -> collator
+
+Nothing reads audio up front: the vocabulary and the languages of a new model come from the sources'
+transcripts (`training.sources.source_transcripts`: TSV / list lines / text columns only).
+
+Resume: the trainer saves `DurationBucketingStream.state_dict()` with each process's checkpoint (the
+stream's epoch, the buffer being consumed, the batches of it already yielded and the `datasets` state of
+the source just before that buffer); a resumed run refills the same buffer and skips the batches already
+trained on, so it continues with exactly the batches the uninterrupted run would have used. The state is
+that of the process iterating the stream, hence a DataLoader without workers (`data.num_workers` is not
+used for streams; decoding runs in the main process).
+
+Map-style data stays the default: it shuffles whole epochs and, with the duration cache
+(training.header_index), starts in seconds on folders of a few million clips. Streams suit Hub datasets
+(nothing downloaded up front) and corpora whose index would not fit in memory (~1.7 kB per clip).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterator
+
+import torch
+from datasets import IterableDataset, interleave_datasets
+
+from .batching import DurationBucketingStream
+
+logger = logging.getLogger("mlpl.trainer")
+
+
+def streams_requested(sources, what: str) -> bool:
+    """Whether `sources` are streams; a mix of streamed and map-style sources is an error naming them."""
+    streaming = {source.streaming for source in sources}
+    if len(streaming) > 1:
+        listed = ", ".join(f"{source.path} (streaming: {str(source.streaming).lower()})" for source in sources)
+        raise ValueError(f"data.{what} mixes streamed and map-style sources ({listed}); set the same `streaming:` on all of them")
+    return streaming == {True}
+
+
+def load_training_stream(sources, max_clip_seconds: float | None) -> IterableDataset:
+    """The sources as one stream of decoded examples (interleaved when several), long clips dropped."""
+    streams = [source.load() for source in sources]
+    for source, stream in zip(sources, streams):
+        if not isinstance(stream, IterableDataset):
+            raise ValueError(f"data.train source {source.path} ({source.kind}) did not load as a stream; it cannot be read with streaming: true")
+    stream = streams[0] if len(streams) == 1 else interleave_datasets(streams, stopping_strategy="all_exhausted")
+    if max_clip_seconds is not None:
+        stream = stream.filter(lambda example: example["duration"] <= max_clip_seconds)
+    return stream
+
+
+def stream_transcripts(sources) -> list[tuple[str, str]]:
+    """`(language, transcript)` of every labeled utterance of the sources, read without audio."""
+    from .sources import source_transcripts
+
+    pairs = []
+    for source in sources:
+        pairs.extend(source_transcripts(source.path, source.split, languages=source.languages, language=source.language, hub_config=source.name))
+    if not pairs:
+        raise ValueError(f"data.train streams {[s.path for s in sources]} have no transcript; the trainer needs labeled data")
+    return pairs
+
+
+def training_stream(stream: IterableDataset, data, seed: int, num_replicas: int, rank: int) -> DurationBucketingStream:
+    """Duration batches of this process's share, cycled epoch after epoch (training runs by update count)."""
+    return DurationBucketingStream(
+        stream, data.max_batch_seconds, buffer_size=data.stream_buffer_size, seed=seed, num_replicas=num_replicas, rank=rank,
+        max_batch_size=data.max_batch_size, infinite=True,
+    )  # fmt: skip
+
+
+def stream_batches(stream: DurationBucketingStream, collator) -> Iterator[dict]:
+    """Collated batches of the stream, forever; an epoch boundary of the stream is logged, never a stop."""
+    epoch = stream.epoch
+    # Its own generator: starting the iterator draws a seed, which must not come from the global RNG (dropout's),
+    # or a resumed run would draw other dropout masks than the uninterrupted one.
+    generator = torch.Generator().manual_seed(stream.seed)
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, collate_fn=collator, num_workers=0, generator=generator)
+    for batch in loader:
+        if stream.epoch != epoch:
+            logger.info("training stream: epoch %d begins (each process cycles through its share)", stream.epoch)
+            epoch = stream.epoch
+        if batch is not None:
+            yield batch
+
+
+__all__ = ["load_training_stream", "stream_batches", "stream_transcripts", "streams_requested", "training_stream"]
