@@ -1,5 +1,6 @@
-"""data.train with `streaming: true` (issue 14.1, training/streaming.py): trained by update count through
-DurationBucketingStream, resumed mid-buffer with bit-identical parameters."""
+"""data.train and data.unlabeled with `streaming: true` (issue 14.1, training/streaming.py): trained by update
+count through DurationBucketingStream (slimIPL's pseudo-labels from the unlabeled stream), resumed mid-buffer
+with bit-identical parameters."""
 
 import json
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_trainer import TINY_MODEL, run_train, write_config
+from test_trainer import SLIMIPL, TINY_MODEL, run_train, write_config
 from training.config import load_config
 
 
@@ -18,10 +19,12 @@ def stream_config(tiny_demo_corpus, tmp_path):
         tiny_demo_corpus,
         data={
             "train": [{"kind": "common_voice", "path": str(tiny_demo_corpus / "cv"), "split": "train", "streaming": True}],
-            "max_batch_seconds": 12,
+            "unlabeled": [{"kind": "voxpopuli", "path": str(tiny_demo_corpus / "voxpopuli"), "streaming": True}],
+            "max_batch_seconds": 30,
             "stream_buffer_size": 10,  # 28 clips: three buffers a pass, so the checkpoints fall inside buffers
         },
         model={"overrides": TINY_MODEL, "dropout": 0.1, "layerdrop": 0.0},
+        slimipl=dict(SLIMIPL, supervised_warmup_updates=8),  # slimIPL's pseudo-labels on a streamed data.unlabeled
         train={"max_updates": 24, "eval_every": 1000, "save_every": 11, "log_every": 4, "keep_last": 2},
     )
 
@@ -42,7 +45,9 @@ def test_streamed_training_passes_epochs_and_resumes_bit_exactly(stream_config, 
     expected, resumed = load_file(whole / "final" / "model.safetensors"), load_file(parted / "final" / "model.safetensors")
     for name in expected:
         torch.testing.assert_close(resumed[name], expected[name], rtol=0, atol=0, msg=name)
-    assert json.loads((parted / "train_summary.json").read_text())["languages"] == summary["languages"]
+    finished = json.loads((parted / "train_summary.json").read_text())
+    assert finished["languages"] == summary["languages"] and finished["slimipl"] == summary["slimipl"]
+    assert summary["slimipl"]["training_reads"] > 0  # the unlabeled stream was trained on
 
 
 def test_streams_are_refused_where_they_do_not_apply(stream_config, tmp_path):

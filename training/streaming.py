@@ -1,5 +1,6 @@
 # Copyright 2026 The mlpl authors. Licensed under the Apache License, Version 2.0.
-"""`data.train` as a stream (issue 14.1): sources with `streaming: true`, batched by duration on the fly.
+"""`data.train` and `data.unlabeled` as streams (issue 14.1): sources with `streaming: true`, batched by
+duration on the fly.
 
     sources (IterableDataset each, decoded lazily) -> interleaved when several -> clips over
     data.max_clip_seconds dropped -> DurationBucketingStream (buffer of data.stream_buffer_size examples,
@@ -43,12 +44,12 @@ def streams_requested(sources, what: str) -> bool:
     return streaming == {True}
 
 
-def load_training_stream(sources, max_clip_seconds: float | None) -> IterableDataset:
+def load_training_stream(sources, max_clip_seconds: float | None, what: str = "train") -> IterableDataset:
     """The sources as one stream of decoded examples (interleaved when several), long clips dropped."""
     streams = [source.load() for source in sources]
     for source, stream in zip(sources, streams):
         if not isinstance(stream, IterableDataset):
-            raise ValueError(f"data.train source {source.path} ({source.kind}) did not load as a stream; it cannot be read with streaming: true")
+            raise ValueError(f"data.{what} source {source.path} ({source.kind}) did not load as a stream; it cannot be read with streaming: true")
     stream = streams[0] if len(streams) == 1 else interleave_datasets(streams, stopping_strategy="all_exhausted")
     if max_clip_seconds is not None:
         stream = stream.filter(lambda example: example["duration"] <= max_clip_seconds)
@@ -65,6 +66,26 @@ def stream_transcripts(sources) -> list[tuple[str, str]]:
     if not pairs:
         raise ValueError(f"data.train streams {[s.path for s in sources]} have no transcript; the trainer needs labeled data")
     return pairs
+
+
+def stream_languages(sources) -> list[str]:
+    """The languages of streamed sources without reading audio: their `languages:`, or what a local folder's
+    metadata names (Common Voice TSVs, VoxPopuli language folders); other kinds must name theirs."""
+    from . import data
+
+    languages = set()
+    for source in sources:
+        if source.languages:
+            languages.update(source.languages)
+        elif source.language:
+            languages.add(source.language)
+        elif source.kind == "common_voice":
+            languages.update(record["language"] for record in data.common_voice_records(source.path, source.split))
+        elif source.kind == "voxpopuli":
+            languages.update(folder.name for folder in data._language_folders(source.path, data._is_voxpopuli_language_folder, None))
+        else:
+            raise ValueError(f"streamed {source.kind} source {source.path}: name its languages (`languages: [..]`) so the model's LID classes are known before any audio is read")
+    return sorted(languages)
 
 
 def training_stream(stream: IterableDataset, data, seed: int, num_replicas: int, rank: int) -> DurationBucketingStream:
@@ -90,4 +111,4 @@ def stream_batches(stream: DurationBucketingStream, collator) -> Iterator[dict]:
             yield batch
 
 
-__all__ = ["load_training_stream", "stream_batches", "stream_transcripts", "streams_requested", "training_stream"]
+__all__ = ["load_training_stream", "stream_batches", "stream_languages", "stream_transcripts", "streams_requested", "training_stream"]

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from modeling_mlpl import MlplConfig, MlplForCTC, MlplProcessor
 
 from .augment import SpecAugment
-from .batching import DurationBatchSampler, LanguageBalancedBatchSampler, language_sampling_shares
+from .batching import DurationBatchSampler, DurationBucketingStream, LanguageBalancedBatchSampler, language_sampling_shares
 from .collate import MlplCollator
 from .config import MODEL_SIZES, ExperimentConfig, SourceConfig, config_to_dict, save_config
 from .files import replace_directory, write_json_atomically, write_text_atomically
@@ -47,7 +47,7 @@ from .data import EXAMPLE_COLUMNS, DecodeTransform, drop_long_clips, example_dur
 from .inference import FRAMES_PER_SECOND, chunked_logits, greedy_token_ids, pad_labels, transcribe_batch
 from .metrics import compute_asr_metrics, flatten_metrics
 from .run_folder import claim_run_folder
-from .streaming import load_training_stream, stream_batches, stream_transcripts, streams_requested, training_stream
+from .streaming import load_training_stream, stream_batches, stream_languages, stream_transcripts, streams_requested, training_stream
 from .slimipl import (
     LABELED_STEP,
     EmaTeacher,
@@ -194,6 +194,23 @@ def epoch_batches(dataset, sampler: DurationBatchSampler, collator, num_workers:
             )
         sampler.set_epoch(sampler.epoch + 1)
         position["consumed"] = 0
+
+
+def training_batches(dataset, sampler, collator, num_workers: int, position: dict) -> Iterator[dict]:
+    """Collated batches forever from a map-style sampler (`epoch_batches`) or a stream (`stream_batches`)."""
+    if isinstance(sampler, DurationBucketingStream):
+        return stream_batches(sampler, collator)
+    return epoch_batches(dataset, sampler, collator, num_workers, position)
+
+
+def batches_state(sampler, position: dict) -> dict:
+    """What a checkpoint keeps of a batch source: a sampler's epoch and consumed batches, or a stream's state."""
+    return sampler.state_dict() if isinstance(sampler, DurationBucketingStream) else sampler.state_dict(position["consumed"])
+
+
+def restore_batches(sampler, position: dict, state: dict) -> None:
+    sampler.load_state_dict(state)
+    position["consumed"] = state.get("position", 0)  # (a stream keeps its position in its own state)
 
 
 def evaluate(accelerator, model, processor, dev_sets: dict, collator, max_batch_seconds: float) -> dict:
@@ -421,15 +438,20 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
         train_set = None if streaming else load_map_style(config.data.train, "train", max_seconds, scan)
         train_stream = load_training_stream(config.data.train, max_seconds) if streaming else None
         dev_sets = {f"{s.kind}:{Path(s.path).name}:{s.split}": load_map_style([s], "dev", max_seconds, scan) for s in config.data.dev}
-        unlabeled_set = load_map_style(config.data.unlabeled, "unlabeled", max_seconds, scan) if slimipl.enabled else None
-    if slimipl.enabled and unlabeled_set is None:
-        raise ValueError("slimipl.enabled is true but data.unlabeled is empty: add the unlabeled source(s)")
+        if slimipl.enabled and not config.data.unlabeled:
+            raise ValueError("slimipl.enabled is true but data.unlabeled is empty: add the unlabeled source(s)")
+        unlabeled_streaming = slimipl.enabled and streams_requested(config.data.unlabeled, "unlabeled")
+        unlabeled_set = load_map_style(config.data.unlabeled, "unlabeled", max_seconds, scan) if slimipl.enabled and not unlabeled_streaming else None
+        unlabeled_stream = load_training_stream(config.data.unlabeled, max_seconds, "unlabeled") if unlabeled_streaming else None
 
     # ---- processor and model --------------------------------------------------------------------------
     transcripts = stream_transcripts(config.data.train) if streaming else None  # (language, sentence), no audio
     train_languages = sorted({language for language, _ in transcripts}) if streaming else dataset_languages(train_set)
     data_languages = sorted(
-        set(train_languages).union(*(dataset_languages(d) for d in dev_sets.values()), dataset_languages(unlabeled_set))
+        set(train_languages).union(
+            *(dataset_languages(d) for d in dev_sets.values()),
+            stream_languages(config.data.unlabeled) if unlabeled_streaming else dataset_languages(unlabeled_set),
+        )
     )
     if config.model.init_from:
         processor = MlplProcessor.from_pretrained(config.model.init_from)
@@ -466,7 +488,9 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
         train_sampler = training_sampler(train_set, config.data, config.train.seed, world, rank)
     train_position = {"consumed": 0}
     unlabeled_sampler, unlabeled_position = None, {"consumed": 0}
-    if slimipl.enabled:
+    if unlabeled_streaming:
+        unlabeled_sampler = training_stream(unlabeled_stream, config.data, config.train.seed + 1, world, rank)
+    elif slimipl.enabled:
         unlabeled_sampler = DurationBatchSampler.from_dataset(
             unlabeled_set, config.data.max_batch_seconds, seed=config.train.seed + 1, num_replicas=world, rank=rank, max_batch_size=config.data.max_batch_size
         )
@@ -517,14 +541,12 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
         saved = load_checkpoint(accelerator, checkpoint)
         state.update(saved["state"])
         scheduler.load_state_dict(saved["scheduler"])
-        train_sampler.load_state_dict(saved["train_sampler"])
-        train_position["consumed"] = saved["train_sampler"].get("position", 0)  # (a stream's state has its own)
+        restore_batches(train_sampler, train_position, saved["train_sampler"])
         augment_generator.set_state(saved["augment_generator"])
         schedule.load_state_dict(saved["schedule"])
         cache.load_state_dict(saved["cache"])
         if unlabeled_sampler is not None:
-            unlabeled_sampler.load_state_dict(saved["unlabeled_sampler"])
-            unlabeled_position["consumed"] = saved["unlabeled_sampler"]["position"]
+            restore_batches(unlabeled_sampler, unlabeled_position, saved["unlabeled_sampler"])
         if state["regularization_lowered"]:
             lower_regularization(unwrapped, slimipl.dropout, slimipl.layerdrop)
         if saved.get("teacher") is not None:
@@ -544,11 +566,11 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
         saved = {
             "state": dict(state),
             "scheduler": scheduler.state_dict(),
-            "train_sampler": train_sampler.state_dict() if streaming else train_sampler.state_dict(train_position["consumed"]),
+            "train_sampler": batches_state(train_sampler, train_position),
             "augment_generator": augment_generator.get_state(),
             "schedule": schedule.state_dict(),
             "cache": cache.state_dict(),
-            "unlabeled_sampler": unlabeled_sampler.state_dict(unlabeled_position["consumed"]) if unlabeled_sampler else None,
+            "unlabeled_sampler": batches_state(unlabeled_sampler, unlabeled_position) if unlabeled_sampler else None,
             "teacher": teacher.state_dict() if teacher is not None else None,
         }
         torch.save(saved, temporary / f"trainer_state_rank{rank}.pt")
@@ -574,12 +596,9 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
             logits, lengths, _ = chunked_logits(labeler, features, mask, crop_frames)
             return pad_labels(greedy_token_ids(logits, lengths, labeler.config.pad_token_id))
 
-    if streaming:
-        labeled_batches = stream_batches(train_sampler, collator)
-    else:
-        labeled_batches = epoch_batches(train_set, train_sampler, collator, config.data.num_workers, train_position)
+    labeled_batches = training_batches(train_set, train_sampler, collator, config.data.num_workers, train_position)
     unlabeled_batches = (
-        epoch_batches(unlabeled_set, unlabeled_sampler, collator, config.data.num_workers, unlabeled_position) if slimipl.enabled else None
+        training_batches(unlabeled_set, unlabeled_sampler, collator, config.data.num_workers, unlabeled_position) if slimipl.enabled else None
     )
 
     trackers = bool(config.train.log_with)
