@@ -60,3 +60,19 @@ def test_streams_are_refused_where_they_do_not_apply(stream_config, tmp_path):
     mixed = load_config(stream_config, [f"train.output_dir={tmp_path / 'b'}", f"data.train=[{{kind: common_voice, path: {train_source.path}, streaming: true}}, {{kind: common_voice, path: {train_source.path}}}]"])
     with pytest.raises(ValueError, match="mixes streamed and map-style sources"):
         train(mixed)
+
+
+def test_transcripts_of_a_streamed_pseudo_label_set_are_its_pseudo_labels(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from training.config import SourceConfig
+    from training.pseudo_label import SUMMARY_FILE
+    from training.streaming import stream_transcripts
+
+    (tmp_path / "pl" / "data").mkdir(parents=True)
+    (tmp_path / "pl" / SUMMARY_FILE).write_text("{}")
+    table = pa.table({"language": ["fi", "el", "fi"], "pseudo_label": ["hyvää päivää", "", "kiitos"]})
+    pq.write_table(table, tmp_path / "pl" / "data" / "train-00000-of-00001.parquet")
+    source = SourceConfig(kind="pseudo_labels", path=str(tmp_path / "pl"), streaming=True)
+    assert stream_transcripts([source]) == [("fi", "hyvää päivää"), ("fi", "kiitos")]  # empty PLs carry no text

@@ -62,6 +62,13 @@ def stream_transcripts(sources) -> list[tuple[str, str]]:
 
     pairs = []
     for source in sources:
+        if source.kind == "pseudo_labels":  # a PL set (training.pseudo_label) keeps its transcript as `pseudo_label`
+            from .pseudo_label import iter_pseudo_labels
+
+            wanted = set(source.languages) if source.languages else None
+            rows = iter_pseudo_labels(source.path, ["language", "pseudo_label"])
+            pairs.extend((r["language"], r["pseudo_label"]) for r in rows if r["pseudo_label"] and (wanted is None or r["language"] in wanted))
+            continue
         pairs.extend(source_transcripts(source.path, source.split, languages=source.languages, language=source.language, hub_config=source.name))
     if not pairs:
         raise ValueError(f"data.train streams {[s.path for s in sources]} have no transcript; the trainer needs labeled data")
