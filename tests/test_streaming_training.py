@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from test_data_sources import parquet_mirror  # noqa: F401 (a fixture)
 from test_trainer import SLIMIPL, TINY_MODEL, run_train, write_config
 from training.config import load_config
 
@@ -76,3 +77,19 @@ def test_transcripts_of_a_streamed_pseudo_label_set_are_its_pseudo_labels(tmp_pa
     pq.write_table(table, tmp_path / "pl" / "data" / "train-00000-of-00001.parquet")
     source = SourceConfig(kind="pseudo_labels", path=str(tmp_path / "pl"), streaming=True)
     assert stream_transcripts([source]) == [("fi", "hyvää päivää"), ("fi", "kiitos")]  # empty PLs carry no text
+
+
+@pytest.mark.slow
+def test_trains_from_a_common_voice_parquet_mirror_streamed(parquet_mirror, tiny_demo_corpus, tmp_path):
+    folder, _ = parquet_mirror  # <mirror>/data/dev-00000-of-00001.parquet, audio bytes embedded, as Hub mirrors are
+    config = write_config(
+        tmp_path / "mirror.yaml",
+        tiny_demo_corpus,
+        data={"train": [{"kind": "hub", "path": str(folder), "split": "dev", "streaming": True}], "max_batch_seconds": 12},
+        model={"overrides": TINY_MODEL, "dropout": 0.1, "layerdrop": 0.0},
+        train={"max_updates": 6, "eval_every": 1000, "save_every": 6, "log_every": 3, "keep_last": 1},
+    )
+    run_train(config, tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["num_updates"] == 6 and set(summary["languages"]["realized_hours"]) == {"de", "fi"}
+    assert json.loads((tmp_path / "run" / "final" / "config.json").read_text())["languages"] == ["de", "fi"]
