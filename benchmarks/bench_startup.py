@@ -13,20 +13,20 @@ in a fresh process, it runs the trainer's own start-up path up to the first coll
 once with an empty cache ("cold") and once with the cache the first run left ("warm"). The files are hard
 links to a few files, so the page cache holds them: "cold" measures the cost of parsing headers (CPU), not
 of the disk. Reported per run: seconds to the first batch, of which reading headers; clips/s per core of the
-header reading; peak RSS of the process against its RSS after imports (the header workers are children of
-multiprocessing's forkserver, each holding one chunk of paths, and are not counted).
+header reading; peak RSS of the process against its RSS after imports, and of its largest header worker
+(forked children; 0 when the headers come from the cache or are read in-process).
 
     nice -n 10 env OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/bench_startup.py --clips 200000 --workers 2
 
-Measured (200,000 clips in 7 language folders; 2 cores shared with another training job, load average ~3.5,
+Measured (200,000 clips in 7 language folders; 2 cores shared with another training job, load average ~3.9,
 so figures vary by +-25 % between runs):
-    cold: first batch after 19-23 s, of which headers 15-18 s with 2 processes (5.7-6.7k clips/s per core);
-          one process: 12.7 s (15.8k clips/s; 19k clips/s on 20,000 clips) -- on this loaded machine a
-          second process does not add a core's worth
-    warm: first batch after 4.2-5.8 s, of which 0.2-0.4 s to read the 5 MB cache; the rest is the TSVs, the
-          Arrow table, the skip rules, duration packing and the processor
+    cold: first batch after 14.6 s, of which headers 10.9 s with 2 forked processes (9.1k clips/s per core);
+          one process: 12.7 s (15.8k clips/s; 19k clips/s on 20,000 clips)
+    warm: first batch after 3.8 s, of which 0.2 s to read the 5 MB cache; the rest is the TSVs, the Arrow
+          table, the skip rules, duration packing and the processor
     peak RSS 771 MB against 427 MB after imports: ~1.7 kB per clip for the index (Python record dicts
-          ~0.5 kB of it); the cache of a one-language folder of 1M clips would be ~25 MB.
+          ~0.5 kB of it); a header worker's 611 MB is mostly pages shared with its parent (fork); the cache of
+          a one-language folder of 1M clips would be ~25 MB.
 """
 
 import argparse
@@ -119,6 +119,7 @@ def first_batch(release: Path, run: Path, workers: int) -> dict:
         "rss_after_imports_mb": baseline / 1024,
         "peak_rss_index_mb": index_rss / 1024,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_header_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
         "cache_mb": sum(p.stat().st_size for p in (run / DURATION_CACHE).glob("*.npz")) / 2**20,
     }
 
@@ -161,7 +162,8 @@ def main() -> None:
         print(
             f"{mode}: {r['clips']} clips, first batch after {r['first_batch_s']:.1f} s (headers {r['headers_s']:.1f} s, index "
             f"{r['index_s']:.1f} s); peak RSS {r['peak_rss_mb']:.0f} MB (after imports {r['rss_after_imports_mb']:.0f} MB, "
-            f"index built {r['peak_rss_index_mb']:.0f} MB); duration cache {r['cache_mb']:.1f} MB",
+            f"index built {r['peak_rss_index_mb']:.0f} MB), header worker {r['peak_rss_header_worker_mb']:.0f} MB; "
+            f"duration cache {r['cache_mb']:.1f} MB",
             file=sys.stderr,
         )
     print(f"cold header reading: {results['cold_header_clips_per_s_per_core']:.0f} clips/s per core ({workers} processes)", file=sys.stderr)
