@@ -11,10 +11,8 @@ reused). Ends with <output_dir>/ablations.md and ablations.json.
 
 import argparse
 
-from accelerate.state import PartialState
-
 from training.ablations import Ablations, parse_ablations
-from training.cli import setup_logging
+from training.cli import process_state, setup_logging
 from training.recipe import Recipe, load_recipe_config
 
 
@@ -25,7 +23,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides of the recipe YAML")
     arguments = parser.parse_intermixed_args()
     setup_logging()
-    state = PartialState()
+    state = process_state()
     names = parse_ablations(arguments.ablations)
     files = Ablations(Recipe(load_recipe_config(arguments.config, arguments.overrides)), names).run()
     if state.is_main_process and files:

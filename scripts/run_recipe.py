@@ -13,9 +13,7 @@ dev_cer_curves.png and final_model/ under the config's output_dir.
 
 import argparse
 
-from accelerate.state import PartialState
-
-from training.cli import setup_logging
+from training.cli import process_state, setup_logging
 from training.recipe import Recipe, load_recipe_config, parse_stages
 
 
@@ -28,7 +26,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides of the recipe YAML")
     arguments = parser.parse_intermixed_args()
     setup_logging()
-    state = PartialState()
+    state = process_state()
     config = load_recipe_config(arguments.config, arguments.overrides + (["controls=true"] if arguments.controls else []))
     languages = arguments.languages.split(",") if arguments.languages else None
     files = Recipe(config).run(parse_stages(arguments.stages), languages)

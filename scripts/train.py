@@ -16,9 +16,7 @@ Overrides are dotted `section.key=value` pairs (values parsed as YAML): `train.m
 import argparse
 import sys
 
-from accelerate.state import PartialState
-
-from training.cli import setup_logging
+from training.cli import process_state, setup_logging
 from training.config import load_config
 from training.run_folder import RunFolderError
 from training.trainer import train
@@ -34,7 +32,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
     arguments = parser.parse_intermixed_args()
     setup_logging()
-    state = PartialState()
+    state = process_state()
     config = load_config(arguments.config, arguments.overrides)
     try:
         result = train(config, resume=arguments.resume, overwrite=arguments.overwrite)

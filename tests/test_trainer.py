@@ -287,3 +287,22 @@ def test_resume_refuses_a_crafted_trainer_state_and_never_runs_it(uninterrupted_
     assert completed.returncode != 0
     assert not marker.exists(), "the planted pickle ran its payload on --resume"
     assert str(newest / "trainer_state_rank0.pt") in completed.stderr and "refusing to load" in completed.stderr
+
+
+@pytest.mark.slow
+def test_scripts_train_py_under_a_two_process_cpu_launch_is_one_group(tiny_demo_corpus, tmp_path):
+    """`ACCELERATE_USE_CPU=true accelerate launch --num_processes 2 scripts/train.py`: the script's own
+    process state must be the distributed one (PartialState() alone ignored ACCELERATE_USE_CPU, so each
+    process trained alone as rank 0 and both wrote the same checkpoints)."""
+    config = write_config(tmp_path / "run.yaml", tiny_demo_corpus, train={"max_updates": 2, "save_every": 2, "log_every": 1, "eval_every": 1000})
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+        "scripts/train.py", "--config", str(config), f"train.output_dir={tmp_path / 'run'}",
+    ]  # fmt: skip
+    environment = {**ENVIRONMENT, "ACCELERATE_USE_CPU": "true"}
+    completed = subprocess.run(command, cwd=REPOSITORY, env=environment, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, f"{completed.stdout[-2000:]}\n{completed.stderr[-4000:]}"
+    assert completed.stderr.count("with 2 process(es)") == 1 and "with 1 process(es)" not in completed.stderr
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints" / "step_2").glob("trainer_state_rank*.pt")) == ["trainer_state_rank0.pt", "trainer_state_rank1.pt"]

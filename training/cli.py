@@ -7,12 +7,24 @@ import logging
 QUIET_LOGGERS = ("accelerate", "httpx", "urllib3", "filelock")
 
 
+def process_state():
+    """accelerate's `PartialState` of this process, the one every script and the recipe use.
+
+    `PartialState()` alone ignores `ACCELERATE_USE_CPU` (only `AcceleratorState` reads it), so under
+    `ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2` on a machine without CUDA the
+    first state made would be non-distributed and every process would train alone as "the main process"
+    (and race on the same checkpoints). Reading the flag here makes them one gloo group.
+    """
+    from accelerate.state import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     """Log to stderr with time, process rank and logger name; processes other than the main one only
     report warnings (launched with `accelerate launch`, every process would otherwise repeat each line)."""
-    from accelerate.state import PartialState
-
-    state = PartialState()
+    state = process_state()
     logging.basicConfig(
         level=level if state.is_main_process else logging.WARNING,
         format=f"%(asctime)s [rank {state.process_index}] %(name)s %(levelname)s %(message)s",
@@ -21,4 +33,4 @@ def setup_logging(level: int = logging.INFO) -> None:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 
-__all__ = ["setup_logging"]
+__all__ = ["process_state", "setup_logging"]

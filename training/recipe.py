@@ -184,9 +184,9 @@ class Recipe:
     # ---- processes ----------------------------------------------------------------------------------
     @staticmethod
     def _state():
-        from accelerate.state import PartialState
+        from .cli import process_state
 
-        return PartialState()
+        return process_state()
 
     def is_main(self) -> bool:
         return self._state().is_main_process
