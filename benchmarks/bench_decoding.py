@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Decoding speed (utterances per second, one core) of greedy CTC vs beam search, on the same logits (SPEC 7).
+"""Decoding speed (utterances per second, one core) of greedy CTC vs beam search, on the same logits (docs/design.md §7).
 
 Decoders compared (training/decoding.py), for each beam size (token beam = min(beam, 100), as the slimIPL
 settings pair beam 1000 with token beam 100):
@@ -167,7 +167,7 @@ def main() -> None:
             decode_one = lambda utterance, decoder=decoder: decoder.decode_emissions(decoder.emissions(utterance))  # noqa: E731
             rows.append((name, beam, token_beam) + run(name, decode_one, logits, references, arguments.seconds_per_config))
 
-    print(f"\nthreshold 100000 (SPEC 7), alpha={arguments.alpha}, beta={arguments.beta}, one core\n")
+    print(f"\nthreshold 100000 (docs/design.md §7), alpha={arguments.alpha}, beta={arguments.beta}, one core\n")
     print("| decoder | beam | token beam | utterances/s | frames/s | WER % | greedy WER % (same utterances) | utterances timed |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, beam, token_beam, rate, frame_rate, wer, count in rows:

@@ -8,7 +8,7 @@
 
 Every model is a stack of `--layers` base-size blocks (768 wide, 4 heads, 3072 MLP, no dropout) fed the same
 `(B, T, 768)` batch with B * T ~ `--frames`:
-- `mlpl`: MlplEncoderLayer with the Shaw relative term (table of `--max-relative-positions`, 920 = SPEC);
+- `mlpl`: MlplEncoderLayer with the Shaw relative term (table of `--max-relative-positions`, 920 = the paper, docs/design.md §2.3);
 - `mlpl-norel`: the same layers with `max_relative_positions=0` (the target-1 reference);
 - `torch`: nn.TransformerEncoder (post-LN, no bias, ReLU); `wav2vec2`: transformers' Wav2Vec2EncoderLayer.
 Timing interleaves all variants in one loop (A, B, C, ... repeated), together with a 2048^2 matmul that gives

@@ -11,7 +11,7 @@ the paper's large model (1,058,849,871 parameters).
 from transformers import PreTrainedConfig
 
 
-# Feature frames are 10 ms apart: Flashlight "mfsc" stride of 160 samples at 16 kHz (SPEC 1).
+# Feature frames are 10 ms apart: Flashlight "mfsc" stride of 160 samples at 16 kHz (docs/design.md §1).
 FEATURE_HOP_LENGTH = 160
 
 CTC_LOSS_REDUCTIONS = ("sqrt_target_length", "mean", "sum")
@@ -65,7 +65,7 @@ class MlplConfig(PreTrainedConfig):
             gamma in loss = CTC + gamma * LID (paper: 1.0 is best).
         ctc_loss_reduction (`str`, defaults to `"sqrt_target_length"`):
             `"sqrt_target_length"`: Flashlight's per-utterance CTC loss divided by sqrt(target
-            length), averaged over the batch (SPEC 4); `"mean"`: torch's mean (loss divided by
+            length), averaged over the batch (docs/design.md §4); `"mean"`: torch's mean (loss divided by
             target length, averaged over the batch); `"sum"`: summed over the batch.
         ctc_zero_infinity (`bool`, defaults to `True`):
             Zero infinite CTC losses (targets longer than the output) and their gradients.
@@ -167,7 +167,7 @@ class MlplConfig(PreTrainedConfig):
     def inputs_to_logits_ratio(self) -> int:
         """Raw samples per output frame: 160 (10 ms feature hop) x 3 (conv stride) = 480.
 
-        The ASR pipeline reads it to chunk long audio and to place timestamps (SPEC 9).
+        The ASR pipeline reads it to chunk long audio and to place timestamps (docs/design.md §9).
         """
         return FEATURE_HOP_LENGTH * self.conv_stride
 

@@ -10,14 +10,14 @@ SRC is a local M-CTC-T folder (config.json, pytorch_model.bin or model.safetenso
 vocab.json + tokenizer files, preprocessor_config.json). transformers 5 deleted M-CTC-T, so nothing here
 needs it: config.json and the tensors are read directly.
 
-M-CTC-T is transformers' port of the same Flashlight network (SPEC 2). What the conversion bridges:
+M-CTC-T is transformers' port of the same Flashlight network (docs/design.md §2). What the conversion bridges:
 
 - Input norm. M-CTC-T's `MCTCTLayerNorm` on the features is only `x * w + b` (no statistics); Flashlight's,
   and ours, normalizes the utterance's whole (T, 80) plane first. Features that are already normalized per
   utterance (either extractor's output) have mean 0 and variance 1 over that plane, so ours equals
   M-CTC-T's up to the factor 1 / sqrt(1 + eps) = 1 - 5e-6. The scalar w and b are copied.
 - Feature normalization. M-CTC-T's feature extractor normalized each mel bin separately; the network was
-  trained in Flashlight with ONE mean and std per utterance (SPEC 1). The mel part is identical (same
+  trained in Flashlight with ONE mean and std per utterance (docs/design.md §1). The mel part is identical (same
   Flashlight mfsc), so the converter writes an `MlplFeatureExtractor` with the training-time rule and the
   window, hop, pre-emphasis and floor read from preprocessor_config.json.
 - Padding. M-CTC-T's input affine also maps padded frames (zeros) to b, which the convolution then reads
@@ -308,7 +308,7 @@ def convert_state_dict(state_dict, mctct_config, origin=None, config_path="confi
 
 def feature_extractor_from_mctct(source):
     """`MlplFeatureExtractor` with preprocessor_config.json's window, hop, pre-emphasis and floor, and the
-    training-time normalization (one scalar mean / std per utterance, SPEC 1; M-CTC-T's was per mel bin)."""
+    training-time normalization (one scalar mean / std per utterance, docs/design.md §1; M-CTC-T's was per mel bin)."""
     path = Path(source) / "preprocessor_config.json"
     values = dict(MCTCT_FEATURE_DEFAULTS)
     if path.is_file():

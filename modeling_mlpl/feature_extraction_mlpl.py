@@ -2,7 +2,7 @@
 """Flashlight "mfsc" log-mel features, batched in torch.
 
 Every step follows Flashlight's `fl::lib::audio::Mfsc` as configured by the ASR app
-(`featParams.usePower = false; useEnergy = false; zeroMeanFrame = false`, SPEC 1):
+(`featParams.usePower = false; useEnergy = false; zeroMeanFrame = false`, docs/design.md §1):
 
     samples x 32768  ->  frames of 400 (25 ms) every 160 (10 ms), the tail that does not fill
     a frame dropped  ->  pre-emphasis 0.97 inside each frame, first sample x (1 - 0.97)

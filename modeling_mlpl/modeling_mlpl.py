@@ -1,5 +1,5 @@
 # Copyright 2026 The mlpl authors. Licensed under the Apache License, Version 2.0.
-"""The mlpl joint CTC + language-ID transformer encoder (SPEC 2).
+"""The mlpl joint CTC + language-ID transformer encoder (docs/design.md §2).
 
 Flashlight's network for "Pseudo-Labeling for Massively Multilingual Speech Recognition":
 
@@ -11,7 +11,7 @@ Flashlight's network for "Pseudo-Labeling for Massively Multilingual Speech Reco
           f = 0 with probability `layerdrop` in training)
       -> CTC head Linear(H, vocab)  and  LID head Linear(H, languages) averaged over valid frames.
 
-Where we deliberately differ from Flashlight ("ours" in SPEC 2) it is to make a padded batch give
+Where we deliberately differ from Flashlight ("ours" in docs/design.md §2) it is to make a padded batch give
 exactly the per-utterance result: the input LayerNorm and the LID average ignore padded frames,
 attention masks padded keys, and the front end always pads kernel // 2 frames on both sides
 (Flashlight's "SAME" padding depends on T mod 3; M-CTC-T pads like us).
@@ -236,7 +236,7 @@ def _has_padding(frame_mask):
 
 class MlplLayerNorm(nn.Module):
     """LayerNorm over the channel dimension with ONE scalar weight and ONE scalar bias (Flashlight
-    `LayerNorm` with affine size 1, SPEC 2.3): 2 parameters per norm, 4 per block.
+    `LayerNorm` with affine size 1, docs/design.md §2.3): 2 parameters per norm, 4 per block.
 
     `affine_size = hidden_size` (config `layer_norm_per_channel`) gives one weight and bias per channel
     instead, as `nn.LayerNorm`: only for converted M-CTC-T models whose LayerNorms were trained per channel.
@@ -254,7 +254,7 @@ class MlplLayerNorm(nn.Module):
 
 
 class MlplInputLayerNorm(nn.Module):
-    """LayerNorm over each utterance's whole `(T, F)` feature plane, scalar weight and bias (SPEC 2.1).
+    """LayerNorm over each utterance's whole `(T, F)` feature plane, scalar weight and bias (docs/design.md §2.1).
 
     Ours: the statistics use the valid frames only, and padded frames come out as exact zeros so the
     convolution sees the same zeros it would pad an unbatched utterance with.
@@ -278,7 +278,7 @@ class MlplInputLayerNorm(nn.Module):
 
 
 class MlplConvFrontEnd(nn.Module):
-    """Conv1d(num_mel_bins -> 2H, kernel 7, stride 3, bias) -> GLU over channels -> dropout (SPEC 2.2)."""
+    """Conv1d(num_mel_bins -> 2H, kernel 7, stride 3, bias) -> GLU over channels -> dropout (docs/design.md §2.2)."""
 
     def __init__(self, config):
         super().__init__()
@@ -492,14 +492,14 @@ class MlplPreTrainedModel(PreTrainedModel):
             init.ones_(module.weight)
             init.zeros_(module.bias)
         elif isinstance(module, MlplAttention) and module.relative_position_embeddings is not None:
-            init.uniform_(module.relative_position_embeddings, -0.1, 0.1)  # SPEC 2.3
+            init.uniform_(module.relative_position_embeddings, -0.1, 0.1)  # docs/design.md §2.3
 
     def get_output_lengths(self, feature_lengths):
         """Encoder (= logit) frames for feature frame counts: ceil(T / conv_stride)."""
         return compute_output_lengths(feature_lengths, self.config.conv_stride)
 
     def set_regularization(self, dropout=None, layerdrop=None):
-        """Change dropout / layerdrop in place (slimIPL lowers both to 0.1 when it starts, SPEC 5).
+        """Change dropout / layerdrop in place (slimIPL lowers both to 0.1 when it starts, docs/design.md §5).
 
         Every module reads these values from the shared config at forward time, so this is the only
         place they change, and `save_pretrained` records the current values.
@@ -598,7 +598,7 @@ class MlplModel(MlplPreTrainedModel):
 
 
 class MlplForCTC(MlplPreTrainedModel):
-    """The encoder with its CTC head and its language-ID head (SPEC 2.4-2.6)."""
+    """The encoder with its CTC head and its language-ID head (docs/design.md §2.4-2.6)."""
 
     def __init__(self, config):
         super().__init__(config)
@@ -685,7 +685,7 @@ class MlplForCTC(MlplPreTrainedModel):
         """CTC loss in float32 with `zero_infinity`, reduced as `config.ctc_loss_reduction` says.
 
         `"sqrt_target_length"` is Flashlight's: each utterance's negative log-likelihood divided by
-        sqrt(its target length), averaged over the batch (SPEC 4).
+        sqrt(its target length), averaged over the batch (docs/design.md §4).
         """
         if not torch.compiler.is_compiling() and labels.max() >= self.config.vocab_size:  # eager checks only
             raise ValueError(

@@ -1,5 +1,5 @@
 # Copyright 2026 The mlpl authors. Licensed under the Apache License, Version 2.0.
-"""Characters as CTC tokens (SPEC 3) and the processor that pairs them with the feature extractor.
+"""Characters as CTC tokens (docs/design.md §3) and the processor that pairs them with the feature extractor.
 
 Tokens are Unicode code points of the unnormalized transcripts: case and punctuation kept, the
 space written as the word delimiter "|", the CTC blank = the pad token `<pad>` = id 0.

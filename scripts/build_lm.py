@@ -10,7 +10,7 @@
 read without touching audio. With "{language}" in --output, one LM per language is written; otherwise
 all the text goes into one LM.
 
-Words are whitespace-separated and kept as they are (case and punctuation, SPEC 3), so that they match
+Words are whitespace-separated and kept as they are (case and punctuation, docs/design.md §3), so that they match
 what the acoustic model writes. The estimator is pure Python (training/ngram_lm.py): fine for the
 transcripts of a corpus (millions of words); for web-scale text use KenLM's lmplz (same ARPA format).
 """
@@ -33,7 +33,7 @@ def main(argv=None) -> None:
     parser.add_argument("--languages", nargs="+", help="--data: only these languages")
     parser.add_argument("--language", help="--data: language of a Flashlight list / of a Hub dataset without one")
     parser.add_argument("--hub-config", help="--data: configuration of a Hub dataset")
-    parser.add_argument("--order", type=int, default=DEFAULT_ORDER, help="n of the n-gram (SPEC 7: 4)")
+    parser.add_argument("--order", type=int, default=DEFAULT_ORDER, help="n of the n-gram (docs/design.md §7: 4)")
     parser.add_argument("--output", required=True, help="ARPA file to write; '{language}' in it: one LM per language")
     arguments = parser.parse_args(argv)
     setup_logging()

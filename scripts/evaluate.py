@@ -46,14 +46,14 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--language", help="language of a Flashlight list, or of a Hub dataset without a language column")
     parser.add_argument("--hub-config", help="configuration of a Hub dataset")
     parser.add_argument("--output-dir", help="report folder (default: <model folder>/eval/<split>, or eval/<split>)")
-    parser.add_argument("--max-batch-seconds", type=float, default=200.0, help="padded audio per batch (SPEC 4)")
+    parser.add_argument("--max-batch-seconds", type=float, default=200.0, help="padded audio per batch (docs/design.md §4)")
     parser.add_argument("--max-batch-size", type=int, help="cap on utterances per batch")
     parser.add_argument("--chunk-seconds", type=float, help="run the model on crops of this length (long audio)")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding audio")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
-    lm = parser.add_argument_group("LM decoding (SPEC 7)")
+    lm = parser.add_argument_group("LM decoding (docs/design.md §7)")
     lm.add_argument("--lm", nargs="+", metavar="LM",
                     help="ARPA file for all languages, LANG=PATH pairs, or a template with {language}")
     lm.add_argument("--lexicon", help="lexicon-constrained decoding: a word list / Flashlight lexicon, or 'lm' (the LM's words)")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Run the mling_pl recipe (training/recipe.py, SPEC 6): stages 1-6, each safe to re-run.
+"""Run the mling_pl recipe (training/recipe.py, docs/design.md §6): stages 1-6, each safe to re-run.
 
     accelerate launch scripts/run_recipe.py --config training/configs/demo_recipe.yaml
     accelerate launch scripts/run_recipe.py --config my.yaml --stages 2-4 --languages el,fi

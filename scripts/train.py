@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train an mlpl model: supervised CTC + LID, or slimIPL (training/trainer.py, SPEC 4-5).
+"""Train an mlpl model: supervised CTC + LID, or slimIPL (training/trainer.py, docs/design.md §4-5).
 
     accelerate launch scripts/train.py --config training/configs/demo_supervised.yaml
     accelerate launch --multi_gpu --num_processes 8 scripts/train.py --config my.yaml optim.lr=0.01

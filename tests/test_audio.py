@@ -1,4 +1,4 @@
-"""training.audio: mp3/ogg/wav decoded to 16 kHz mono float32 with soundfile + soxr (SPEC 8-9)."""
+"""training.audio: mp3/ogg/wav decoded to 16 kHz mono float32 with soundfile + soxr (docs/design.md §8-9)."""
 
 import csv
 import pickle

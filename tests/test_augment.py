@@ -1,4 +1,4 @@
-"""SpecAugment (training/augment.py): mask geometry per SPEC 4 / Flashlight's SpecAugment.cpp."""
+"""SpecAugment (training/augment.py): mask geometry per docs/design.md §4 / Flashlight's SpecAugment.cpp."""
 
 import pytest
 import torch
@@ -28,7 +28,7 @@ def span_union(spans, length):
 
 @pytest.mark.parametrize("num_frames", [5, 50, 123, 400, 2000])
 def test_span_geometry_over_many_draws(num_frames):
-    augment = SpecAugment()  # SPEC 4 defaults: 2 x F=30, 2 x T=50, p=0.1
+    augment = SpecAugment()  # docs/design.md §4 defaults: 2 x F=30, 2 x T=50, p=0.1
     generator = torch.Generator().manual_seed(0)
     time_bound = min(50, int(0.1 * num_frames))
     frequency_widths, time_widths = [], []

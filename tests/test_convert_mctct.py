@@ -197,7 +197,7 @@ def test_not_an_mctct_folder_is_refused(tmp_path, capsys):
 
 def test_features_differ_from_mctct_only_by_the_normalization():
     """M-CTC-T's extractor computed the same Flashlight mel features but normalized each mel bin; the network
-    was trained with one mean and std per utterance (SPEC 1), which the converted folder uses."""
+    was trained with one mean and std per utterance (docs/design.md §1), which the converted folder uses."""
     audio, lengths = np.load(FIXTURE / "audio.npy"), np.load(FIXTURE / "audio_lengths.npy")
     waveforms = [row[:length] for row, length in zip(audio, lengths)]
     mctct_features, mask = (array.numpy() for array in fixture_inputs())

@@ -1,4 +1,4 @@
-"""training.data: every source yields the same schema; bad clips are skipped, counted and named (SPEC 8)."""
+"""training.data: every source yields the same schema; bad clips are skipped, counted and named (docs/design.md §8)."""
 
 import logging
 import pickle

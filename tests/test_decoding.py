@@ -1,4 +1,4 @@
-"""CTC beam search with a word n-gram LM (SPEC 7): greedy at alpha = beta = 0, the LM fixes what the acoustics
+"""CTC beam search with a word n-gram LM (docs/design.md §7): greedy at alpha = beta = 0, the LM fixes what the acoustics
 leave ambiguous, lexicon decoding stays in the lexicon, cached log-probabilities, the alpha/beta grid search."""
 
 import json

@@ -1,4 +1,4 @@
-"""MlplFeatureExtractor against a straightforward float64 implementation of Flashlight's mfsc (SPEC 1)."""
+"""MlplFeatureExtractor against a straightforward float64 implementation of Flashlight's mfsc (docs/design.md §1)."""
 
 import math
 
@@ -11,7 +11,7 @@ from modeling_mlpl import MlplFeatureExtractor
 
 
 def reference_mfsc(signal, sampling_rate=16000, num_filters=80):
-    """Frame by frame, sample by sample, in float64: the formula of SPEC 1 written plainly."""
+    """Frame by frame, sample by sample, in float64: the formula of docs/design.md §1 written plainly."""
     window_length, hop, n_fft = 400, 160, 512
     signal = np.asarray(signal, dtype=np.float64) * 32768.0
     num_frames = 1 + (len(signal) - window_length) // hop

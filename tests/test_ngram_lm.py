@@ -1,4 +1,4 @@
-"""The Kneser-Ney estimator and its ARPA files (SPEC 7): normalized distributions, KenLM reads the file and
+"""The Kneser-Ney estimator and its ARPA files (docs/design.md §7): normalized distributions, KenLM reads the file and
 computes our probabilities, and the output equals lmplz's on a small text."""
 
 from pathlib import Path

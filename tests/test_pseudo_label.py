@@ -146,7 +146,7 @@ def mixed_reference(model_and_processor, mixed_parquet):
 
 
 def outcome(row, min_confidence=None) -> str:
-    """The test's own statement of SPEC 3/6's rule (and the optional confidence threshold)."""
+    """The test's own statement of docs/design.md §3/6's rule (and the optional confidence threshold)."""
     if not row["pseudo_label"]:
         return DROP_EMPTY
     if len(row["pseudo_label"]) > 630:

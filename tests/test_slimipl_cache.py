@@ -1,4 +1,4 @@
-"""slimIPL (training/slimipl.py, SPEC 5): the 1:lambda step schedule after M supervised updates, the
+"""slimIPL (training/slimipl.py, docs/design.md §5): the 1:lambda step schedule after M supervised updates, the
 pseudo-label cache's rules (filling without updates, one training read per unlabeled step, replacement
 with probability p, reshuffle after C reads), exact resume from state_dict, and the EMA teacher."""
 
@@ -393,7 +393,7 @@ class TinyRegularizedModel(nn.Module):
 def test_lower_regularization_sets_the_slimipl_values():
     model = TinyRegularizedModel()
     lower_regularization(model)
-    assert (model.dropout, model.layerdrop) == (0.1, 0.1)  # SPEC 5 defaults
+    assert (model.dropout, model.layerdrop) == (0.1, 0.1)  # docs/design.md §5 defaults
     lower_regularization(model, dropout=0.05, layerdrop=0.0)
     assert (model.dropout, model.layerdrop) == (0.05, 0.0)
     with pytest.raises(TypeError, match="set_regularization"):

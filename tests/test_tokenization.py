@@ -1,4 +1,4 @@
-"""Character vocabulary and the processor (SPEC 3)."""
+"""Character vocabulary and the processor (docs/design.md §3)."""
 
 import pytest
 import torch

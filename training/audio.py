@@ -1,7 +1,7 @@
-"""Audio decoding for every data source: soundfile to decode, soxr to resample (SPEC 8-9).
+"""Audio decoding for every data source: soundfile to decode, soxr to resample (docs/design.md §8-9).
 
 datasets >= 4 decodes audio only through torchcodec (CUDA + FFmpeg wheels) and torchaudio lost
-its I/O in 2.9, so neither is used here (SPEC 8-9). libsndfile >= 1.1 reads mp3 (Common Voice)
+its I/O in 2.9, so neither is used here (docs/design.md §8-9). libsndfile >= 1.1 reads mp3 (Common Voice)
 and ogg/vorbis (VoxPopuli) as well as flac/wav, and soxr resamples in a few milliseconds per
 clip. Datasets hand audio over as `Audio(decode=False)` values, `{"path": str | None,
 "bytes": bytes | None}`, which `decode_audio_column` turns into a waveform.
@@ -17,7 +17,7 @@ import numpy as np
 import soundfile
 import soxr
 
-# SPEC 1: the model's features are computed on 16 kHz mono input.
+# docs/design.md §1: the model's features are computed on 16 kHz mono input.
 SAMPLING_RATE = 16000
 
 # What can be decoded: a file path, the encoded bytes of a file, or an open binary file object.
@@ -109,7 +109,7 @@ def load_audio(source: AudioSource, target_sr: int = SAMPLING_RATE, *, name: str
 
     Args:
         source: a path, the encoded bytes of a file (mp3, ogg, flac, wav...) or a binary file object.
-        target_sr: sampling rate of the result in Hz (16000 for the model, SPEC 1).
+        target_sr: sampling rate of the result in Hz (16000 for the model, docs/design.md §1).
         name: how error messages call the clip (default: its path, or its size for bytes).
 
     Returns:

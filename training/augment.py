@@ -1,5 +1,5 @@
 # Copyright 2026 The mlpl authors. Licensed under the Apache License, Version 2.0.
-"""SpecAugment as the paper's recipe uses it (SPEC 4), following Flashlight's `fl::SpecAugment`
+"""SpecAugment as the paper's recipe uses it (docs/design.md §4), following Flashlight's `fl::SpecAugment`
 (flashlight/fl/contrib/modules/SpecAugment.cpp) draw for draw:
 
 - no time warp (Flashlight never implemented it; the recipe passes W = 0);
@@ -12,7 +12,7 @@
 - only in training mode, and only from update `start_update` on (Train.cpp, `--saug_start_update`).
 
 Widths: Flashlight masks `fl::range(f0, f0 + w + 1)`, i.e. w + 1 bins for a drawn w, so the widths are
-1..F rather than the paper's 0..F-1 (SPEC 4 says "< 30"). We follow Flashlight by default, since the
+1..F rather than the paper's 0..F-1 (docs/design.md §4 says "< 30"). We follow Flashlight by default, since the
 released models were trained that way; `flashlight_mask_widths=False` gives the paper's widths.
 
 `num_frames` for the 10% cap is the batch's padded length in Flashlight, which there always equals the
@@ -28,12 +28,12 @@ class SpecAugment(nn.Module):
     r"""Frequency and time masking of a batch of features, the same masks for every utterance.
 
     Args:
-        num_freq_masks: frequency masks per batch (SPEC 4: 2).
-        freq_mask_width: F, the exclusive bound of the drawn frequency width (SPEC 4: 30).
-        num_time_masks: time masks per batch (SPEC 4: 2; the paper uses 2 instead of Flashlight's
+        num_freq_masks: frequency masks per batch (docs/design.md §4: 2).
+        freq_mask_width: F, the exclusive bound of the drawn frequency width (docs/design.md §4: 30).
+        num_time_masks: time masks per batch (docs/design.md §4: 2; the paper uses 2 instead of Flashlight's
             LibriSpeech 10 because Common Voice clips are short).
-        time_mask_width: T, the exclusive bound of the drawn time width in frames (SPEC 4: 50).
-        time_mask_max_ratio: p, the time width bound is also at most `int(p * num_frames)` (SPEC 4: 0.1).
+        time_mask_width: T, the exclusive bound of the drawn time width in frames (docs/design.md §4: 50).
+        time_mask_max_ratio: p, the time width bound is also at most `int(p * num_frames)` (docs/design.md §4: 0.1).
         start_update: first update (0-based count of finished optimizer updates) that is augmented.
             Flashlight tests `++curBatch >= start` (1-based), i.e. augments one update earlier; the
             difference of one update is immaterial and 0-based counts are what the trainer holds.

@@ -1,5 +1,5 @@
 # Copyright 2026 The mlpl authors. Licensed under the Apache License, Version 2.0.
-"""Dynamic batching by total audio duration (SPEC 4), for map-style datasets and for streams.
+"""Dynamic batching by total audio duration (docs/design.md §4), for map-style datasets and for streams.
 
 The rule is Flashlight's `fl::dynamicPartitionByRoundRobin` (flashlight/fl/dataset/Utils.cpp), used by
 `--batching_strategy=dynamic` (flashlight/pkg/speech/runtime/Helpers.cpp, `createDataset`):
@@ -59,7 +59,7 @@ def pack_by_duration(
         durations: seconds of audio per utterance (any order).
         max_batch_seconds: limit on `len(batch) * max(durations in batch)`, i.e. on the padded audio
             of one batch, in seconds (Flashlight `--batching_max_duration`; paper: 200 s per GPU for
-            base, 50 s for large, SPEC 4).
+            base, 50 s for large, docs/design.md §4).
         max_batch_size: optional cap on the number of utterances per batch (short clips can otherwise
             make batches of hundreds).
         names: optional utterance ids, only used to name oversized utterances in the log.
@@ -154,7 +154,7 @@ class DurationBatchSampler(torch.utils.data.Sampler[list[int]]):
     process `rank` takes every `num_replicas`-th batch of that order starting at `rank`. Call
     `set_epoch(epoch)` before each epoch (as with torch's `DistributedSampler`).
 
-    Even batch counts across processes (needed for DDP, SPEC 4):
+    Even batch counts across processes (needed for DDP, docs/design.md §4):
       - `drop_last=False` (default): before sharding, the fullest batches are split in two until the
         batch count divides `num_replicas` (`even_out_batches`). Every example is then seen exactly
         once per epoch across all processes. Only when the dataset has too few examples to split
@@ -436,7 +436,7 @@ def shard_stream_for_process(source, num_replicas: int, rank: int):
     """This process's disjoint share of a `datasets.IterableDataset` (`split_dataset_by_node`).
 
     `split_dataset_by_node` hands whole shards to processes only when `n_shards % num_replicas == 0`
-    (SPEC 8); otherwise every process reads the whole stream and keeps one example in
+    (docs/design.md §8); otherwise every process reads the whole stream and keeps one example in
     `num_replicas`, which multiplies reading and download cost by `num_replicas`. We warn then.
     """
     if num_replicas == 1:
@@ -453,7 +453,7 @@ def shard_stream_for_process(source, num_replicas: int, rank: int):
         warnings.warn(
             f"the stream has {source.num_shards} shards, not a multiple of {num_replicas} processes: "
             f"each process will read the whole stream and keep 1 example in {num_replicas} "
-            f"(SPEC 8). Use a multiple of {num_replicas} shards (e.g. IterableDataset.reshard() for parquet).",
+            f"(docs/design.md §8). Use a multiple of {num_replicas} shards (e.g. IterableDataset.reshard() for parquet).",
             stacklevel=2,
         )
     return split_dataset_by_node(source, rank=rank, world_size=num_replicas)

@@ -3,7 +3,7 @@
 to the model's batch: padded features, CTC labels, language ids.
 
 Features are computed for the whole batch in ONE feature-extractor call (batched FFT). Transcripts are
-tokenized as SPEC 3 says (characters, case and punctuation kept, "|" between words); a character the
+tokenized as docs/design.md §3 says (characters, case and punctuation kept, "|" between words); a character the
 vocabulary lacks would silently become `<unk>`, so the collator reports every such case with the
 example id and the characters, and counts them.
 """
@@ -57,9 +57,9 @@ class MlplCollator:
             raise ValueError(f"on_unknown_characters must be 'warn' or 'error', got {on_unknown_characters!r}")
         if getattr(tokenizer, "do_lower_case", False):
             # Wav2Vec2CTCTokenizer's do_lower_case actually upper-cases; either way it changes the text,
-            # which SPEC 3 rules out and which would make the unknown-character check below wrong.
+            # which docs/design.md §3 rules out and which would make the unknown-character check below wrong.
             raise ValueError(
-                "the tokenizer changes case (do_lower_case=True); SPEC 3 keeps case: build it with do_lower_case=False"
+                "the tokenizer changes case (do_lower_case=True); docs/design.md §3 keeps case: build it with do_lower_case=False"
             )
         self.feature_extractor = feature_extractor
         self.tokenizer = tokenizer
@@ -116,7 +116,7 @@ class MlplCollator:
             unlabeled = [example["id"] for example in examples if example["sentence"] is None]
             raise ValueError(
                 f"batch mixes labeled and unlabeled examples (unlabeled: {unlabeled[:5]}...); "
-                "labeled and unlabeled data go through separate loaders (SPEC 5)"
+                "labeled and unlabeled data go through separate loaders (docs/design.md §5)"
             )
         for example in examples:
             self.check_characters(example["id"], example["sentence"])

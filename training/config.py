@@ -23,7 +23,7 @@ import yaml
 
 SOURCE_KINDS = ("common_voice", "voxpopuli", "flashlight", "hub", "pseudo_labels")
 
-# Model size presets (SPEC 2): MlplConfig's defaults are the base model; `model.overrides` apply on top.
+# Model size presets (docs/design.md §2): MlplConfig's defaults are the base model; `model.overrides` apply on top.
 MODEL_SIZES = {"base": {}, "large": {"hidden_size": 1536, "intermediate_size": 6144}}
 # MlplConfig values the trainer sets from the data, never from `model.overrides`.
 MODEL_VALUES_FROM_DATA = ("vocab_size", "languages", "num_languages")
@@ -58,7 +58,7 @@ def check_ranges(config, section: str, ranges: dict) -> None:
 
 @dataclass
 class SourceConfig:
-    """One data source of the data layer (training.data, SPEC 8).
+    """One data source of the data layer (training.data, docs/design.md §8).
 
     kind: "common_voice" (local release folder), "voxpopuli" (local unlabeled folder), "flashlight"
         (list file; needs `language`), "hub" (dataset id or local parquet folder; `name`, `columns`,
@@ -120,7 +120,7 @@ class DataConfig:
     train: list[SourceConfig] = field(default_factory=list)  # labeled training data
     dev: list[SourceConfig] = field(default_factory=list)  # evaluated every `train.eval_every` updates
     unlabeled: list[SourceConfig] = field(default_factory=list)  # slimIPL's unlabeled data
-    max_batch_seconds: float = 200.0  # SPEC 4: 200 s of audio per GPU (base), 50 s (large)
+    max_batch_seconds: float = 200.0  # docs/design.md §4: 200 s of audio per GPU (base), 50 s (large)
     max_batch_size: int | None = None
     eval_max_batch_seconds: float | None = None  # default: max_batch_seconds
     # Longer clips are counted skips (memory grows with length: 10 min asks for a 12.8 GB tensor). The
@@ -152,7 +152,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     """Either `init_from` (a model folder: continue / fine-tune it with its processor) or a new model:
-    `size` = "base" (SPEC 2, 275M) or "large" (1.06B), with `overrides` of any MlplConfig field
+    `size` = "base" (docs/design.md §2, 275M) or "large" (1.06B), with `overrides` of any MlplConfig field
     (e.g. a small demo model). A new model's vocabulary is built from the training transcripts and
     its LID classes from the languages of all sources."""
 
@@ -160,7 +160,7 @@ class ModelConfig:
     size: str = "base"
     overrides: dict[str, Any] = field(default_factory=dict)
     gradient_checkpointing: bool = False
-    lid_loss_weight: float | None = None  # gamma (SPEC 2.6: 1); None keeps the model config's value
+    lid_loss_weight: float | None = None  # gamma (docs/design.md §2.6: 1); None keeps the model config's value
     dropout: float | None = None  # None keeps the model config's value
     layerdrop: float | None = None
 
@@ -172,14 +172,14 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    optimizer: str = "adagrad"  # SPEC 4: Adagrad; "adamw" as an option
-    lr: float = 0.03  # slimIPL; 0.01 for from-scratch CV+PL training and CV fine-tuning (SPEC 4)
+    optimizer: str = "adagrad"  # docs/design.md §4: Adagrad; "adamw" as an option
+    lr: float = 0.03  # slimIPL; 0.01 for from-scratch CV+PL training and CV fine-tuning (docs/design.md §4)
     eps: float = 1e-8
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.98)  # adamw only
-    warmup_updates: int = 64_000  # SPEC 4: linear warm-up over 64k updates
-    halve_lr_at: int | None = 250_000  # SPEC 4: lr halved once at 250k updates
-    max_grad_norm: float | None = 0.1  # SPEC 4: gradient-norm clip 0.1
+    warmup_updates: int = 64_000  # docs/design.md §4: linear warm-up over 64k updates
+    halve_lr_at: int | None = 250_000  # docs/design.md §4: lr halved once at 250k updates
+    max_grad_norm: float | None = 0.1  # docs/design.md §4: gradient-norm clip 0.1
     gradient_accumulation_steps: int = 1
 
     def __post_init__(self):
@@ -198,7 +198,7 @@ class SpecAugmentConfig:
     num_time_masks: int = 2
     time_mask_width: int = 50
     time_mask_max_ratio: float = 0.1
-    start_update: int = 0  # SPEC 4: 50k when training from scratch on CV+PL
+    start_update: int = 0  # docs/design.md §4: 50k when training from scratch on CV+PL
 
     def __post_init__(self):
         check_ranges(self, "spec_augment", {
@@ -216,7 +216,7 @@ class SlimIPLConfig:
     replace_probability: float = 0.1  # p
     cropping_warmup_updates: int = 10_000  # mling_pl cropping warm-up; 0 turns it off
     crop_seconds: float = 10.0
-    dropout: float = 0.1  # SPEC 5: lowered when slimIPL starts
+    dropout: float = 0.1  # docs/design.md §5: lowered when slimIPL starts
     layerdrop: float = 0.1
     ema_decay: float | None = None  # e.g. 0.999 for an EMA teacher
 
@@ -232,7 +232,7 @@ class SlimIPLConfig:
 class TrainConfig:
     output_dir: str = "outputs/run"
     seed: int = 0
-    max_updates: int = 500_000  # SPEC 4: ~500k updates
+    max_updates: int = 500_000  # docs/design.md §4: ~500k updates
     eval_every: int = 1000
     eval_before_training: bool = False  # also evaluate at update 0 (the start of the dev CER curve)
     save_every: int = 1000

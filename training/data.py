@@ -1,10 +1,10 @@
-"""Data sources: one example schema for Common Voice, VoxPopuli, Hub datasets and Flashlight lists (SPEC 8).
+"""Data sources: one example schema for Common Voice, VoxPopuli, Hub datasets and Flashlight lists (docs/design.md §8).
 
 Every source returns a `datasets.Dataset` (map-style) or `datasets.IterableDataset` (streaming) whose
 items are
 
     {"id": str,                 # unique clip name
-     "audio": np.ndarray,       # float32 (n_samples,), mono, 16 kHz (SPEC 1)
+     "audio": np.ndarray,       # float32 (n_samples,), mono, 16 kHz (docs/design.md §1)
      "sentence": str | None,    # transcript; None for unlabeled audio
      "language": str,           # language code, e.g. "en"
      "duration": float}         # n_samples / 16000, seconds
@@ -12,11 +12,11 @@ items are
 How the two kinds are built (one code path each, shared by all sources):
 - Streaming: the clips' metadata ("records": id, audio reference, sentence, language) is cut into
   `num_shards` contiguous shards and decoded lazily by a generator, so `split_dataset_by_node` and
-  DataLoader workers read disjoint shares (SPEC 8: shards divide evenly when n_shards % world_size == 0,
+  DataLoader workers read disjoint shares (docs/design.md §8: shards divide evenly when n_shards % world_size == 0,
   hence 64 by default). Bad clips are skipped as they come; each shard ends with a logged summary and
   the process's running total.
 - Map-style: the records become an Arrow table with a `duration` column read from the file headers
-  (about 0.1 ms per mp3, 1 ms per ogg; no decoding), so duration batching (SPEC 4) can sort without
+  (about 0.1 ms per mp3, 1 ms per ogg; no decoding), so duration batching (docs/design.md §4) can sort without
   touching audio. Bad clips found by that scan are dropped and summarised; audio is decoded on access
   by a transform. Read the durations with `example_durations(dataset)`: `dataset["duration"]` would run
   the transform (decode every clip). A clip whose header reads but whose body does not is dropped from
@@ -79,7 +79,7 @@ SKIP_BAD_ROW = "bad table row"
 _DECODE_ERROR_REASONS = ((NonFiniteAudioError, SKIP_NON_FINITE), (TruncatedAudioError, SKIP_TRUNCATED), (AudioDecodeError, SKIP_UNDECODABLE))
 _REASON_OF_ERROR_NAME = {kind.__name__: reason for kind, reason in _DECODE_ERROR_REASONS}
 
-# 64 shards divide evenly over 1, 2, 4, ..., 64 processes (SPEC 8: split_dataset_by_node).
+# 64 shards divide evenly over 1, 2, 4, ..., 64 processes (docs/design.md §8: split_dataset_by_node).
 DEFAULT_NUM_SHARDS = 64
 
 # Arrow type of an audio reference: the storage of datasets' Audio feature, as a plain struct. Not
@@ -189,7 +189,7 @@ def _feature_extractor():
 
 
 def ctc_output_frames(seconds: float) -> int:
-    """Encoder output frames of a clip of `seconds` (SPEC 1-2: 10 ms feature frames, conv stride 3)."""
+    """Encoder output frames of a clip of `seconds` (docs/design.md §1-2: 10 ms feature frames, conv stride 3)."""
     from modeling_mlpl.modeling_mlpl import compute_output_lengths
 
     return compute_output_lengths(_feature_extractor().num_frames(round(seconds * SAMPLING_RATE)))
@@ -200,7 +200,7 @@ _EQUAL_NEIGHBOURS = re.compile(r"(.)(?=\1)", re.DOTALL)  # each character follow
 
 def ctc_frames_needed(sentence: str) -> int:
     """The fewest output frames a CTC alignment of `sentence` needs: one per character token ("|" between
-    words, SPEC 3) plus a blank between each pair of equal neighbours."""
+    words, docs/design.md §3) plus a blank between each pair of equal neighbours."""
     tokens = "|".join(sentence.split())
     return len(tokens) + len(_EQUAL_NEIGHBOURS.findall(tokens))
 
@@ -618,7 +618,7 @@ def load_hub_dataset(
     Args:
         path: a Hub id, e.g. a parquet mirror of Common Voice; "parquet" with `data_files=`; a local folder of
             parquet files; or an already loaded `Dataset` / `IterableDataset`.
-            Common Voice now comes from the Mozilla Data Collective (SPEC 8), whose client hands back a
+            Common Voice now comes from the Mozilla Data Collective (docs/design.md §8), whose client hands back a
             datasets Dataset that is passed here as it is::
 
                 from datacollective import load_dataset as load_from_mdc  # pip install datacollective; API key
@@ -681,7 +681,7 @@ def _language_folders(roots: str | os.PathLike | Sequence[str | os.PathLike], is
 def common_voice_records(
     roots: str | os.PathLike | Sequence[str | os.PathLike], split: str = "train", languages: Sequence[str] | None = None
 ) -> list[dict]:
-    """Records of local Common Voice releases: `<root>/<lang>/{clips/*.mp3, <split>.tsv}` (SPEC 8)."""
+    """Records of local Common Voice releases: `<root>/<lang>/{clips/*.mp3, <split>.tsv}` (docs/design.md §8)."""
     records = []
     for folder in _language_folders(roots, lambda p: (p / "clips").is_dir(), languages):
         table_path = folder / f"{split}.tsv"
@@ -776,7 +776,7 @@ def _is_voxpopuli_language_folder(folder: Path) -> bool:
 def voxpopuli_records(
     roots: str | os.PathLike | Sequence[str | os.PathLike], languages: Sequence[str] | None = None
 ) -> list[dict]:
-    """Records of unlabeled VoxPopuli segments: `<root>/<lang>/**/*.ogg` (SPEC 8), sentence None."""
+    """Records of unlabeled VoxPopuli segments: `<root>/<lang>/**/*.ogg` (docs/design.md §8), sentence None."""
     records = []
     for folder in _language_folders(roots, _is_voxpopuli_language_folder, languages):
         for clip in sorted(folder.rglob("*.ogg")):

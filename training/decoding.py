@@ -1,5 +1,5 @@
 # Copyright 2026 The mlpl authors. Licensed under the Apache License, Version 2.0.
-"""CTC beam search with a word n-gram language model (SPEC 7), on Flashlight's own decoder.
+"""CTC beam search with a word n-gram language model (docs/design.md §7), on Flashlight's own decoder.
 
     y* = argmax_y  log p(y | x) + alpha log10 p_LM(y) + beta |y|          (|y| = number of words)
 
@@ -7,7 +7,7 @@
 our vocabulary onto it (blank = `<pad>`, word boundary = "|") and adds what it lacks:
 
 - Lexicon decoding (Flashlight's `LexiconDecoder`, all in C++): hypotheses are spelled from a lexicon,
-  a trie of words whose LM unigram scores are smeared onto their prefixes (SPEC 7: smearing "max"), so
+  a trie of words whose LM unigram scores are smeared onto their prefixes (docs/design.md §7: smearing "max"), so
   every output word is a lexicon word (plus, with `unk_score > -inf`, `<unk>` for prefixes of lexicon
   words). The lexicon is a file, a list of words, or "lm" (the LM's own words).
 - Lexicon-free decoding (Flashlight's `LexiconFreeDecoder`): any character sequence can be a word. Flashlight
@@ -28,7 +28,7 @@ Conventions (those of Flashlight and wav2letter, so published weights carry over
   and without it the last word would never be closed (lexicon mode drops or mangles it). On the greedy
   path that frame only adds a trailing space, which decoding strips.
 
-Settings of the slimIPL recipe's decoder (SPEC 7) are `SLIMIPL_BEAM_SETTINGS`; the defaults are smaller
+Settings of the slimIPL recipe's decoder (docs/design.md §7) are `SLIMIPL_BEAM_SETTINGS`; the defaults are smaller
 so that decoding a dev set takes seconds, not hours.
 
 Scale: decoding runs utterance by utterance on the calling thread; for the real vocabulary (8065
@@ -59,7 +59,7 @@ from .ngram_lm import BOS, EOS, UNK, arpa_vocabulary
 
 logger = logging.getLogger(__name__)
 
-# SPEC 7 (slimIPL recipe's decoding flags): beam 1000, token beam 100, threshold 100000, smearing max.
+# docs/design.md §7 (slimIPL recipe's decoding flags): beam 1000, token beam 100, threshold 100000, smearing max.
 SLIMIPL_BEAM_SETTINGS = {"beam_size": 1000, "beam_size_token": 100, "beam_threshold": 100000.0, "smearing": "max"}
 # Our defaults: small enough for a CPU (speeds per beam size: benchmarks/bench_decoding.py).
 DEFAULT_BEAM_SETTINGS = {"beam_size": 50, "beam_size_token": 20, "beam_threshold": 25.0, "smearing": "max"}
@@ -272,7 +272,7 @@ class MlplBeamSearchDecoder:
             (Flashlight's default: only lexicon words), `beta` without one (the LM term already makes OOV
             words expensive: p(<unk>) times the spelling's character-model probability).
         sil_score: score added per "|" token (Flashlight's `silscore`).
-        smearing: "max" (SPEC 7), "logadd" or "none": how LM scores of words are spread over the lexicon trie.
+        smearing: "max" (docs/design.md §7), "logadd" or "none": how LM scores of words are spread over the lexicon trie.
         log_add: merge equal hypotheses by log-add instead of max (breaks beam = greedy at alpha = beta = 0).
     """
 

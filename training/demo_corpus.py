@@ -11,7 +11,7 @@ synthesizes a small corpus with the shape of the paper's data (issue 3):
   several sentences), so that the real loaders (`training.data`, sources 2 and 3) are what reads it;
 - paper-like imbalance: "high" languages with over an hour of labeled training audio, "mid" ones with
   minutes, and "low" ones with a few minutes labeled plus unlabeled audio (the languages pseudo-labeling
-  helps, SPEC 5);
+  helps, docs/design.md §5);
 - every clip has its own voice variant, rate, pitch, pitch range, gain, noise level and silences, drawn from
   per-split speaker pools (train/dev/test speakers are disjoint, as in Common Voice).
 

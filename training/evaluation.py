@@ -2,10 +2,10 @@
 """Evaluation of a model on a labeled set: per-language CER/WER (greedy and with an LM), LID, report files.
 
     result = evaluate_model(model, processor, dataset, output_dir="eval/dev")       # greedy + LID
-    result = evaluate_model(..., lm={"en": "lm/en.arpa"}, grid_search=True)         # + LM decoding (SPEC 7)
+    result = evaluate_model(..., lm={"en": "lm/en.arpa"}, grid_search=True)         # + LM decoding (docs/design.md §7)
     result.metrics["greedy"]["cer"], result.metrics["lm"]["wer"], result.predictions
 
-One pass over the data: duration batches (`DurationBatchSampler`, SPEC 4) -> `MlplCollator` ->
+One pass over the data: duration batches (`DurationBatchSampler`, docs/design.md §4) -> `MlplCollator` ->
 `chunked_logits` (optionally cropped, `chunk_seconds`) -> greedy CTC + LID prediction
 (`training.inference`) and, for utterances of a language with an LM, beam search
 (`training.decoding`). With `grid_search=True` the log-probabilities are kept (`LogProbCache`) and the

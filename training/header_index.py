@@ -1,7 +1,7 @@
 # Copyright 2026 The mlpl authors. Licensed under the Apache License, Version 2.0.
 """Clip durations read from audio headers, in parallel processes, and cached per folder (issue 14.3).
 
-A map-style source needs every clip's duration before the first batch (duration batching, SPEC 4). Reading
+A map-style source needs every clip's duration before the first batch (duration batching, docs/design.md §4). Reading
 a header costs ~0.1 ms for an mp3 and ~0.5 ms for an ogg, so a Common Voice or VoxPopuli folder of millions
 of files takes minutes on one core. `read_headers`:
 

@@ -1,6 +1,6 @@
 """Publishing the recipe's checkpoints and pseudo-label sets to the Hugging Face Hub, with their cards.
 
-SPEC 6: "Every stage's checkpoint and every PL set is published to the Hub." This module does the
+docs/design.md §6: "Every stage's checkpoint and every PL set is published to the Hub." This module does the
 three things that takes, each safe to re-run:
 
 1. Name the repo: `repo_id_for(hub_config, stage, language)` fills `HubConfig.repo_id_template`
@@ -87,7 +87,7 @@ RepoType = Literal["model", "dataset"]
 _Result = TypeVar("_Result")
 
 
-# --- The recipe's stages (SPEC 6) ---------------------------------------------------------------
+# --- The recipe's stages (docs/design.md §6) ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def recipe_stage(stage: Union[int, str, RecipeStage]) -> RecipeStage:
         if key in (str(candidate.number), candidate.slug, candidate.name, f"stage{candidate.number}"):
             return candidate
     choices = ", ".join(f"{candidate.number}/{candidate.slug}" for candidate in RECIPE_STAGES)
-    raise ValueError(f"stage={stage!r} is not a stage of the recipe (SPEC 6); use one of {choices}")
+    raise ValueError(f"stage={stage!r} is not a stage of the recipe (docs/design.md §6); use one of {choices}")
 
 
 # --- Configuration and token --------------------------------------------------------------------

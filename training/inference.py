@@ -1,13 +1,13 @@
 """Batched inference shared by evaluation, slimIPL pseudo-labeling and pseudo-label generation.
 
-One place turns model outputs into text (greedy CTC, SPEC 5/7: no LM):
+One place turns model outputs into text (greedy CTC, docs/design.md §5/7: no LM):
 
     logits, output_lengths, lid_logits = chunked_logits(model, input_features, attention_mask, chunk_frames)
     token_ids = greedy_token_ids(logits, output_lengths, blank_id)     # collapsed, blanks removed
     texts = decode_token_ids(token_ids, tokenizer)                     # "|" -> " "
     labels = pad_labels(token_ids)                                     # training targets, -100 padded
 
-`chunked_logits` is the mling_pl cropping warm-up (SPEC 5): each utterance is cut into crops of
+`chunked_logits` is the mling_pl cropping warm-up (docs/design.md §5): each utterance is cut into crops of
 `chunk_frames` feature frames (10 s = 1000 frames), every crop runs through the model as its own
 utterance, and the crops' logits are concatenated back. Crops start on multiples of the conv stride, so
 the stitched sequence has exactly the uncropped length ceil(T / 3) and lines up with the whole
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-FRAMES_PER_SECOND = 100  # 10 ms feature stride (SPEC 1)
+FRAMES_PER_SECOND = 100  # 10 ms feature stride (docs/design.md §1)
 # The longest utterance run whole when no crop length is asked for (the data's clips are 1-30 s). Longer
 # ones are cropped to this length and stitched, a few crops per forward pass: self-attention memory grows
 # with the square of the length, and a 10-minute clip run whole asks for a 12.8 GB tensor.
@@ -147,7 +147,7 @@ def pad_labels(token_ids: Sequence[Sequence[int]], padding_value: int = -100) ->
 def sequence_confidence(logits: torch.Tensor, output_lengths: torch.Tensor) -> list[float]:
     """Mean over valid frames of the best path's log-probability per frame (<= 0; 0 = certain).
 
-    A cheap utterance-level confidence for pseudo-label filtering (SPEC 10); comparable across
+    A cheap utterance-level confidence for pseudo-label filtering (docs/design.md §10); comparable across
     utterances of different lengths because it is a per-frame mean.
     """
     best = F.log_softmax(logits.float(), dim=-1).max(-1).values

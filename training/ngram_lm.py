@@ -1,6 +1,6 @@
-"""Word n-gram language models for beam-search decoding (SPEC 7), estimated without KenLM's binaries.
+"""Word n-gram language models for beam-search decoding (docs/design.md §7), estimated without KenLM's binaries.
 
-SPEC 7 decodes with a word 4-gram KenLM. KenLM's estimator (`lmplz`) is a C++ program that pip cannot
+docs/design.md §7 decodes with a word 4-gram KenLM. KenLM's estimator (`lmplz`) is a C++ program that pip cannot
 install, while its *query* side ships inside flashlight-text; so this module estimates the model itself
 and writes it as an ARPA file, which flashlight-text's KenLM loads:
 
@@ -12,7 +12,7 @@ The smoothing is the one `lmplz` implements (Chen & Goodman 1998, "An empirical 
 techniques for language modeling", Sec. 3.5 and eq. 26; Heafield et al. 2013, "Scalable modified
 Kneser-Ney language model estimation"), rule for rule:
 
-- Text: one sentence per line, words split on whitespace, nothing normalized (SPEC 3: the acoustic
+- Text: one sentence per line, words split on whitespace, nothing normalized (docs/design.md §3: the acoustic
   model's words keep case and punctuation, so the LM's must too). Each sentence is `<s> w1 .. wk </s>`.
 - Adjusted counts: the highest order keeps raw counts; a lower-order n-gram counts the distinct words
   seen to its left (its continuation count), except n-grams starting with `<s>`, which nothing can
@@ -57,7 +57,7 @@ SPECIAL_WORDS = (BOS, EOS, UNK)
 FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
 # log10 probability written for <s> (it is never predicted): the ARPA convention of SRILM and KenLM's readers.
 ARPA_LOG10_ZERO = -99.0
-DEFAULT_ORDER = 4  # SPEC 7: a word 4-gram
+DEFAULT_ORDER = 4  # docs/design.md §7: a word 4-gram
 
 
 @dataclass(frozen=True)
@@ -231,7 +231,7 @@ def estimate_kneser_ney(
 
     Args:
         sentences: strings (split on whitespace; empty ones skipped) or lists of words.
-        order: n of the n-gram (SPEC 7: 4).
+        order: n of the n-gram (docs/design.md §7: 4).
 
     Returns:
         An `NgramLanguageModel`; `.write_arpa(path)` writes it for KenLM.

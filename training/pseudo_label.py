@@ -1,8 +1,8 @@
 # Copyright 2026 The mlpl authors. Licensed under the Apache License, Version 2.0.
-"""Pseudo-label generation: recipe stage 4 (SPEC 6), also usable on its own.
+"""Pseudo-label generation: recipe stage 4 (docs/design.md §6), also usable on its own.
 
 A model (MlplForCTC + processor) transcribes unlabeled audio with greedy CTC in eval mode, without an LM
-(SPEC 5), and the transcripts are written as a pseudo-label (PL) set that stage 5 trains on:
+(docs/design.md §5), and the transcripts are written as a pseudo-label (PL) set that stage 5 trains on:
 
     source (any unlabeled source of training.data)
       -> duration batches (map-style: DurationBatchSampler; streams: DurationBucketingStream),
@@ -10,7 +10,7 @@ A model (MlplForCTC + processor) transcribes unlabeled audio with greedy CTC in 
       -> PseudoLabelCollator (features; keeps each clip's audio reference)
       -> transcribe_batch (training.inference: crops of `chunk_seconds`, stitched logits, greedy CTC,
          confidence, LID prediction) in eval mode under torch.inference_mode
-      -> filters (SPEC 3/6: drop empty PLs and PLs longer than 630 characters; optional min_confidence)
+      -> filters (docs/design.md §3/6: drop empty PLs and PLs longer than 630 characters; optional min_confidence)
       -> parquet shards of `rows_per_shard` rows, written as they fill (memory does not grow with the
          number of utterances)
 
@@ -90,7 +90,7 @@ from .slimipl import pseudo_labeling_mode
 
 logger = logging.getLogger("mlpl.pseudo_label")
 
-# SPEC 3 / 6: pseudo-labels longer than 630 characters are dropped (Flashlight's label length limit).
+# docs/design.md §3 / 6: pseudo-labels longer than 630 characters are dropped (Flashlight's label length limit).
 MAX_LABEL_LENGTH = 630
 # Languages that mean "not known": ISO 639-2 "und" (undetermined), or nothing at all.
 UNKNOWN_LANGUAGES = frozenset({"und", ""})
@@ -137,7 +137,7 @@ class PseudoLabelConfig:
     """How pseudo-labels are made and filtered; the defaults are the paper's where it has one.
 
     Args:
-        max_batch_seconds: padded audio per batch and process (SPEC 4: 200 s per GPU for the base model;
+        max_batch_seconds: padded audio per batch and process (docs/design.md §4: 200 s per GPU for the base model;
             inference holds no activations for backward, so more fits).
         max_batch_size: optional cap on utterances per batch.
         chunk_seconds: crop length; longer audio is transcribed crop by crop and the logits stitched
@@ -145,11 +145,11 @@ class PseudoLabelConfig:
             every utterance whole.
         max_chunks_per_forward: run at most this many crops per forward pass (bounds memory for long audio).
         rows_per_shard: rows per parquet part; what memory holds at most, and the unit a resumed run reuses.
-        max_label_length: PLs with more characters are dropped (SPEC 3/6: 630).
+        max_label_length: PLs with more characters are dropped (docs/design.md §3/6: 630).
         min_confidence: optionally drop PLs whose confidence (mean best-path log-probability per frame,
-            <= 0) is below this (SPEC 10: confidence-filtered PLs). None keeps all.
+            <= 0) is below this (docs/design.md §10: confidence-filtered PLs). None keeps all.
         language_routing: "source" trusts the source's language; "lid" sets the language of utterances
-            whose language is unknown ("und" or empty) from the LID head's prediction (SPEC 10).
+            whose language is unknown ("und" or empty) from the LID head's prediction (docs/design.md §10).
         languages: read only these source languages (None: all).
         split: split name in the part files' names (`data/<split>-*.parquet`).
         buffer_size: streams only: examples per bucketing buffer (decoded audio is held: 200 x 30 s x 64 kB/s
@@ -189,7 +189,7 @@ class PseudoLabelConfig:
         if self.rows_per_shard < 1:
             raise ValueError(f"rows_per_shard={self.rows_per_shard} must be >= 1")
         if self.max_label_length < 1:
-            raise ValueError(f"max_label_length={self.max_label_length} must be >= 1 (SPEC 3: 630)")
+            raise ValueError(f"max_label_length={self.max_label_length} must be >= 1 (docs/design.md §3: 630)")
         if self.min_confidence is not None and self.min_confidence > 0:
             raise ValueError(
                 f"min_confidence={self.min_confidence} is above 0, but confidences are log-probabilities (<= 0); "
@@ -572,7 +572,7 @@ class _Counts:
 
 
 def _drop_reason(text: str, confidence: float, config: PseudoLabelConfig) -> str | None:
-    """Why a pseudo-label is dropped (SPEC 3/6: empty or longer than 630 characters; optional confidence)."""
+    """Why a pseudo-label is dropped (docs/design.md §3/6: empty or longer than 630 characters; optional confidence)."""
     if not text:
         return DROP_EMPTY
     if len(text) > config.max_label_length:

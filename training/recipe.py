@@ -1,4 +1,4 @@
-"""The mling_pl recipe end to end (SPEC 6), as numbered stages that are each safe to re-run (STYLE: icefall).
+"""The mling_pl recipe end to end (docs/design.md §6), as numbered stages that are each safe to re-run (STYLE: icefall).
 
     1 multilingual supervised model on all labeled data
     2 per language with unlabeled audio: fine-tune stage 1 on that language
@@ -59,7 +59,7 @@ class RecipeConfig:
     unlabeled: SourceConfig | None = None  # unlabeled audio (e.g. a VoxPopuli folder)
     languages: list[str] | None = None  # labeled languages to use (None: all)
     pseudo_label_languages: list[str] | None = None  # languages for stages 2-4 (None: all with unlabeled audio)
-    stage5_from_scratch: bool = False  # SPEC 6: stage 5 continues stage 1, or starts from scratch
+    stage5_from_scratch: bool = False  # docs/design.md §6: stage 5 continues stage 1, or starts from scratch
     controls: bool = False  # also train the labeled-only control of stages 3, 5 and 6 (CONTROL_FOLDERS)
     bootstrap_resamples: int = 1000  # paired bootstrap of arm vs control (training.report)
     common: dict[str, Any] = field(default_factory=dict)
@@ -124,7 +124,7 @@ def labeled_only_control(experiment: ExperimentConfig, folder: str | os.PathLike
 
     Same initialization, number of updates, learning-rate schedule, batch size, SpecAugment and seed; the
     unlabeled sources (slimIPL) and the pseudo-label sources (stage 5) are removed, so every update is a
-    labeled one. slimIPL lowers dropout and layerdrop when it starts (SPEC 5); the control trains with the
+    labeled one. slimIPL lowers dropout and layerdrop when it starts (docs/design.md §5); the control trains with the
     lowered values throughout, which matches the arm exactly when its supervised warm-up is 0 (the recipe's
     stage 3 starts from a fine-tuned model) and is logged as an approximation otherwise.
     """

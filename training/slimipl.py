@@ -1,9 +1,9 @@
 # Copyright 2026 The mlpl authors. Licensed under the Apache License, Version 2.0.
-"""slimIPL, type "fixed pre-cache" (SPEC 5): the step schedule, the pseudo-label cache, the optional EMA
+"""slimIPL, type "fixed pre-cache" (docs/design.md §5): the step schedule, the pseudo-label cache, the optional EMA
 teacher and the regularization switch. No model code here: the trainer supplies the model-facing parts
 as callables, so every rule below is testable with plain tensors (tests/test_slimipl_cache.py).
 
-The rules (SPEC 5; slimIPL = Likhomanenko et al., arXiv:2010.11524; mling_pl = Lugosch et al., ICASSP 2022):
+The rules (docs/design.md §5; slimIPL = Likhomanenko et al., arXiv:2010.11524; mling_pl = Lugosch et al., ICASSP 2022):
 
 - `SlimIPLSchedule`: supervised only for the first M updates (slimIPL: M = 20k), then cycles of
   1 labeled + lambda unlabeled steps in a random order per cycle (mling_pl: lambda = 10). Also says
@@ -16,10 +16,10 @@ The rules (SPEC 5; slimIPL = Likhomanenko et al., arXiv:2010.11524; mling_pl = L
   slot is read exactly once per C reads.
 - `EmaTeacher`: optional teacher whose weights are an exponential moving average of the student's
   (decay 0.999); pseudo-label with it instead of the student.
-- `lower_regularization`: dropout and layerdrop drop to 0.1 once slimIPL starts (SPEC 5).
+- `lower_regularization`: dropout and layerdrop drop to 0.1 once slimIPL starts (docs/design.md §5).
 
 Usage -- one process's share of the trainer loop (PLs come from the model in eval mode, greedy CTC, no
-LM, no SpecAugment; the PL batch itself is trained WITH SpecAugment, SPEC 5)::
+LM, no SpecAugment; the PL batch itself is trained WITH SpecAugment, docs/design.md §5)::
 
     schedule = SlimIPLSchedule(supervised_warmup_updates=20_000, unlabeled_ratio=10, seed=seed)
     cache = PseudoLabelCache(capacity=1000, replace_probability=0.1, seed=seed + accelerator.process_index)
@@ -52,7 +52,7 @@ as it is at this step; replacing after the update instead would differ by one up
 training, which is immaterial with C = 1000 reads between two uses of a slot.
 
 Memory: the cache owns CPU copies of C whole batches plus their labels, per process. With the paper's
-200 s of audio per batch (SPEC 4), 80 float32 features every 10 ms (SPEC 1) and an int64 attention mask,
+200 s of audio per batch (docs/design.md §4), 80 float32 features every 10 ms (docs/design.md §1) and an int64 attention mask,
 a batch is ~200 x 100 x (80 x 4 + 8) B = 6.6 MB, so C = 1000 holds ~6.6 GB of host RAM per process
 (8 processes per node: ~53 GB). `PseudoLabelCache.memory_bytes()` reports the actual figure; lower C or
 the batch size if that does not fit. Tensors are never kept on the accelerator.
@@ -145,7 +145,7 @@ def _cpu_copy(value):
 
 
 class SlimIPLSchedule:
-    """Which kind of batch the next step uses (SPEC 5).
+    """Which kind of batch the next step uses (docs/design.md §5).
 
     - `num_updates < supervised_warmup_updates`: always `LABELED_STEP`, and no cycle state is consumed.
     - Afterwards: cycles of `1 + unlabeled_ratio` steps, exactly one `LABELED_STEP` and `unlabeled_ratio`
@@ -160,7 +160,7 @@ class SlimIPLSchedule:
         supervised_warmup_updates: M, updates of supervised-only training (slimIPL: 20k).
         unlabeled_ratio: lambda, unlabeled steps per labeled step (mling_pl: 10).
         cropping_warmup_updates: K, the first K updates after M run the mling_pl cropping warm-up
-            (SPEC 5: 10k; 0 turns it off). See `crops_unlabeled`.
+            (docs/design.md §5: 10k; 0 turns it off). See `crops_unlabeled`.
         seed: seeds the cycle order. Use the SAME seed on every process: all processes must take the
             same kind of step together, since a distributed update needs every rank.
     """
@@ -193,7 +193,7 @@ class SlimIPLSchedule:
         return _check_count("num_updates", num_updates, 0) >= self.supervised_warmup_updates
 
     def crops_unlabeled(self, num_updates: int) -> bool:
-        """True during the cropping warm-up, M <= num_updates < M + K (SPEC 5, mling_pl): pseudo-label
+        """True during the cropping warm-up, M <= num_updates < M + K (docs/design.md §5, mling_pl): pseudo-label
         unlabeled audio in 10 s crops with stitched logits, train on the whole utterance."""
         cropping_ends = self.supervised_warmup_updates + self.cropping_warmup_updates
         return self.is_active(num_updates) and num_updates < cropping_ends
@@ -294,7 +294,7 @@ class PseudoLabelCacheStep:
 
 
 class PseudoLabelCache:
-    """slimIPL's cache of C unlabeled batches with their pseudo-labels (SPEC 5).
+    """slimIPL's cache of C unlabeled batches with their pseudo-labels (docs/design.md §5).
 
     The cache stores opaque batch dicts (any nest of dicts / lists / tuples of tensors and plain values,
     e.g. `input_features`, `attention_mask`, `language_ids`, `ids`) and the labels that the caller's
@@ -460,7 +460,7 @@ class PseudoLabelCache:
 
 @contextlib.contextmanager
 def pseudo_labeling_mode(model: nn.Module):
-    """Eval mode (dropout and layerdrop off, SPEC 5) and no autograd for the block; the model's
+    """Eval mode (dropout and layerdrop off, docs/design.md §5) and no autograd for the block; the model's
     train/eval mode is restored afterwards. Pass the unwrapped model (`accelerator.unwrap_model`): a
     DDP-wrapped forward may synchronize buffers across ranks, and ranks pseudo-label at different steps."""
     was_training = model.training
@@ -473,7 +473,7 @@ def pseudo_labeling_mode(model: nn.Module):
 
 
 class EmaTeacher:
-    """An exponential-moving-average copy of the student, to pseudo-label with (SPEC 5, optional).
+    """An exponential-moving-average copy of the student, to pseudo-label with (docs/design.md §5, optional).
 
     After each optimizer update, `update(student)` sets every floating-point parameter and buffer to
         teacher = decay x teacher + (1 - decay) x student
@@ -483,13 +483,13 @@ class EmaTeacher:
 
     Args:
         model: the student, unwrapped (its state_dict keys must not carry a DDP `module.` prefix).
-        decay: EMA decay in [0, 1) (SPEC 5: 0.999).
+        decay: EMA decay in [0, 1) (docs/design.md §5: 0.999).
 
     The teacher's weights are identical on every process (DDP keeps the students identical), so its
     `state_dict()` can be checkpointed from the main process alone.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.999):  # SPEC 5: EMA decay 0.999
+    def __init__(self, model: nn.Module, decay: float = 0.999):  # docs/design.md §5: EMA decay 0.999
         self.decay = _check_probability("decay", decay, upper_inclusive=False)
         self.model = copy.deepcopy(model)
         self.model.eval()
@@ -529,7 +529,7 @@ class EmaTeacher:
 
 
 def lower_regularization(model: nn.Module, dropout: float = 0.1, layerdrop: float = 0.1) -> None:
-    """Set dropout and layerdrop for slimIPL (SPEC 5: both lowered to 0.1 when slimIPL starts).
+    """Set dropout and layerdrop for slimIPL (docs/design.md §5: both lowered to 0.1 when slimIPL starts).
 
     Calls `model.set_regularization(dropout=..., layerdrop=...)` (`MlplForCTC` has it). Idempotent: call
     it when `schedule.is_active(num_updates)` first holds, and again after resuming past that point if

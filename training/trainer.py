@@ -1,4 +1,4 @@
-"""The trainer: supervised multilingual CTC + LID training and slimIPL, the accelerate way (SPEC 4-5).
+"""The trainer: supervised multilingual CTC + LID training and slimIPL, the accelerate way (docs/design.md §4-5).
 
 `train(config)` is one function, read top to bottom (STYLE: nanoGPT, accelerate's complete example):
 
@@ -146,7 +146,7 @@ def save_model_folder(model, processor, folder: str | os.PathLike, extra: dict[s
 
 def linear_warmup_with_halving(warmup_updates: int, halve_at: int | None):
     """lr factor for update `n` (0-based): linear warm-up to 1 over `warmup_updates`, then 1, halved
-    once from update `halve_at` on (SPEC 4: 64k warm-up, halved at 250k)."""
+    once from update `halve_at` on (docs/design.md §4: 64k warm-up, halved at 250k)."""
 
     def factor(update: int) -> float:
         value = min(1.0, (update + 1) / warmup_updates) if warmup_updates > 0 else 1.0
@@ -157,7 +157,7 @@ def linear_warmup_with_halving(warmup_updates: int, halve_at: int | None):
 
 def build_optimizer(parameters, optim) -> torch.optim.Optimizer:
     if optim.optimizer == "adagrad":
-        # SPEC 4: Adagrad, eps 1e-8; Flashlight's accumulator starts at 0.
+        # docs/design.md §4: Adagrad, eps 1e-8; Flashlight's accumulator starts at 0.
         return torch.optim.Adagrad(parameters, lr=optim.lr, eps=optim.eps, weight_decay=optim.weight_decay)
     if optim.optimizer == "adamw":
         return torch.optim.AdamW(parameters, lr=optim.lr, eps=optim.eps, betas=optim.betas, weight_decay=optim.weight_decay)
@@ -529,7 +529,7 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
         "skipped_non_finite": 0,
         "regularization_lowered": False,
         "pseudo_labeled_batches": 0,
-        "cropped_pseudo_labeled_batches": 0,  # made during the cropping warm-up (SPEC 5)
+        "cropped_pseudo_labeled_batches": 0,  # made during the cropping warm-up (docs/design.md §5)
         "language_seconds": [0.0] * len(unwrapped.config.language_codes),  # this process's labeled audio trained on
     }
 
@@ -584,7 +584,7 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
             logger.info("checkpoint %s", final)
         accelerator.wait_for_everyone()
 
-    # ---- pseudo-labels (slimIPL): the model in eval mode, no SpecAugment, greedy, no LM (SPEC 5) ---------
+    # ---- pseudo-labels (slimIPL): the model in eval mode, no SpecAugment, greedy, no LM (docs/design.md §5) ---------
     def pseudo_label(batch: dict) -> torch.Tensor:
         crop_frames = int(slimipl.crop_seconds * FRAMES_PER_SECOND) if schedule.crops_unlabeled(state["num_updates"]) else None
         state["pseudo_labeled_batches"] += 1
@@ -651,13 +651,13 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
         evaluate_and_keep_best()  # the starting point of the dev curve (and of the stage table)
     model.train()
     while state["num_updates"] < config.train.max_updates:
-        # 1. What kind of step (SPEC 5): labeled, or unlabeled from the pseudo-label cache.
+        # 1. What kind of step (docs/design.md §5): labeled, or unlabeled from the pseudo-label cache.
         kind = schedule.next_step(state["num_updates"]) if slimipl.enabled else LABELED_STEP
         if kind == LABELED_STEP:
             batch = next(labeled_batches)
         else:
             if not state["regularization_lowered"]:
-                lower_regularization(unwrapped, slimipl.dropout, slimipl.layerdrop)  # SPEC 5: from slimIPL's start
+                lower_regularization(unwrapped, slimipl.dropout, slimipl.layerdrop)  # docs/design.md §5: from slimIPL's start
                 state["regularization_lowered"] = True
                 if slimipl.ema_decay is not None and teacher is None:
                     teacher = EmaTeacher(unwrapped, slimipl.ema_decay)
