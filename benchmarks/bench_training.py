@@ -23,7 +23,7 @@ from modeling_mlpl import MlplConfig, MlplForCTC
 
 MODELS = {
     # the demo recipe's model (training/configs/demo_recipe.yaml)
-    "demo": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512, max_relative_positions=128),
+    "demo": dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=4, intermediate_size=768, max_relative_positions=128, pre_layer_norm=True),
     "base": {},  # docs/design.md §2: 36 x 768, 275M parameters with 8065 symbols and 60 languages
     "large": dict(hidden_size=1536, intermediate_size=6144),
 }
