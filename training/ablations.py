@@ -126,6 +126,7 @@ class Ablations:
         needed = [1] if self.names == ["no_lid_loss"] else [1, 2, 3]
         recipe.run(needed)  # finished stages are skipped
         results: dict = {}
+        files: dict[str, Path] = {}
         for name in self.names:
             references, arms, languages, units = getattr(self, name)()
             seconds = sum((recipe.read_json(unit / DONE) or {}).get("seconds", 0.0) for unit in units)
@@ -135,7 +136,8 @@ class Ablations:
                 arm = [row for folder in arms for row in read_predictions(folder / split)]
                 comparison = compare_predictions(reference, arm, languages=languages, num_resamples=recipe.config.bootstrap_resamples)
                 results[name]["splits"][split] = comparison_to_dict(comparison)
-        return self.write_report(results) if recipe.is_main() else {}
+            files = self.write_report({name: results[name]}) if recipe.is_main() else {}  # after every arm: a long run keeps what it has
+        return files
 
     def write_report(self, results: dict) -> dict[str, Path]:
         from .metrics import PairedComparison
