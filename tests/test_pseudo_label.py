@@ -184,7 +184,8 @@ def assert_matches_reference(rows, reference, summary, min_confidence=None, rout
         assert row["language"] == (reference[identifier]["predicted_language"] if routed else source_language)
     reasons = [outcome(row, min_confidence) for row in reference.values()]
     expected_dropped = {reason: reasons.count(reason) for reason in set(reasons) - {"kept"}}
-    assert {k: v for k, v in summary["dropped"].items() if k != UNREADABLE} == expected_dropped
+    # an undecodable clip is dropped at pseudo-labeling (streams: UNREADABLE) or at the header scan (map-style)
+    assert {k: v for k, v in summary["dropped"].items() if k not in (UNREADABLE, "undecodable")} == expected_dropped
     assert summary["kept"] == len(rows)
     per_language = {}
     for row in rows.values():
@@ -275,8 +276,8 @@ def test_filters_and_lid_routing_count_and_keep_what_the_reference_says(mixed_ru
     assert summary["dropped_examples"][DROP_TOO_LONG][0].startswith("long (bg)")
     assert any(row["source_language"] == "und" for row in rows.values())
     assert all(row["language"] != "und" for row in rows.values())  # routed by the LID head
-    # The undecodable clip was dropped by the map-style source's header scan; all others are accounted for.
-    assert summary["utterances"] == len(mixed_parquet[1]) - 1 == len(mixed_reference)
+    # The undecodable clip was dropped by the map-style source's header scan, and the summary counts it too.
+    assert summary["utterances"] == len(mixed_parquet[1]) == len(mixed_reference) + 1 and summary["dropped"]["undecodable"] == 1
     assert len(summary["files"]) > 1
 
 
@@ -497,3 +498,19 @@ def test_sources_keep_the_audio_reference_only_when_asked(tiny_demo_corpus, stre
         reference = example[AUDIO_REFERENCE]
         assert Path(reference if streaming else reference["path"]) == paths[example["id"]]  # undecoded
     assert set(next(iter(plain))) == set(EXAMPLE_COLUMNS)
+
+
+def test_the_summary_counts_clips_dropped_at_the_header_scan(tiny_demo_corpus, model_and_processor, tmp_path):
+    """A clip the source's header scan drops (here a zero-byte ogg) never reaches pseudo-labeling; the
+    summary still counts it, so `utterances` is every clip of the folder (issue 13.9: 7 reported for 12)."""
+    import shutil
+
+    folder = tmp_path / "voxpopuli"
+    shutil.copytree(tiny_demo_corpus / "voxpopuli", folder)
+    year = next(p for p in (folder / "el").iterdir() if p.is_dir())
+    (year / "demo_broken_el_99999.ogg").write_bytes(b"")
+    model, processor = model_and_processor
+    summary = generate_pseudo_labels(model, processor, load_voxpopuli_folder(folder), tmp_path / "pl")
+    clips = len(list(folder.glob("*/*/*.ogg")))
+    assert summary["utterances"] == clips == len(voxpopuli_records(tiny_demo_corpus / "voxpopuli")) + 1
+    assert any("demo_broken_el_99999.ogg" in example for examples in summary["dropped_examples"].values() for example in examples)

@@ -691,9 +691,13 @@ def _wait_for_all_ranks(work_dir: Path, world_size: int, poll_seconds: float = 2
         time.sleep(poll_seconds)
 
 
-def _finish(work_dir: Path, output_dir: Path, world_size: int, parameters: dict, config: PseudoLabelConfig) -> dict:
-    """Main process: name the parts `data/<split>-i-of-n.parquet`, write summary.json, rename into place."""
+def _finish(work_dir: Path, output_dir: Path, world_size: int, parameters: dict, config: PseudoLabelConfig, scan: SkipCounter) -> dict:
+    """Main process: name the parts `data/<split>-i-of-n.parquet`, write summary.json, rename into place.
+
+    `scan`: the clips the source's header scan dropped before any process saw them (`data.scan_skips`),
+    counted in the summary's `dropped` so that `utterances` is every clip of the source."""
     counts, parts = _Counts(), []
+    counts.dropped.merge(scan)
     for rank in range(world_size):
         progress = json.loads((work_dir / _PROGRESS_FOLDER / f"rank-{rank:05d}.json").read_text(encoding="utf-8"))
         counts.merge(_Counts.from_json(progress["counts"]))
@@ -847,7 +851,8 @@ def generate_pseudo_labels(
         _wait_for_all_ranks(work_dir, processes.world_size)
     processes.wait_for_everyone()
     if processes.is_main:
-        summary = _finish(work_dir, output_dir, processes.world_size, parameters, config)
+        scan = data_layer.scan_skips(source) if isinstance(source, Dataset) else SkipCounter()
+        summary = _finish(work_dir, output_dir, processes.world_size, parameters, config, scan)
         logger.info("wrote %d part(s) to %s: %s", len(summary["files"]), output_dir, summary_line(summary))
     processes.wait_for_everyone()
     return json.loads((output_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
