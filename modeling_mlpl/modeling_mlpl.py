@@ -43,6 +43,11 @@ def compute_output_lengths(feature_lengths, conv_stride=3):
     return (int(feature_lengths) + conv_stride - 1) // conv_stride
 
 
+# Longest input one forward takes whole (10 ms feature frames): attention costs memory quadratic in length
+# (a 10-minute clip would need a multi-GB attention bias per layer). Longer audio goes in crops: the ASR
+# pipeline's `chunk_length_s`, or `training.inference.chunked_logits` (evaluation and pseudo-labeling
+# crop anything over 60 s by themselves).
+MAX_UNCROPPED_SECONDS = 120
 QUERY_BLOCK_ROWS = 128  # query rows per block of RelativePositionAttention's backward
 # query rows per product of the relative term: rows start .. start + b - 1 need length + b - 1 distances, so
 # small blocks multiply little more than the length distances per row (6 % more at T = 500)
@@ -554,6 +559,13 @@ class MlplModel(MlplPreTrainedModel):
                 f"{self.config.num_mel_bins}) as MlplFeatureExtractor returns"
             )
         batch_size, num_frames, _ = input_features.shape
+        if num_frames > MAX_UNCROPPED_SECONDS * 100:
+            raise ValueError(
+                f"input_features has {num_frames} frames ({num_frames / 100:.0f} s of audio), more than the "
+                f"{MAX_UNCROPPED_SECONDS} s one forward takes whole (attention memory grows with the square of the "
+                "length); run long audio in crops: pipeline(..., chunk_length_s=20, stride_length_s=4), or "
+                "training.inference.chunked_logits"
+            )
         if attention_mask is None:
             attention_mask = torch.ones(batch_size, num_frames, dtype=torch.long, device=input_features.device)
         frame_mask = attention_mask.bool()

@@ -2,6 +2,7 @@
 cropped and stitched automatically, a few crops per forward pass, never run whole (a 10-minute clip run
 whole asks for a 12.8 GB tensor). Up to 60 s nothing changes."""
 
+import pytest
 import torch
 
 from modeling_mlpl import MlplForCTC
@@ -31,3 +32,23 @@ def test_an_utterance_over_the_limit_is_cropped_and_stitched_without_being_asked
     with torch.no_grad():
         chunked_logits(model, features, mask)
     assert seen == [(2, MAX_WHOLE_FRAMES)]
+
+
+def test_the_pipeline_refuses_audio_too_long_for_one_forward_and_names_chunk_length_s(tmp_path):
+    """Issue 13.6: the ASR pipeline without chunk_length_s ran a 10-minute clip whole (a 12.8 GB tensor);
+    past MAX_UNCROPPED_SECONDS the model refuses, naming the option, and chunked decoding works."""
+    import numpy as np
+    from transformers import pipeline
+
+    from modeling_mlpl import MlplForCTC, MlplProcessor
+    from modeling_mlpl.modeling_mlpl import MAX_UNCROPPED_SECONDS
+
+    processor = MlplProcessor.from_transcripts(["abc de"])
+    model = MlplForCTC(tiny_config(vocab_size=len(processor.tokenizer))).eval()
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    recognizer = pipeline("automatic-speech-recognition", model=str(tmp_path))
+    audio = np.random.default_rng(0).normal(0, 0.1, int((MAX_UNCROPPED_SECONDS + 5) * 16000)).astype(np.float32)
+    with pytest.raises(ValueError, match="chunk_length_s"):
+        recognizer(audio)
+    assert isinstance(recognizer(audio, chunk_length_s=20, stride_length_s=4)["text"], str)
