@@ -140,8 +140,7 @@ class Ablations:
         return files
 
     def write_report(self, results: dict) -> dict[str, Path]:
-        from .metrics import PairedComparison
-        from .report import comparison_header, comparison_row
+        from .report import stored_comparison_table
 
         previous = {}
         path_json = self.recipe.output_dir / "ablations.json"
@@ -155,10 +154,7 @@ class Ablations:
         ]  # fmt: skip
         for name, entry in results.items():
             for split in [s for s in ("test", "dev") if s in entry["splits"]]:
-                lines += [f"## {entry['title']} ({split})", "", *comparison_header("reference", f"arm ({name})")]
-                for label, values in entry["splits"][split].items():
-                    lines.append(comparison_row(label, PairedComparison(**{k: v for k, v in values.items() if k != "excludes_zero"})))
-                lines.append("")
+                lines += [f"## {entry['title']} ({split})", "", *stored_comparison_table(entry["splits"][split], "reference", f"arm ({name})"), ""]
             lines += [f"Training and evaluation time of the arm's units: {entry['seconds']:.0f} s.", ""]
         write_json_atomically(path_json, results)
         report = write_text_atomically(self.recipe.output_dir / "ablations.md", "\n".join(lines))

@@ -535,17 +535,16 @@ class Recipe:
             folder = self.stages_dir / STAGE_FOLDERS[4] / code / "pseudo_labels"
             confidences = [value for path in (pseudo_label_files(folder) if folder.is_dir() else [])
                            for value in pq.read_table(path, columns=["confidence"]).column("confidence").to_pylist() if value is not None]  # fmt: skip
-            dropped = sum((summary.get("dropped") or {}).values()) if isinstance(summary.get("dropped"), dict) else summary.get("dropped")
+            dropped = sum((summary.get("dropped") or {}).values())  # {reason: count}, as pseudo_label's summary has it
             mean = f"{sum(confidences) / len(confidences):.3f}" if confidences else "-"
-            lines.append(f"| {code} | {summary.get('utterances', '-')} | {summary.get('kept', '-')} | {dropped if dropped is not None else '-'} | {summary.get('kept_hours', 0):.2f} | {mean} |")
+            lines.append(f"| {code} | {summary.get('utterances', '-')} | {summary.get('kept', '-')} | {dropped} | {summary.get('kept_hours', 0):.2f} | {mean} |")
         return lines + ["", "Confidence: mean best-path log-probability per frame (<= 0; closer to 0 is surer)."]
 
     def write_report(self) -> dict[str, Path]:
         """results.md (arms against controls with CIs, CER per stage, pseudo-labels, time), results.json, plots."""
         if not self.is_main():
             return {}
-        from .report import comparison_header, comparison_row
-        from .metrics import PairedComparison
+        from .report import stored_comparison_table
 
         table = self.cer_table()
         order = [key for stage in TABLE_STAGES for key in (str(stage), f"{stage}c")]
@@ -569,11 +568,8 @@ class Recipe:
             ]  # fmt: skip
             for split in [s for s in ("test", "dev") if s in comparisons] + [s for s in comparisons if s not in ("test", "dev")]:
                 for entry in comparisons[split].values():
-                    lines += [f"### {entry['title']} ({split})", "", *comparison_header(f"control ({entry['control']})", f"arm ({entry['arm']})")]
-                    for label, values in entry["per_language"].items():
-                        comparison = PairedComparison(**{k: v for k, v in values.items() if k != "excludes_zero"})
-                        lines.append(comparison_row("mean" if label == "mean" else label, comparison))
-                    lines.append("")
+                    lines += [f"### {entry['title']} ({split})", ""]
+                    lines += [*stored_comparison_table(entry["per_language"], f"control ({entry['control']})", f"arm ({entry['arm']})"), ""]
         for split, rows in table.items():
             lines += [f"## CER per stage ({split})", "", "| language | " + " | ".join(f"stage {s}" if not s.endswith("c") else f"{s[:-1]} control" for s in stages) + " |", "|---|" + "---:|" * len(stages)]
             for code in sorted(rows):

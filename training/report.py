@@ -123,10 +123,20 @@ def comparison_markdown(comparisons: Mapping[str, PairedComparison], name_a: str
     return "\n".join(lines)
 
 
+def stored_comparison_table(stored: Mapping[str, Mapping[str, Any]], name_a: str, name_b: str) -> list[str]:
+    """The Markdown header and rows of a comparison as `comparison_to_dict` stored it (results.json,
+    ablations.json): one row per language, then the mean."""
+    first = next(iter(stored.values()))
+    lines = comparison_header(name_a, name_b, first["confidence"])
+    for label, values in stored.items():
+        lines.append(comparison_row(label, PairedComparison(**{k: v for k, v in values.items() if k != "excludes_zero"})))
+    return lines
+
+
 def comparison_to_dict(comparisons: Mapping[str, PairedComparison]) -> dict[str, dict[str, Any]]:
     import dataclasses
 
     return {label: {**dataclasses.asdict(c), "excludes_zero": c.excludes_zero} for label, c in comparisons.items()}
 
 
-__all__ = ["comparison_header", "comparison_markdown", "comparison_row", "comparison_to_dict", "compare_predictions", "read_predictions"]
+__all__ = ["comparison_header", "comparison_markdown", "comparison_row", "comparison_to_dict", "compare_predictions", "read_predictions", "stored_comparison_table"]
