@@ -8,13 +8,35 @@ LID head = 274,625,103 parameters. `MlplConfig(hidden_size=1536, intermediate_si
 the paper's large model (1,058,849,871 parameters).
 """
 
+import copy
+from typing import TYPE_CHECKING
+
 from transformers import PreTrainedConfig
+
+
+if TYPE_CHECKING:
+    # config.json's `custom_pipelines` names this class. `save_pretrained` copies a remote-code file together
+    # with the files it imports relatively, so this import puts pipeline_mlpl.py next to configuration_mlpl.py
+    # in every saved folder (docs/design.md §9.1); at run time nothing is imported.
+    from .pipeline_mlpl import MlplAutomaticSpeechRecognitionPipeline  # noqa: F401
 
 
 # Feature frames are 10 ms apart: Flashlight "mfsc" stride of 160 samples at 16 kHz (docs/design.md §1).
 FEATURE_HOP_LENGTH = 160
 
 CTC_LOSS_REDUCTIONS = ("sqrt_target_length", "mean", "sum")
+
+# transformers' custom-pipeline entry written into every saved config.json: `pipeline(..., trust_remote_code=True)`
+# on a saved folder loads the ASR pipeline that returns languages from the folder's pipeline_mlpl.py
+# (docs/design.md §9.1). With this package installed, its own registration serves mlpl models instead.
+MLPL_CUSTOM_PIPELINES = {
+    "automatic-speech-recognition": {
+        "impl": "pipeline_mlpl.MlplAutomaticSpeechRecognitionPipeline",
+        "pt": ["AutoModelForCTC"],
+    }
+}
+# Modules that transformers loads as remote code live under this package (transformers.utils.hub).
+_REMOTE_CODE_PACKAGE = "transformers_modules"
 
 
 class MlplConfig(PreTrainedConfig):
@@ -69,6 +91,11 @@ class MlplConfig(PreTrainedConfig):
             target length, averaged over the batch); `"sum"`: summed over the batch.
         ctc_zero_infinity (`bool`, defaults to `True`):
             Zero infinite CTC losses (targets longer than the output) and their gradients.
+        language_characters (`dict[str, str]`, *optional*):
+            Each language's character inventory, `{code: "characters"}`: the characters its training transcripts
+            use (`build_language_characters`, saved by the trainer). Script-constrained decoding
+            (`language="el"` / `"auto"`) allows only these, the word delimiter and the blank
+            (docs/design.md §3.1). None (models trained before it existed): the constraint is unavailable.
     """
 
     model_type = "mlpl"
@@ -94,6 +121,7 @@ class MlplConfig(PreTrainedConfig):
         lid_loss_weight=1.0,
         ctc_loss_reduction="sqrt_target_length",
         ctc_zero_infinity=True,
+        language_characters=None,
         pad_token_id=0,
         **kwargs,
     ):
@@ -133,6 +161,15 @@ class MlplConfig(PreTrainedConfig):
             raise ValueError(f"ctc_loss_reduction={ctc_loss_reduction!r} must be one of {CTC_LOSS_REDUCTIONS}")
         if layer_norm_eps <= 0:
             raise ValueError(f"layer_norm_eps={layer_norm_eps} must be > 0")
+        if language_characters is not None:
+            if not isinstance(language_characters, dict) or not all(
+                isinstance(code, str) and isinstance(characters, str) for code, characters in language_characters.items()
+            ):
+                raise ValueError(
+                    f"language_characters must map language codes to strings of characters ({{'el': 'αβγ'}}), got "
+                    f"{str(language_characters)[:80]}; build it with modeling_mlpl.build_language_characters"
+                )
+            language_characters = {code: language_characters[code] for code in sorted(language_characters)}
         if pad_token_id is not None and not 0 <= pad_token_id < vocab_size:
             raise ValueError(f"pad_token_id={pad_token_id} (the CTC blank) must be in [0, vocab_size={vocab_size})")
 
@@ -155,9 +192,44 @@ class MlplConfig(PreTrainedConfig):
         self.lid_loss_weight = float(lid_loss_weight)
         self.ctc_loss_reduction = ctc_loss_reduction
         self.ctc_zero_infinity = ctc_zero_infinity
+        self.language_characters = language_characters
+        # The saved entry is written by `to_dict`. Only a remote-code copy of this class reports it to
+        # `pipeline()`: with the package installed the registered pipeline serves mlpl models (docs/design.md §9.1),
+        # and the entry would make `pipeline()` demand `trust_remote_code=True` for a local class.
+        kwargs.pop("custom_pipelines", None)
+        if __name__.split(".")[0] == _REMOTE_CODE_PACKAGE:
+            self.custom_pipelines = copy.deepcopy(MLPL_CUSTOM_PIPELINES)
         # The pipeline finds the character tokenizer through the config, also as remote code.
         kwargs.setdefault("tokenizer_class", "Wav2Vec2CTCTokenizer")
         super().__init__(pad_token_id=pad_token_id, **kwargs)
+
+    def to_dict(self):
+        output = super().to_dict()
+        output["custom_pipelines"] = copy.deepcopy(MLPL_CUSTOM_PIPELINES)
+        return output
+
+    def script_token_ids(self, language: str, vocabulary: dict[str, int]) -> list[int]:
+        """Token ids that script-constrained decoding allows for `language` (docs/design.md §3.1): its
+        `language_characters` found in `vocabulary` (the tokenizer's `get_vocab()`), the word delimiter "|"
+        and the blank, sorted."""
+        if self.language_characters is None:
+            raise ValueError(
+                "this model's config has no language_characters (it was trained before character inventories were "
+                "saved), so decoding cannot be constrained to a language's script; set them from the training "
+                "transcripts: config.language_characters = modeling_mlpl.build_language_characters(pairs of "
+                "(language, transcript)), e.g. training.streaming.stream_transcripts(train sources), then save the model "
+                "(or decode without language=)"
+            )
+        if language not in self.language_characters:
+            raise ValueError(
+                f"language {language!r} has no character inventory in this model's config; it has "
+                f"{sorted(self.language_characters)} (use one of them, or 'auto' for the LID's prediction)"
+            )
+        allowed = {vocabulary[char] for char in self.language_characters[language] if char in vocabulary}
+        allowed.add(self.pad_token_id)
+        if "|" in vocabulary:
+            allowed.add(vocabulary["|"])
+        return sorted(allowed)
 
     @property
     def head_dim(self) -> int:
@@ -185,4 +257,4 @@ def _require_positive_int(name, value, allow_zero=False):
         raise ValueError(f"{name}={value!r} must be an integer >= {lowest}")
 
 
-__all__ = ["MlplConfig"]
+__all__ = ["MlplConfig", "MLPL_CUSTOM_PIPELINES"]

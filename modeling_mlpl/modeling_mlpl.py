@@ -423,6 +423,50 @@ class MlplEncoderLayer(GradientCheckpointingLayer):
         return hidden_states, weights
 
 
+AUTO_LANGUAGE = "auto"  # script constraint of each utterance from the LID head's top-1 (docs/design.md §3.1)
+
+
+def constraint_languages(config, language, batch_size, lid_logits=None):
+    """The language each of `batch_size` utterances is constrained to: `language` is a code, "auto" (the LID
+    head's top-1 of that utterance, from `lid_logits` `(B, L)`), or a sequence of these, one per utterance."""
+    per_utterance = [language] * batch_size if isinstance(language, str) else list(language)
+    if len(per_utterance) != batch_size:
+        raise ValueError(f"{len(per_utterance)} constraint languages for a batch of {batch_size} utterances")
+    if AUTO_LANGUAGE in per_utterance:
+        if lid_logits is None:
+            raise ValueError(
+                f"language={AUTO_LANGUAGE!r} takes each utterance's language from the LID head, but this model has none "
+                "(config.num_languages = 0); name the language instead, e.g. language='el'"
+            )
+        codes = config.language_codes
+        predicted = [codes[int(index)] for index in lid_logits.argmax(-1).tolist()]
+        per_utterance = [guess if code == AUTO_LANGUAGE else code for code, guess in zip(per_utterance, predicted)]
+    return per_utterance
+
+
+def constrain_to_language(logits, config, vocabulary, language, lid_logits=None):
+    """Script-constrained CTC logits (docs/design.md §3.1): every symbol outside the utterance's language's
+    inventory (`config.language_characters`, plus the word delimiter and the blank) gets the dtype minimum on
+    every frame, so greedy decoding, beam search and pseudo-labels can only emit that language's characters.
+
+    Args:
+        logits: `(B, T, V)` CTC logits.
+        config: the model's `MlplConfig` (its `language_characters` and `language_codes`).
+        vocabulary: the tokenizer's `get_vocab()` (characters to ids).
+        language: a code, "auto" (each utterance's LID top-1 from `lid_logits`), or one of these per utterance.
+        lid_logits: `(B, L)`, needed for "auto".
+
+    Returns:
+        Logits of the same shape and dtype.
+    """
+    languages = constraint_languages(config, language, logits.shape[0], lid_logits)
+    allowed = torch.zeros(logits.shape[0], logits.shape[-1], dtype=torch.bool, device=logits.device)
+    ids = {code: config.script_token_ids(code, vocabulary) for code in set(languages)}
+    for row, code in enumerate(languages):
+        allowed[row, [index for index in ids[code] if index < logits.shape[-1]]] = True
+    return logits.masked_fill(~allowed[:, None, :], torch.finfo(logits.dtype).min)
+
+
 @dataclass
 class MlplModelOutput(ModelOutput):
     """
@@ -756,6 +800,9 @@ class MlplForCTC(MlplPreTrainedModel):
 
 
 __all__ = [
+    "AUTO_LANGUAGE",
+    "constrain_to_language",
+    "constraint_languages",
     "MlplPreTrainedModel",
     "MlplModel",
     "MlplForCTC",

@@ -46,6 +46,23 @@ def build_vocabulary(transcripts: Iterable[str]) -> dict[str, int]:
     return vocabulary
 
 
+def build_language_characters(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Each language's character inventory: `{language: its characters}` over `(language, transcript)` pairs.
+
+    The characters are those `build_vocabulary` makes tokens of (every non-whitespace code point, no special
+    token), in code-point order. Saved as `MlplConfig.language_characters` at training time, they are what
+    script-constrained decoding allows (docs/design.md §3.1).
+    """
+    transcripts: dict[str, list[str]] = {}
+    for language, transcript in pairs:
+        if transcript is not None:
+            transcripts.setdefault(str(language), []).append(transcript)
+    return {
+        language: "".join(token for token in build_vocabulary(texts) if token not in SPECIAL_TOKENS)
+        for language, texts in sorted(transcripts.items())
+    }
+
+
 def build_tokenizer(vocabulary: dict[str, int]) -> Wav2Vec2CTCTokenizer:
     """A `Wav2Vec2CTCTokenizer` over `vocabulary` (as `build_vocabulary` returns): no case folding,
     no bos/eos (they would be extra, never-emitted classes in the CTC head)."""
@@ -93,6 +110,7 @@ class MlplProcessor(Wav2Vec2Processor):
 __all__ = [
     "MlplProcessor",
     "build_vocabulary",
+    "build_language_characters",
     "build_tokenizer",
     "unknown_characters",
     "describe_characters",

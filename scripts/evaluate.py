@@ -19,19 +19,30 @@ for the mean over languages, both CERs, B - A and its 95 % paired bootstrap inte
 the function the recipe's results report uses); with --output-dir it also writes comparison.md/.json.
 --grid-search writes lm_decoding.json next to the model (a local model folder; else into --output-dir),
 and later runs with --lm but without --alpha/--beta read it from there.
+
+Script-constrained decoding (docs/design.md §3.1): --language-constraint auto (each utterance's LID top-1),
+reference (its reference language) or a code keeps greedy and LM output to that language's characters.
+A model saved before character inventories existed takes them from a labeled source's transcripts:
+
+    python scripts/evaluate.py --model old/best --data data/demo --split dev --language-constraint auto \
+        --language-characters-from data/demo          # the train split's transcripts, as the trainer does
 """
 
 import argparse
+import logging
 import os
 from pathlib import Path
 
 import torch
 
+from modeling_mlpl import build_language_characters
 from training.decoding import DEFAULT_ALPHAS, DEFAULT_BEAM_SETTINGS, DEFAULT_BETAS, SLIMIPL_BEAM_SETTINGS
 from training.evaluation import evaluate_model
 from training.pseudo_label import load_model_for_pseudo_labeling
-from training.sources import load_labeled_source
+from training.sources import load_labeled_source, source_transcripts
 from training.cli import setup_logging
+
+logger = logging.getLogger("evaluate")
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:
@@ -52,6 +63,12 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding audio")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--language-constraint", metavar="LANGUAGE",
+                        help="script-constrained decoding: a language code, 'auto' (the LID's top-1) or 'reference'")
+    parser.add_argument("--language-characters-from", metavar="DATA",
+                        help="labeled source whose transcripts (--language-characters-split) give the character "
+                             "inventories, for a model whose config has none")
+    parser.add_argument("--language-characters-split", default="train", help="split of --language-characters-from")
 
     lm = parser.add_argument_group("LM decoding (docs/design.md §7)")
     lm.add_argument("--lm", nargs="+", metavar="LM",
@@ -90,6 +107,13 @@ def main(argv=None) -> None:
 
     model, processor, model_name, revision = load_model_for_pseudo_labeling(arguments.model, arguments.revision)
     model.to(arguments.device)
+    if arguments.language_characters_from:
+        pairs = source_transcripts(arguments.language_characters_from, arguments.language_characters_split)
+        model.config.language_characters = build_language_characters(pairs)
+        logger.info(
+            "character inventories from %s (%s): %s", arguments.language_characters_from, arguments.language_characters_split,
+            {code: len(characters) for code, characters in model.config.language_characters.items()},
+        )
     dataset = load_labeled_source(
         arguments.data, arguments.split, languages=arguments.languages, language=arguments.language,
         hub_config=arguments.hub_config,
@@ -124,6 +148,7 @@ def main(argv=None) -> None:
         lm_decoding_path=lm_decoding_path,
         plots=not arguments.no_plots,
         description={"model": model_name, "model_revision": revision, "data": str(arguments.data), "split": arguments.split},
+        language_constraint=arguments.language_constraint,
     )
     print(result.files["report.md"].read_text(encoding="utf-8"))
     print(f"files in {output_dir}: {', '.join(sorted(result.files))}")

@@ -52,6 +52,8 @@ import numpy as np
 import torch
 from accelerate.utils import tqdm
 
+from modeling_mlpl import constrain_to_language
+
 from .inference import collapse_ctc_path, decode_token_ids
 from .files import write_json_atomically
 from .metrics import compute_asr_metrics
@@ -274,6 +276,8 @@ class MlplBeamSearchDecoder:
         sil_score: score added per "|" token (Flashlight's `silscore`).
         smearing: "max" (docs/design.md §7), "logadd" or "none": how LM scores of words are spread over the lexicon trie.
         log_add: merge equal hypotheses by log-add instead of max (breaks beam = greedy at alpha = beta = 0).
+        config: the model's `MlplConfig`, for script-constrained decoding (`decode(..., language=)`,
+            docs/design.md §3.1: its `language_characters`).
     """
 
     def __init__(
@@ -291,6 +295,7 @@ class MlplBeamSearchDecoder:
         sil_score: float = 0.0,
         smearing: str = DEFAULT_BEAM_SETTINGS["smearing"],
         log_add: bool = False,
+        config=None,
     ):
         decoder = _flashlight()
         if beam_size < 1:
@@ -328,6 +333,7 @@ class MlplBeamSearchDecoder:
         self.sil_score = float(sil_score)
         self.smearing = smearing.lower()
         self.log_add = bool(log_add)
+        self.config = config
 
         # Word dictionary (the LM's "usr" indices) and the LM, shared by `with_weights` copies.
         from flashlight.lib.text.dictionary import Dictionary
@@ -475,7 +481,9 @@ class MlplBeamSearchDecoder:
                 f"expected logits of shape (frames, {self.vocab_size}) for this tokenizer, got {tuple(logits.shape)}; "
                 "is the tokenizer the model's?"
             )
-        log_probs = torch.log_softmax(logits.detach().float().cpu(), dim=-1)
+        # A symbol masked by the script constraint (the float minimum) is impossible, yet finite under Flashlight's
+        # score sums; real log-probabilities are far above _IMPOSSIBLE, so nothing else changes.
+        log_probs = torch.log_softmax(logits.detach().float().cpu(), dim=-1).clamp(min=_IMPOSSIBLE)
         closing = torch.full((1, self.vocab_size), _IMPOSSIBLE)
         closing[0, self.sil_index] = 0.0
         return np.ascontiguousarray(torch.cat([log_probs, closing]).numpy(), dtype=np.float32)
@@ -498,12 +506,24 @@ class MlplBeamSearchDecoder:
         path = best.tokens[1:-1]
         return decode_token_ids([collapse_ctc_path(path, self.blank_index)], self.tokenizer)[0]
 
-    def decode(self, logits: torch.Tensor | np.ndarray, output_lengths: torch.Tensor | Sequence[int] | None = None) -> list[str]:
+    def decode(
+        self,
+        logits: torch.Tensor | np.ndarray,
+        output_lengths: torch.Tensor | Sequence[int] | None = None,
+        language=None,
+        lid_logits: torch.Tensor | None = None,
+    ) -> list[str]:
         """Transcripts of a batch: `logits` `(B, T, V)` (raw logits or log-probabilities), `output_lengths` `(B,)`
-        valid frames per utterance (None: all T). Utterances are decoded one after the other."""
+        valid frames per utterance (None: all T). Utterances are decoded one after the other. `language` (a
+        code, "auto" with the batch's `lid_logits`, or one per utterance) restricts the hypotheses to that
+        language's characters (`modeling_mlpl.constrain_to_language`; needs `config`)."""
         logits = torch.as_tensor(logits)
         if logits.ndim != 3:
             raise ValueError(f"expected batched logits (B, T, V), got shape {tuple(logits.shape)}")
+        if language is not None:
+            if self.config is None:
+                raise ValueError("decode(language=...) needs the model's config: MlplBeamSearchDecoder(..., config=model.config)")
+            logits = constrain_to_language(logits, self.config, self._vocabulary, language, lid_logits)
         lengths = [logits.shape[1]] * logits.shape[0] if output_lengths is None else [int(n) for n in output_lengths]
         return [self.decode_emissions(self.emissions(row[:length])) for row, length in zip(logits, lengths)]
 

@@ -37,6 +37,8 @@ import torch
 from accelerate.utils import tqdm
 from datasets import Dataset
 
+from modeling_mlpl import constrain_to_language
+
 from .batching import DurationBatchSampler
 from .collate import MlplCollator
 from .data import records_of
@@ -61,6 +63,7 @@ PREDICTIONS_FILE = "predictions.jsonl"
 CER_PLOT_FILE = "cer_per_language.png"
 LID_PLOT_FILE = "lid_confusion.png"
 SECONDS_PER_HOUR = 3600.0
+REFERENCE_LANGUAGE = "reference"  # language_constraint: each utterance's reference language (an oracle LID)
 
 
 @dataclass
@@ -165,6 +168,7 @@ def evaluate_model(
     plots: bool = True,
     progress: bool = True,
     description: Mapping[str, Any] | None = None,
+    language_constraint: str | None = None,
 ) -> EvaluationResult:
     """Transcribe a labeled map-style dataset and score it (see the module doc).
 
@@ -187,6 +191,9 @@ def evaluate_model(
         plots: write the PNG plots (matplotlib).
         progress: show progress bars.
         description: extra entries for metrics.json (model name, data source, split...).
+        language_constraint: script-constrained decoding (docs/design.md §3.1), greedy and LM alike: a language
+            code, "auto" (each utterance's LID top-1) or "reference" (each utterance's reference language);
+            None: unconstrained.
     """
     if not isinstance(dataset, Dataset):
         raise TypeError(
@@ -194,6 +201,7 @@ def evaluate_model(
             "load the source with streaming=False"
         )
     tokenizer = processor.tokenizer
+    vocabulary = tokenizer.get_vocab()
     records = records_of(dataset).select_columns(["id", "sentence", "language", "duration"])[:]
     ids, references, languages, durations = (records[key] for key in ("id", "sentence", "language", "duration"))
     if any(reference is None for reference in references):
@@ -231,6 +239,9 @@ def evaluate_model(
             with torch.inference_mode():
                 logits, output_lengths, lid_logits = chunked_logits(model, features, mask, chunk_frames)
             logits, output_lengths = logits.float().cpu(), output_lengths.cpu()
+            if language_constraint is not None:
+                constraint = [languages[row] for row in rows] if language_constraint == REFERENCE_LANGUAGE else language_constraint
+                logits = constrain_to_language(logits, model.config, vocabulary, constraint, lid_logits)
             texts = decode_token_ids(greedy_token_ids(logits, output_lengths, model.config.pad_token_id), tokenizer)
             for position, row in enumerate(rows):
                 greedy[row] = texts[position]
@@ -274,7 +285,7 @@ def evaluate_model(
     )
     if lm_settings:
         metrics["lm"]["decoders"] = lm_settings
-    metrics = {**dict(description or {}), **metrics}
+    metrics = {**dict(description or {}), **metrics, "language_constraint": language_constraint}
     result = EvaluationResult(metrics, predictions)
     if output_dir is not None:
         result.files = write_evaluation_files(result, output_dir, plots=plots)

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from modeling_mlpl import constrain_to_language
+
 FRAMES_PER_SECOND = 100  # 10 ms feature stride (docs/design.md §1)
 # The longest utterance run whole when no crop length is asked for (the data's clips are 1-30 s). Longer
 # ones are cropped to this length and stitched, a few crops per forward pass: self-attention memory grows
@@ -158,18 +160,21 @@ def sequence_confidence(logits: torch.Tensor, output_lengths: torch.Tensor) -> l
 
 @torch.no_grad()
 def transcribe_batch(
-    model, batch, tokenizer, chunk_frames: int | None = None, max_chunks_per_forward: int | None = None
+    model, batch, tokenizer, chunk_frames: int | None = None, max_chunks_per_forward: int | None = None, language=None
 ) -> dict:
     """Greedy transcripts, LID predictions and confidences of one collated batch (model in its current mode).
 
     Returns a dict with `texts` (list of str), `token_ids`, `language_ids` (predicted class per utterance,
     a `(B,)` long tensor, or None without an LID head), `language_probabilities` (the softmax probability
     of that class, `(B,)` float, or None) and `confidences`. `chunk_frames` and `max_chunks_per_forward`
-    are those of `chunked_logits`.
+    are those of `chunked_logits`. `language` (a code, "auto", or one per utterance) restricts the output to
+    that language's characters (`modeling_mlpl.constrain_to_language`, docs/design.md §3.1); None: unconstrained.
     """
     logits, output_lengths, lid_logits = chunked_logits(
         model, batch["input_features"], batch.get("attention_mask"), chunk_frames, max_chunks_per_forward
     )
+    if language is not None:
+        logits = constrain_to_language(logits, model.config, tokenizer.get_vocab(), language, lid_logits)
     token_ids = greedy_token_ids(logits, output_lengths, model.config.pad_token_id)
     language_probabilities, language_ids = (None, None) if lid_logits is None else lid_logits.float().softmax(-1).max(-1)
     return {

@@ -73,6 +73,8 @@ from tqdm.auto import tqdm
 
 from . import data as data_layer
 from .audio import SAMPLING_RATE
+from modeling_mlpl import AUTO_LANGUAGE
+
 from .batching import DurationBatchSampler, DurationBucketingStream
 from .collate import MlplCollator
 from .data import (
@@ -160,6 +162,8 @@ class PseudoLabelConfig:
         seed: order of the batches (the result does not depend on it).
         resume: reuse the finished parts of an interrupted run with the same parameters.
         overwrite: replace an existing output folder (only once the new one is complete).
+        language_constraint: restrict each PL to its language's characters (docs/design.md §3.1: the model
+            config's `language_characters`): the source language, or the LID's top-1 where it is unknown.
     """
 
     max_batch_seconds: float = 200.0
@@ -180,6 +184,7 @@ class PseudoLabelConfig:
     overwrite: bool = False
 
     def __post_init__(self):
+    language_constraint: bool = False
         if not self.max_batch_seconds > 0:
             raise ValueError(f"max_batch_seconds={self.max_batch_seconds} must be > 0 (the paper uses 200)")
         if self.chunk_seconds and self.chunk_seconds * FRAMES_PER_SECOND < 3:
@@ -822,6 +827,8 @@ def generate_pseudo_labels(
         "source": _describe_source(source),
         **batches.run_parameters(),
         "num_processes": processes.world_size,
+    if config.language_constraint and getattr(model.config, "language_characters", None) is None:
+        model.config.script_token_ids("", {})  # raises the error that names the fix
         # resume, overwrite and prefetch_batches say how to run, not what the output is.
         "config": {
             k: v for k, v in dataclasses.asdict(config).items() if k not in ("resume", "overwrite", "prefetch_batches")
@@ -921,7 +928,12 @@ def _transcribe_and_keep(model, processor, batch, writer, config, name, revision
         "input_features": batch["input_features"].to(device, dtype=model.dtype),
         "attention_mask": batch["attention_mask"].to(device),
     }
-    result = transcribe_batch(model, inputs, processor.tokenizer, config.chunk_frames, config.max_chunks_per_forward)
+    constraint = None  # docs/design.md §3.1: the utterance's language, or the LID's guess where it is unknown
+    if config.language_constraint:
+        constraint = [AUTO_LANGUAGE if code in UNKNOWN_LANGUAGES else code for code in batch["languages"]]
+    result = transcribe_batch(
+        model, inputs, processor.tokenizer, config.chunk_frames, config.max_chunks_per_forward, language=constraint
+    )
     predicted = probabilities = [None] * len(batch["ids"])
     if result["language_ids"] is not None:
         predicted = [model.config.language_codes[index] for index in result["language_ids"].tolist()]

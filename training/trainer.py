@@ -35,7 +35,7 @@ from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from datasets import concatenate_datasets
 from tqdm.auto import tqdm
 
-from modeling_mlpl import MlplConfig, MlplForCTC, MlplProcessor
+from modeling_mlpl import MlplConfig, MlplForCTC, MlplProcessor, build_language_characters
 
 from .augment import SpecAugment
 from .batching import DurationBatchSampler, DurationBucketingStream, LanguageBalancedBatchSampler, language_sampling_shares
@@ -132,6 +132,17 @@ def new_model_config(config: ExperimentConfig, vocab_size: int, languages: list[
 
 
 def save_model_folder(model, processor, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+def training_language_characters(sources, existing: dict[str, str] | None = None) -> dict[str, str] | None:
+    """Each language's character inventory for the model's config (docs/design.md §3.1): the characters of the
+    labeled training transcripts (pseudo-label sets left out: their stray letters are what script-constrained
+    decoding removes), added to those the initial model already has."""
+    labeled = [source for source in sources if source.kind != "pseudo_labels"]
+    merged = dict(existing or {})
+    for code, characters in (build_language_characters(stream_transcripts(labeled)) if labeled else {}).items():
+        merged[code] = "".join(sorted(set(merged.get(code, "")) | set(characters)))
+    return merged or None
+
+
     """`save_pretrained` of model + processor (+ JSON files in `extra`), atomically: written under a
     temporary name and renamed over the previous folder, so a crash never leaves a half-written model."""
     folder = Path(folder)
@@ -474,6 +485,7 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
     model.set_regularization(dropout=config.model.dropout, layerdrop=config.model.layerdrop)
     if config.model.lid_loss_weight is not None:
         model.config.lid_loss_weight = config.model.lid_loss_weight
+    model.config.language_characters = training_language_characters(config.data.train, model.config.language_characters)
     if config.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     language_to_id = {code: i for i, code in enumerate(model.config.language_codes)}
