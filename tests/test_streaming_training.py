@@ -3,6 +3,7 @@ count through DurationBucketingStream (slimIPL's pseudo-labels from the unlabele
 with bit-identical parameters."""
 
 import json
+from collections import Counter
 
 import pytest
 import torch
@@ -30,33 +31,97 @@ def stream_config(tiny_demo_corpus, tmp_path):
     )
 
 
-@pytest.mark.slow
-def test_streamed_training_passes_epochs_and_resumes_bit_exactly(stream_config, tmp_path):
+def _train_whole_then_killed_and_resumed(config, tmp_path, *overrides, launch=run_train) -> dict:
+    """Train `config` for 24 updates in one go and again as 11 updates + `--resume` (the checkpoint of
+    update 11 falls inside a stream buffer); the two final models must be bit-identical. Returns the
+    uninterrupted run's summary (the resumed run's must be the same)."""
     whole = tmp_path / "whole"
-    completed = run_train(stream_config, whole)
+    completed = launch(config, whole, *overrides)
     assert "training stream: epoch 1 begins" in completed.stderr  # an epoch boundary is logged, not a stop
     summary = json.loads((whole / "train_summary.json").read_text())
     assert summary["num_updates"] == 24 and len(summary["languages"]["realized_hours"]) == 7
 
     parted = tmp_path / "parted"
-    run_train(stream_config, parted, "train.max_updates=11")
+    launch(config, parted, *overrides, "train.max_updates=11")
     state = torch.load(parted / "checkpoints" / "step_11" / "trainer_state_rank0.pt", weights_only=True)["train_sampler"]
     assert state["batches_yielded_in_buffer"] > 0 and state["source_state"] is not None  # inside a buffer
-    assert "resumed from" in run_train(stream_config, parted, "--resume").stderr
+    assert "resumed from" in launch(config, parted, *overrides, "--resume").stderr
     expected, resumed = load_file(whole / "final" / "model.safetensors"), load_file(parted / "final" / "model.safetensors")
     for name in expected:
         torch.testing.assert_close(resumed[name], expected[name], rtol=0, atol=0, msg=name)
     finished = json.loads((parted / "train_summary.json").read_text())
     assert finished["languages"] == summary["languages"] and finished["slimipl"] == summary["slimipl"]
     assert summary["slimipl"]["training_reads"] > 0  # the unlabeled stream was trained on
+    return summary
+
+
+@pytest.mark.slow
+def test_streamed_training_passes_epochs_and_resumes_bit_exactly(stream_config, tmp_path):
+    _train_whole_then_killed_and_resumed(stream_config, tmp_path)
+
+
+@pytest.mark.slow
+def test_language_balanced_stream_trains_and_resumes_bit_exactly(stream_config, tmp_path):
+    summary = _train_whole_then_killed_and_resumed(stream_config, tmp_path, "data.language_temperature=5")
+    languages = summary["languages"]
+    assert languages["temperature"] == 5 and set(languages["target_share"]) == set(languages["utterances"]) == set(languages["realized_hours"])
+    # T = 5 flattens the natural shares: the smallest language gains, the largest loses
+    smallest = min(languages["utterances"], key=languages["utterances"].get)
+    largest = max(languages["utterances"], key=languages["utterances"].get)
+    assert languages["target_share"][smallest] > languages["natural_share"][smallest]
+    assert languages["target_share"][largest] < languages["natural_share"][largest]
+
+
+@pytest.mark.slow
+def test_two_processes_stream_and_resume_bit_exactly(stream_config, tmp_path):
+    """The same on two CPU processes (`accelerate launch`, each process reads its own share of the stream)."""
+    import subprocess
+    import sys
+
+    from test_distributed_data import free_port
+    from test_trainer import ENVIRONMENT, REPOSITORY
+
+    def launch(config, output_dir, *extra):
+        command = [
+            sys.executable, "-m", "accelerate.commands.launch",
+            "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+            "scripts/train.py", "--config", str(config), f"train.output_dir={output_dir}", *extra,
+        ]  # fmt: skip
+        completed = subprocess.run(command, cwd=REPOSITORY, env={**ENVIRONMENT, "ACCELERATE_USE_CPU": "true"}, capture_output=True, text=True, timeout=300)
+        assert completed.returncode == 0, f"{completed.stdout[-2000:]}\n{completed.stderr[-4000:]}"
+        return completed
+
+    summary = _train_whole_then_killed_and_resumed(stream_config, tmp_path, "data.language_temperature=5", launch=launch)
+    assert summary["languages"]["temperature"] == 5
+    newest = max((tmp_path / "parted" / "checkpoints").glob("step_*"), key=lambda folder: int(folder.name.split("_")[1]))
+    states = [torch.load(newest / f"trainer_state_rank{rank}.pt", weights_only=True)["train_sampler"] for rank in range(2)]
+    assert [state["rank"] for state in states] == [0, 1]  # each process saved the position of its own share
+
+
+def test_balanced_stream_draws_languages_in_the_target_shares(tiny_demo_corpus):
+    from training.config import SourceConfig
+    from training.streaming import load_balanced_stream
+
+    source = SourceConfig(kind="common_voice", path=str(tiny_demo_corpus / "cv"), split="train", streaming=True)
+    stream, mix = load_balanced_stream([source], None, temperature=1e6, seed=3)  # ~uniform over the 7 languages
+    assert set(mix["target_share"]) == set(mix["utterances"]) and len(mix["utterances"]) == 7
+    assert max(mix["natural_share"].values()) > 2 * min(mix["natural_share"].values())  # the corpus is unbalanced
+    languages, drawn, epoch = stream.select_columns(["language"]), Counter(), 0
+    while sum(drawn.values()) < 700:  # passes of the stream as training makes them: a new epoch draws anew
+        languages.set_epoch(epoch)
+        drawn.update(example["language"] for example in languages)
+        epoch += 1
+    total = sum(drawn.values())
+    for language, share in mix["target_share"].items():
+        # 4 binomial standard deviations (the draw is seeded: this is a check of the mechanism, not of luck)
+        assert abs(drawn[language] / total - share) <= 4 * (share * (1 - share) / total) ** 0.5, (language, drawn, mix)
 
 
 def test_streams_are_refused_where_they_do_not_apply(stream_config, tmp_path):
     from training.trainer import train
 
-    balanced = load_config(stream_config, [f"train.output_dir={tmp_path / 'a'}", "data.language_temperature=5"])
-    with pytest.raises(ValueError, match="temperature sampling is implemented for map-style sources only"):
-        train(balanced)
+    balanced = load_config(stream_config, [f"train.output_dir={tmp_path / 'a'}"])
     train_source = balanced.data.train[0]
     mixed = load_config(stream_config, [f"train.output_dir={tmp_path / 'b'}", f"data.train=[{{kind: common_voice, path: {train_source.path}, streaming: true}}, {{kind: common_voice, path: {train_source.path}}}]"])
     with pytest.raises(ValueError, match="mixes streamed and map-style sources"):

@@ -17,6 +17,15 @@ trained on, so it continues with exactly the batches the uninterrupted run would
 that of the process iterating the stream, hence a DataLoader without workers (`data.num_workers` is not
 used for streams; decoding runs in the main process).
 
+Language temperature (`data.language_temperature` != 1, issue 14.2): each (source, language) pair becomes
+its own stream (`languages: [l]`; a source that mixes languages in one file set is then read once per
+language, so give large corpora one source per language, as Common Voice's Hub configurations are), and
+`datasets.interleave_datasets` draws the next example from language l with probability proportional to
+n_l ** (1 / T). Streams have no durations before their audio is read, so n_l is language l's utterance
+count (its transcripts, which the vocabulary reads anyway): the target is a share of utterances, where
+map-style sampling (`LanguageBalancedBatchSampler`) targets a share of hours. The interleaving's random
+state is part of the `datasets` state that the checkpoint keeps, so resume stays exact.
+
 Map-style data stays the default: it shuffles whole epochs and, with the duration cache
 (training.header_index), starts in seconds on folders of a few million clips. Streams suit Hub datasets
 (nothing downloaded up front) and corpora whose index would not fit in memory (~1.7 kB per clip).
@@ -25,12 +34,14 @@ Map-style data stays the default: it shuffles whole epochs and, with the duratio
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from dataclasses import replace
 from typing import Iterator
 
 import torch
 from datasets import IterableDataset, interleave_datasets
 
-from .batching import DurationBucketingStream
+from .batching import DurationBucketingStream, language_sampling_shares
 
 logger = logging.getLogger("mlpl.trainer")
 
@@ -44,16 +55,43 @@ def streams_requested(sources, what: str) -> bool:
     return streaming == {True}
 
 
+def _load_stream(source, what: str) -> IterableDataset:
+    stream = source.load()
+    if not isinstance(stream, IterableDataset):
+        raise ValueError(f"data.{what} source {source.path} ({source.kind}) did not load as a stream; it cannot be read with streaming: true")
+    return stream
+
+
+def _drop_long_clips(stream: IterableDataset, max_clip_seconds: float | None) -> IterableDataset:
+    return stream if max_clip_seconds is None else stream.filter(lambda example: example["duration"] <= max_clip_seconds)
+
+
 def load_training_stream(sources, max_clip_seconds: float | None, what: str = "train") -> IterableDataset:
     """The sources as one stream of decoded examples (interleaved when several), long clips dropped."""
-    streams = [source.load() for source in sources]
-    for source, stream in zip(sources, streams):
-        if not isinstance(stream, IterableDataset):
-            raise ValueError(f"data.{what} source {source.path} ({source.kind}) did not load as a stream; it cannot be read with streaming: true")
+    streams = [_load_stream(source, what) for source in sources]
     stream = streams[0] if len(streams) == 1 else interleave_datasets(streams, stopping_strategy="all_exhausted")
-    if max_clip_seconds is not None:
-        stream = stream.filter(lambda example: example["duration"] <= max_clip_seconds)
-    return stream
+    return _drop_long_clips(stream, max_clip_seconds)
+
+
+def load_balanced_stream(sources, max_clip_seconds: float | None, temperature: float, seed: int) -> tuple[IterableDataset, dict]:
+    """The labeled sources as one stream whose next example is of language l with probability proportional to
+    n_l ** (1 / temperature), n_l the utterances of l (module docstring); returns the stream and its mix
+    (`temperature`, `utterances`, `natural_share`, `target_share`), which the trainer logs and summarizes."""
+    parts, part_counts = [], []
+    for source in sources:
+        counts = Counter(language for language, _ in stream_transcripts([source]))
+        for language, count in sorted(counts.items()):
+            parts.append((replace(source, languages=[language]), language))
+            part_counts.append(count)
+    utterances: dict[str, int] = {}
+    for (_, language), count in zip(parts, part_counts):
+        utterances[language] = utterances.get(language, 0) + count
+    target = language_sampling_shares(utterances, temperature)
+    probabilities = [target[language] * count / utterances[language] for (_, language), count in zip(parts, part_counts)]
+    streams = [_load_stream(source, "train") for source, _ in parts]
+    stream = streams[0] if len(streams) == 1 else interleave_datasets(streams, probabilities=probabilities, seed=seed, stopping_strategy="all_exhausted")
+    mix = {"temperature": temperature, "utterances": utterances, "natural_share": language_sampling_shares(utterances, 1.0), "target_share": target}
+    return _drop_long_clips(stream, max_clip_seconds), mix
 
 
 def stream_transcripts(sources) -> list[tuple[str, str]]:
@@ -118,4 +156,4 @@ def stream_batches(stream: DurationBucketingStream, collator) -> Iterator[dict]:
             yield batch
 
 
-__all__ = ["load_training_stream", "stream_batches", "stream_languages", "stream_transcripts", "streams_requested", "training_stream"]
+__all__ = ["load_balanced_stream", "load_training_stream", "stream_batches", "stream_languages", "stream_transcripts", "streams_requested", "training_stream"]

@@ -47,7 +47,7 @@ from .data import EXAMPLE_COLUMNS, DecodeTransform, drop_long_clips, example_dur
 from .inference import FRAMES_PER_SECOND, chunked_logits, greedy_token_ids, pad_labels, transcribe_batch
 from .metrics import compute_asr_metrics, flatten_metrics
 from .run_folder import claim_run_folder
-from .streaming import load_training_stream, stream_batches, stream_languages, stream_transcripts, streams_requested, training_stream
+from .streaming import load_balanced_stream, load_training_stream, stream_batches, stream_languages, stream_transcripts, streams_requested, training_stream
 from .slimipl import (
     LABELED_STEP,
     EmaTeacher,
@@ -440,14 +440,14 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
     if not config.data.train:
         raise ValueError("data.train is empty: the trainer needs labeled data (add a source under data.train)")
     streaming = streams_requested(config.data.train, "train")
-    if streaming and config.data.language_temperature != 1:
-        raise ValueError(
-            f"data.language_temperature={config.data.language_temperature:g} with streamed data.train: temperature sampling "
-            "is implemented for map-style sources only; set streaming: false (or language_temperature: 1)"
-        )
+    temperature = config.data.language_temperature
+    stream_mix = None  # streamed data.train with a language temperature: its target mix (training.streaming)
     with accelerator.main_process_first():  # the first process reads the headers, the others find them cached
         train_set = None if streaming else load_map_style(config.data.train, "train", max_seconds, scan)
-        train_stream = load_training_stream(config.data.train, max_seconds) if streaming else None
+        if streaming and temperature != 1:
+            train_stream, stream_mix = load_balanced_stream(config.data.train, max_seconds, temperature, config.train.seed)
+        else:
+            train_stream = load_training_stream(config.data.train, max_seconds) if streaming else None
         dev_sets = {f"{s.kind}:{Path(s.path).name}:{s.split}": load_map_style([s], "dev", max_seconds, scan) for s in config.data.dev}
         if slimipl.enabled and not config.data.unlabeled:
             raise ValueError("slimipl.enabled is true but data.unlabeled is empty: add the unlabeled source(s)")
@@ -513,10 +513,11 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
             "train: %d utterances, %.2f h, %d batches per process per epoch",
             len(train_set), example_durations(train_set).sum() / 3600, len(train_sampler),
         )
-    if config.data.language_temperature != 1:
+    if temperature != 1:
+        target, natural = (stream_mix["target_share"], stream_mix["natural_share"]) if streaming else (train_sampler.target_shares, train_sampler.natural_shares)
         logger.info(
-            "language temperature %g: target shares of the training audio %s (natural %s)", config.data.language_temperature,
-            {k: round(v, 4) for k, v in train_sampler.target_shares.items()}, {k: round(v, 4) for k, v in train_sampler.natural_shares.items()},
+            "language temperature %g: target shares of the training %s %s (natural %s)", temperature, "utterances" if streaming else "audio",
+            {k: round(v, 4) for k, v in target.items()}, {k: round(v, 4) for k, v in natural.items()},
         )  # fmt: skip
 
     # ---- optimisation ---------------------------------------------------------------------------------
@@ -759,8 +760,8 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
             if slimipl.enabled
             else None
         ),
-        "languages": language_hours_report(train_set, config.data.language_temperature, realized_seconds) if not streaming else {
-            "temperature": 1.0, "realized_hours": {code: value / 3600 for code, value in sorted(realized_seconds.items())},
+        "languages": language_hours_report(train_set, temperature, realized_seconds) if not streaming else {
+            **(stream_mix or {"temperature": 1.0}), "realized_hours": {code: value / 3600 for code, value in sorted(realized_seconds.items())},
         },  # fmt: skip
         "best_model": str(output_dir / BEST_MODEL) if dev_sets else None,
         "final_model": str(final_model),
