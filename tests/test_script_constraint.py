@@ -156,3 +156,22 @@ def test_pipeline_language_argument_constrains_its_output(model_and_processor, d
         assert not outside(result["text"], inventories[result["language"]])
     with pytest.raises(ValueError, match="'xx' has no character inventory"):
         recognizer(clips[0], language="xx")
+
+
+def test_the_trainer_saves_each_languages_inventory_in_the_model_config(tiny_demo_corpus, inventories, tmp_path):
+    from training.config import ExperimentConfig, build_dataclass
+    from training.trainer import train
+
+    # One update from scratch: the inventory is fixed when the model is built, from the labeled transcripts.
+    config = build_dataclass(ExperimentConfig, {
+        "data": {"train": [{"kind": "common_voice", "path": str(tiny_demo_corpus / "cv"), "split": "train", "languages": ["fi", "el"]}],
+                 "max_batch_seconds": 12},
+        "model": {"overrides": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 32,
+                                "max_relative_positions": 16}},
+        "optim": {"optimizer": "adamw", "lr": 0.001, "warmup_updates": 1, "halve_lr_at": None},
+        "train": {"max_updates": 1, "eval_every": 1000, "save_every": 1000, "log_every": 1, "output_dir": str(tmp_path / "run"),
+                  "log_with": []},
+    })  # fmt: skip
+    train(config)
+    saved = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
+    assert saved["language_characters"] == {code: inventories[code] for code in ("el", "fi")}
