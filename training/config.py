@@ -229,6 +229,32 @@ class SlimIPLConfig:
 
 
 @dataclass
+class AdapterConfig:
+    """Per-language LoRA adapters through peft instead of full model copies (training.adapters, docs/design.md §6,
+    "Per-language adapters"). With `enabled`, training needs `model.init_from`: a model folder (its weights are
+    frozen and a new adapter trains) or an adapter folder (that adapter trains on, on its base model)."""
+
+    enabled: bool = False
+    rank: int = 8  # LoRA r
+    alpha: float = 16.0  # LoRA alpha: the update is scaled by alpha / rank
+    dropout: float = 0.0  # dropout on the adapter's input (the base model keeps its own dropout)
+    # Linear layers that get a LoRA update: attention q/k/v/out and feed-forward fc1/fc2 of every MlplEncoderLayer.
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"])
+    # Modules trained whole and saved with the adapter: the CTC head (small, and where a language's symbols are
+    # scored). Not the LID head: trained on one language it learns to name that language for everything, and
+    # the base's shared LID head is what routes audio to an adapter. Add "attn_layer_norm" / "final_layer_norm"
+    # to train the LayerNorms too; [] trains the LoRA matrices only.
+    modules_to_save: list[str] = field(default_factory=lambda: ["ctc_head"])
+    # When init_from is an adapter folder: its base model (None: the folder's adapter_config.json names it).
+    base_model: str | None = None
+
+    def __post_init__(self):
+        check_ranges(self, "adapters", {"rank": COUNT, "alpha": POSITIVE, "dropout": DROP_RATE})
+        if not self.target_modules:
+            raise ValueError("adapters.target_modules is empty; name the Linear layers to adapt, e.g. [q_proj, v_proj]")
+
+
+@dataclass
 class TrainConfig:
     output_dir: str = "outputs/run"
     seed: int = 0
@@ -259,6 +285,7 @@ class ExperimentConfig:
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     slimipl: SlimIPLConfig = field(default_factory=SlimIPLConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    adapters: AdapterConfig = field(default_factory=AdapterConfig)
 
 
 def check_model_overrides(overrides: dict, size: str = "base") -> None:
@@ -454,6 +481,7 @@ def save_config(config, path: str | os.PathLike) -> Path:
 
 
 __all__ = [
+    "AdapterConfig",
     "DataConfig",
     "ExperimentConfig",
     "ModelConfig",

@@ -505,10 +505,11 @@ def render_model_card(
     hyperparameters: Optional[Mapping[str, Any]] = None,
     results: Optional[Mapping[str, Any]] = None,
     evaluation_set: Optional[EvaluationSet] = None,
+    adapter_of: Optional[HubReference] = None,
     license: str = "apache-2.0",
     template: Path = MODEL_CARD_TEMPLATE,
 ) -> ModelCard:
-    """The model card of one stage's checkpoint.
+    """The model card of one stage's checkpoint (or, with `adapter_of`, of its PEFT adapter).
 
     Args:
         repo_id: where the checkpoint is published (the card's name and its usage examples).
@@ -521,6 +522,8 @@ def render_model_card(
         hyperparameters: training settings shown as a table (nested mappings become dotted names).
         results: a `training.metrics.compute_asr_metrics` result on `evaluation_set`.
         evaluation_set: what `results` were measured on (required with `results`).
+        adapter_of: the checkpoint is a PEFT (LoRA) adapter of this base model (docs/design.md §6, "Per-language
+            adapters"): the card's `base_model:` names it, `library_name: peft`, and the usage loads base + adapter.
         license: the license of the weights (a Hub license id).
         template: the Jinja2 card template.
     """
@@ -540,11 +543,11 @@ def render_model_card(
     card_data = ModelCardData(
         language=list(languages),
         license=license,
-        library_name="transformers",
+        library_name="peft" if adapter_of is not None else "transformers",
         pipeline_tag="automatic-speech-recognition",
-        tags=list(CARD_TAGS) + (["multilingual"] if len(languages) > 1 else []),
+        tags=list(CARD_TAGS) + (["multilingual"] if len(languages) > 1 else []) + (["peft", "lora"] if adapter_of else []),
         datasets=datasets or None,
-        base_model=initialized_from.repo_id if initialized_from is not None else None,
+        base_model=(adapter_of or initialized_from).repo_id if (adapter_of or initialized_from) is not None else None,
         metrics=["cer", "wer"] if rows else None,
         model_name=model_name,
         eval_results=_eval_results(rows, evaluation_set) if rows else None,
@@ -569,6 +572,8 @@ def render_model_card(
         "average_cer": _percent_text(results.get("cer")) if results else None,
         "average_wer": _percent_text(results.get("wer")) if results else None,
         "evaluation_set": evaluation_set,
+        "adapter_of": adapter_of.markdown() if adapter_of else None,
+        "base_repo_id": adapter_of.repo_id if adapter_of else None,
     }
     return _render(ModelCard, card_data, template, variables)
 
@@ -734,11 +739,15 @@ def write_model_card(
 ) -> Path:
     """Render the model card (`render_model_card` arguments) into `folder/README.md`; returns its path.
 
-    `languages` defaults to the `languages` of the folder's config.json.
+    `languages` defaults to the `languages` of the folder's config.json (an adapter folder: its local base model's).
     """
     folder = Path(folder)
     if languages is None:
-        config = _read_json(folder / "config.json")
+        config_folder = folder
+        if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
+            base = _read_json(folder / "adapter_config.json").get("base_model_name_or_path")
+            config_folder = Path(base) if base and Path(base).is_dir() else folder
+        config = _read_json(config_folder / "config.json")
         languages = config.get("languages")
         if not languages:
             raise ValueError(f"{folder / 'config.json'} has no `languages`; pass languages= to write_model_card")
@@ -998,6 +1007,45 @@ def _model_folder_problems(folder: Path) -> list[str]:
     return problems
 
 
+def _adapter_folder_problems(folder: Path) -> list[str]:
+    """A PEFT adapter folder (docs/design.md §6, "Per-language adapters"): adapter_config.json naming a base model by
+    Hub id, the adapter weights as safetensors, the processor files, and a card that says what it adapts."""
+    problems = []
+    names = {path.name for path in folder.iterdir()}
+    try:
+        config = _read_json(folder / "adapter_config.json")
+    except HubFolderError as error:
+        return [str(error)]
+    if not config.get("peft_type"):
+        problems.append("adapter_config.json peft_type (save the adapter with PeftModel.save_pretrained)")
+    base = config.get("base_model_name_or_path")
+    if not base:
+        problems.append("adapter_config.json base_model_name_or_path (the base model's Hub id)")
+    else:
+        try:
+            validate_repo_id(base)
+            local = Path(base).is_dir()
+        except HFValidationError:
+            local = True
+        if local:
+            problems.append(
+                f"adapter_config.json base_model_name_or_path as a Hub id, not the local path {base!r} "
+                "(publish the base model, then training.adapters.set_adapter_base_model(folder, repo_id))"
+            )
+    if "adapter_model.safetensors" not in names:
+        problems.append("adapter weights adapter_model.safetensors (PeftModel.save_pretrained writes them)")
+    if not ({"processor_config.json", "preprocessor_config.json"} & names) or "vocab.json" not in names:
+        problems.append("the processor files: processor_config.json / preprocessor_config.json and vocab.json (processor.save_pretrained)")
+    if "README.md" in names:
+        try:
+            metadata = ModelCard((folder / "README.md").read_text(encoding="utf-8")).data.to_dict()
+        except Exception:  # reported by hub_ready_folder_check
+            metadata = {}
+        if metadata and (metadata.get("library_name") != "peft" or not metadata.get("base_model")):
+            problems.append("a README.md whose metadata has library_name: peft and base_model: (write_model_card(..., adapter_of=))")
+    return problems
+
+
 def _missing_remote_code(folder: Path, modules: set[str]) -> list[str]:
     """The .py files the auto_maps name, and the files they import relatively, that are absent."""
     missing, seen, pending = [], set(), sorted(modules)
@@ -1050,7 +1098,9 @@ def hub_ready_folder_check(folder: Union[str, Path], kind: RepoType) -> None:
     """Raise `HubFolderError` listing everything `folder` lacks to be published as `kind`.
 
     A model folder needs config.json with an auto_map (AutoConfig, AutoModelForCTC), the remote-code
-    .py files it names, .safetensors weights, the processor and tokenizer files and README.md; a
+    .py files it names, .safetensors weights, the processor and tokenizer files and README.md; an adapter
+    folder (adapter_config.json) its base model's Hub id, adapter_model.safetensors, the processor files
+    and a README.md with `library_name: peft` and `base_model:`; a
     pseudo-label folder ("dataset") needs its parquet shards (readable) and README.md. A README.md
     must have a parseable YAML header.
     """
@@ -1059,7 +1109,10 @@ def hub_ready_folder_check(folder: Union[str, Path], kind: RepoType) -> None:
         raise ValueError(f"kind={kind!r} must be 'model' (a checkpoint) or 'dataset' (a pseudo-label set)")
     if not folder.is_dir():
         raise HubFolderError(f"{folder} is not a folder; pass the folder written by save_pretrained / stage 4")
-    problems = _model_folder_problems(folder) if kind == "model" else _dataset_folder_problems(folder)
+    if kind == "dataset":
+        problems = _dataset_folder_problems(folder)
+    else:
+        problems = _adapter_folder_problems(folder) if (folder / "adapter_config.json").is_file() else _model_folder_problems(folder)
     readme = folder / "README.md"
     writer = "write_model_card" if kind == "model" else "write_dataset_card"
     if not readme.is_file():

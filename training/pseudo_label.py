@@ -130,7 +130,7 @@ PSEUDO_LABEL_FEATURES = pa.schema(
 # The example schema's records of a PL set with no rows (load_pseudo_label_set).
 _EMPTY_SET_FEATURES = Features({**data_layer._RECORD_FEATURES, "duration": Value("float64")})
 
-_WEIGHTS_FILE = re.compile(r"^(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)$")
+_WEIGHTS_FILE = re.compile(r"^(model|pytorch_model|adapter_model)(-\d+-of-\d+)?\.(safetensors|bin)$")  # adapter_model: a PEFT adapter folder
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 

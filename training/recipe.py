@@ -72,6 +72,9 @@ class RecipeConfig:
     evaluation_splits: list[str] = field(default_factory=lambda: ["dev", "test"])
     evaluation_max_batch_seconds: float = 200.0
     hub: dict[str, Any] = field(default_factory=dict)  # HubConfig fields (no token: use HF_TOKEN / hf auth login)
+    # AdapterConfig fields (training.config): with enabled: true, stages 2-3 train a LoRA adapter per language on
+    # the frozen stage-1 model instead of a full copy; stage 4 labels with base + adapter (docs/design.md §6)
+    adapters: dict[str, Any] = field(default_factory=dict)
 
 
 def load_recipe_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> RecipeConfig:
@@ -151,6 +154,9 @@ class Recipe:
     def __init__(self, config: RecipeConfig):
         for stage in TABLE_STAGES:  # a typo in any stage's settings fails now, not hours later
             build_dataclass(ExperimentConfig, _merge(config.common, getattr(config, f"stage{stage}")), f"common + stage{stage}")
+        from .config import AdapterConfig
+
+        self.adapters = build_dataclass(AdapterConfig, config.adapters, "adapters")
         self.config = config
         self.output_dir = Path(config.output_dir)
         self.stages_dir = self.output_dir / "stages"
@@ -284,7 +290,7 @@ class Recipe:
             labeled = _source(self.config.labeled, languages=[language])
             init = self.model_of(1)
             experiment = self.experiment(
-                2, {}, train=[_source(labeled, split="train")], dev=[_source(labeled, split="dev")], init_from=init, folder=folder
+                2, self._adapter_overrides(), train=[_source(labeled, split="train")], dev=[_source(labeled, split="dev")], init_from=init, folder=folder
             )
             lineage = {"initialized_from": str(init), "parent": [1, None], "labeled": [labeled.path]}
             self._record(2, language, self.unit(folder, f"stage 2 ({language} fine-tune)", lambda f: self.train_unit(2, f, experiment, [language], lineage)))
@@ -297,7 +303,7 @@ class Recipe:
             init = self.model_of(2, language)
             experiment = self.experiment(
                 3,
-                {"slimipl": {"enabled": True}},
+                {"slimipl": {"enabled": True}, **self._adapter_overrides(base_model=self.model_of(1))},
                 train=[_source(labeled, split="train")],
                 dev=[_source(labeled, split="dev")],
                 unlabeled=[unlabeled],
@@ -308,6 +314,12 @@ class Recipe:
             self._record(3, language, self.unit(folder, f"stage 3 ({language} slimIPL)", lambda f: self.train_unit(3, f, experiment, [language], lineage)))
             if self.config.controls:
                 self._control(3, experiment, [language], lineage, language)
+
+    def _adapter_overrides(self, base_model: Path | None = None) -> dict:
+        """Stages 2-3 with `adapters.enabled`: the adapter settings (stage 3 continues stage 2's adapter on the stage-1 model)."""
+        if not self.adapters.enabled:
+            return {}
+        return {"adapters": {**config_to_dict(self.adapters), **({"base_model": str(base_model)} if base_model else {})}}
 
     def _control(self, stage: int, experiment: ExperimentConfig, languages: list[str], lineage: dict, language: str | None = None) -> None:
         """The labeled-only control of a unit that trains on pseudo-labels (`labeled_only_control`)."""
@@ -430,8 +442,10 @@ class Recipe:
     def _model_card(self, stage: int, model_folder: Path, languages, lineage: dict, evaluation: dict, experiment: ExperimentConfig) -> None:
         if not self.is_main():
             return
+        from .adapters import is_adapter_folder, set_adapter_base_model
         from .hub import EvaluationSet, HubReference, publish_folder, write_model_card
 
+        adapter_of = HubReference(self._repo_id(1)) if is_adapter_folder(model_folder) else None  # stages 2-3 with adapters
         language = languages[0] if stage in (2, 3) else None
         repo_id = self._repo_id(stage, language)
         split = "test" if "test" in evaluation else next(iter(evaluation), None)
@@ -449,13 +463,16 @@ class Recipe:
                 initialized_from=initialized_from,
                 labeled_data=[str(p) for p in lineage.get("labeled", [])],
                 pseudo_label_data=pseudo_label_data,
-                hyperparameters={k: v for k, v in config_to_dict(experiment).items() if k in ("model", "optim", "spec_augment", "slimipl") },
+                hyperparameters={k: v for k, v in config_to_dict(experiment).items() if k in ("model", "optim", "spec_augment", "slimipl") or (k == "adapters" and v["enabled"])},
                 results=results,
                 evaluation_set=EvaluationSet("common_voice", "Common Voice (local release)", split) if results else None,
+                adapter_of=adapter_of,
             )
         except (ValueError, TypeError) as error:  # a card must never stop a finished stage
             logger.warning("model card of %s not written: %s", model_folder, error)
         if self.hub.push:
+            if adapter_of is not None:  # the published adapter names its base by Hub id (stage 1 was published first)
+                set_adapter_base_model(model_folder, adapter_of.repo_id)
             publish_folder(model_folder, repo_id, repo_type="model", hub_config=self.hub, commit_message=f"mlpl recipe stage {stage}")
 
     def _dataset_card(self, folder: Path, language: str, model_folder: Path) -> None:

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from modeling_mlpl import MlplConfig, MlplForCTC, MlplProcessor, build_language_characters
 
+from .adapters import load_initial_model, parameter_counts
 from .augment import SpecAugment
 from .batching import DurationBatchSampler, DurationBucketingStream, LanguageBalancedBatchSampler, language_sampling_shares
 from .collate import MlplCollator
@@ -466,7 +467,7 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
     )
     if config.model.init_from:
         processor = MlplProcessor.from_pretrained(config.model.init_from)
-        model = MlplForCTC.from_pretrained(config.model.init_from)
+        model = load_initial_model(config.model.init_from, config.adapters)  # + a LoRA adapter with adapters.enabled
         missing = sorted(set(data_languages) - set(model.config.language_codes))
         if model.lid_head is not None and missing:
             raise ValueError(
@@ -475,6 +476,8 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
             )
         logger.info("initialised from %s", config.model.init_from)
     else:
+        if config.adapters.enabled:
+            raise ValueError("adapters.enabled needs model.init_from: the model folder (or adapter folder) to adapt")
         sentences = [sentence for _, sentence in transcripts] if streaming else records_of(train_set)["sentence"]
         processor = MlplProcessor.from_transcripts(sentences)
         model = MlplForCTC(new_model_config(config, len(processor.tokenizer), data_languages))
@@ -521,7 +524,7 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
         )  # fmt: skip
 
     # ---- optimisation ---------------------------------------------------------------------------------
-    optimizer = build_optimizer(model.parameters(), config.optim)
+    optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], config.optim)  # (an adapter's base is frozen)
     # Stepped by hand once per update (accelerate's prepared scheduler steps once per process).
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_with_halving(config.optim.warmup_updates, config.optim.halve_lr_at))
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -763,6 +766,7 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
         "languages": language_hours_report(train_set, temperature, realized_seconds) if not streaming else {
             **(stream_mix or {"temperature": 1.0}), "realized_hours": {code: value / 3600 for code, value in sorted(realized_seconds.items())},
         },  # fmt: skip
+        "parameters": parameter_counts(unwrapped),
         "best_model": str(output_dir / BEST_MODEL) if dev_sets else None,
         "final_model": str(final_model),
     }
