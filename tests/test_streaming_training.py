@@ -44,7 +44,10 @@ def _train_whole_then_killed_and_resumed(config, tmp_path, *overrides, launch=ru
     parted = tmp_path / "parted"
     launch(config, parted, *overrides, "train.max_updates=11")
     state = torch.load(parted / "checkpoints" / "step_11" / "trainer_state_rank0.pt", weights_only=True)["train_sampler"]
-    assert state["batches_yielded_in_buffer"] > 0 and state["source_state"] is not None  # inside a buffer
+    if "loader" in state:  # DataLoader workers: the StatefulDataLoader's state holds each worker's stream state
+        assert state["num_workers"] > 0 and state["loader"]
+    else:
+        assert state["batches_yielded_in_buffer"] > 0 and state["source_state"] is not None  # inside a buffer
     assert "resumed from" in launch(config, parted, *overrides, "--resume").stderr
     expected, resumed = load_file(whole / "final" / "model.safetensors"), load_file(parted / "final" / "model.safetensors")
     for name in expected:
@@ -70,6 +73,14 @@ def test_language_balanced_stream_trains_and_resumes_bit_exactly(stream_config, 
     largest = max(languages["utterances"], key=languages["utterances"].get)
     assert languages["target_share"][smallest] > languages["natural_share"][smallest]
     assert languages["target_share"][largest] < languages["natural_share"][largest]
+
+
+@pytest.mark.slow
+def test_stream_read_by_dataloader_workers_resumes_bit_exactly(stream_config, tmp_path):
+    """data.num_workers=2: each worker reads its own shards through torchdata's StatefulDataLoader, whose state
+    (every worker's stream position, the next worker to yield) goes into the checkpoint."""
+    summary = _train_whole_then_killed_and_resumed(stream_config, tmp_path, "data.num_workers=2")
+    assert summary["num_updates"] == 24
 
 
 @pytest.mark.slow

@@ -592,6 +592,8 @@ class DurationBucketingStream(torch.utils.data.IterableDataset):
             if not self.infinite:
                 return
             self.set_epoch(self.epoch + 1)
+            # (here, not in the consumer: with DataLoader workers only the worker's copy knows its epoch)
+            logger.info("training stream: epoch %d begins (each process cycles through its share)", self.epoch)
 
     def state_dict(self) -> dict:
         """`{"epoch", "examples_consumed", "buffer_index", "batches_yielded_in_buffer", "source_state", ...}`
