@@ -15,6 +15,9 @@ observation each one checks (Lugosch et al. 2022; docs/design.md, "Ablations"):
 - `no_cropping`, `always_cropping` (c): stage 3 without the cropping warm-up, and cropping every
   pseudo-labeled batch, against the recipe's warm-up (Fig. 6: without it slimIPL can collapse to blanks).
 - `no_lid_loss` (d): stage 1 with LID loss weight gamma = 0 against gamma as configured (Table 1, multi-task).
+- `script_constraint`: the stage-1 model decoded with script-constrained decoding, each utterance restricted to
+  its LID top-1's characters (`language_constraint="auto"`, docs/design.md §3.1), against unconstrained greedy
+  decoding of the same model (no training; Fig. 5's mixed scripts, removed at decoding time).
 
 Results: `<output_dir>/ablations.md` (one table per arm) and `ablations.json`.
 """
@@ -38,6 +41,7 @@ ABLATIONS = {
     "no_cropping": "(c) slimIPL without the cropping warm-up vs with it",
     "always_cropping": "(c) slimIPL cropping every pseudo-labeled batch vs the warm-up",
     "no_lid_loss": "(d) stage 1 with LID loss weight 0 vs the configured weight",
+    "script_constraint": "stage 1 decoded within its LID top-1's characters vs unconstrained",
 }
 FOLDER = "ablations"
 
@@ -118,12 +122,21 @@ class Ablations:
         recipe.unit(folder, "ablation no_lid_loss", lambda f: recipe.train_unit(1, f, experiment, recipe.labeled_languages, {}, card=False))
         return [recipe.evaluation_dir("1", None)], [folder / "evaluation"], recipe.labeled_languages, [folder]
 
+    def script_constraint(self):
+        recipe = self.recipe
+        folder = self.folder / "script_constraint"
+        model, languages = recipe.model_of(1), recipe.labeled_languages
+        recipe.unit(folder, "ablation script_constraint", lambda f: {
+            "model": str(model), "evaluation": recipe._evaluate(model, languages, f / "evaluation", language_constraint="auto"),
+        })  # fmt: skip
+        return [recipe.evaluation_dir("1", None)], [folder / "evaluation"], languages, [folder]
+
     # ---- the entry point --------------------------------------------------------------------------------------
     def run(self) -> dict[str, Path]:
         from .report import compare_predictions, comparison_to_dict, read_predictions
 
         recipe = self.recipe
-        needed = [1] if self.names == ["no_lid_loss"] else [1, 2, 3]
+        needed = [1] if set(self.names) <= {"no_lid_loss", "script_constraint"} else [1, 2, 3]
         recipe.run(needed)  # finished stages are skipped
         results: dict = {}
         files: dict[str, Path] = {}

@@ -411,8 +411,9 @@ class Recipe:
         self._wait()
 
     # ---- evaluation, cards, results ---------------------------------------------------------------------------
-    def _evaluate(self, model_folder: Path, languages: list[str], output_dir: Path) -> dict:
-        """Greedy CER/WER per language on each evaluation split (main process; the others wait)."""
+    def _evaluate(self, model_folder: Path, languages: list[str], output_dir: Path, language_constraint: str | None = None) -> dict:
+        """Greedy CER/WER per language on each evaluation split (main process; the others wait);
+        `language_constraint`: script-constrained decoding (docs/design.md §3.1), e.g. "auto"."""
         results = {}
         if self.is_main():
             from modeling_mlpl import MlplForCTC, MlplProcessor
@@ -518,6 +519,7 @@ class Recipe:
 
         stages = self.results.get("stages", {})
         found: dict = {}
+                    language_constraint=language_constraint,
         for arm, control, title in COMPARISONS:
             if arm not in stages or control not in stages:
                 continue
