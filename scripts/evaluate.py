@@ -12,11 +12,16 @@ holding one as cv/, like the demo corpus), a Flashlight list (--language), a fol
 Hub dataset id (--hub-config, --language). VoxPopuli folders are unlabeled and refused.
 
     python scripts/evaluate.py --compare eval/control eval/slimipl        # B against A on the same utterances
+    python scripts/evaluate.py --routing outputs/recipe/stages/4_pseudo_labels/und data/demo/voxpopuli_mixed
 
 Writes to --output-dir: metrics.json, report.md, predictions.jsonl, cer_per_language.png, lid_confusion.png.
 --compare A B pairs two evaluation folders' predictions.jsonl by utterance and prints, per language and
 for the mean over languages, both CERs, B - A and its 95 % paired bootstrap interval (training/report.py,
 the function the recipe's results report uses); with --output-dir it also writes comparison.md/.json.
+--routing ROUTING_DIR MANIFEST scores stage 4's LID routing of audio of unknown language against the true
+languages (and transcripts) of a manifest.tsv (the demo corpus's voxpopuli_mixed/): confusion per true
+language, accuracy, CER of the routed pseudo-labels (training/report.py routing_accuracy; docs/design.md §10);
+with --output-dir it writes routing.md/.json.
 --grid-search writes lm_decoding.json next to the model (a local model folder; else into --output-dir),
 and later runs with --lm but without --alpha/--beta read it from there.
 
@@ -52,6 +57,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--data", help="labeled data source (see above)")
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"), help="compare two evaluation folders (B against A) instead of evaluating")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of --compare")
+    parser.add_argument("--routing", nargs=2, metavar=("ROUTING_DIR", "MANIFEST"),
+                        help="score a routing folder against a manifest.tsv (or the folder holding it) instead of evaluating")
     parser.add_argument("--split", default="dev", help="split to evaluate (Common Voice TSV / Hub split)")
     parser.add_argument("--languages", nargs="+", help="evaluate only these languages")
     parser.add_argument("--language", help="language of a Flashlight list, or of a Hub dataset without a language column")
@@ -85,9 +92,9 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     lm.add_argument("--slimipl-beam", action="store_true",
                     help=f"the slimIPL recipe's decoder settings {SLIMIPL_BEAM_SETTINGS} (slow); default {DEFAULT_BEAM_SETTINGS}")
     arguments = parser.parse_args(argv)
-    if arguments.compare:
+    if arguments.compare or arguments.routing:
         if arguments.model or arguments.data:
-            parser.error("--compare reads two finished evaluations; drop --model/--data")
+            parser.error("--compare and --routing read finished outputs; drop --model/--data")
         return arguments
     if not arguments.model or not arguments.data:
         parser.error("--model and --data are required (or --compare A B)")
@@ -103,6 +110,9 @@ def main(argv=None) -> None:
     setup_logging()
     if arguments.compare:
         compare(*arguments.compare, languages=arguments.languages, output_dir=arguments.output_dir, resamples=arguments.resamples)
+        return
+    if arguments.routing:
+        routing(*arguments.routing, output_dir=arguments.output_dir)
         return
 
     model, processor, model_name, revision = load_model_for_pseudo_labeling(arguments.model, arguments.revision)
@@ -165,6 +175,19 @@ def compare(folder_a: str, folder_b: str, *, languages=None, output_dir=None, re
         write_text_atomically(Path(output_dir) / "comparison.md", table + "\n")
         write_json_atomically(Path(output_dir) / "comparison.json", {"a": str(folder_a), "b": str(folder_b), "comparison": comparison_to_dict(result)})
         print(f"files in {output_dir}: comparison.md, comparison.json")
+
+
+def routing(routing_dir: str, manifest: str, *, output_dir=None) -> None:
+    from training.files import write_json_atomically, write_text_atomically
+    from training.report import routing_accuracy, routing_markdown
+
+    report = routing_accuracy(routing_dir, manifest)
+    table = routing_markdown(report)
+    print(table)
+    if output_dir:
+        write_text_atomically(Path(output_dir) / "routing.md", table + "\n")
+        write_json_atomically(Path(output_dir) / "routing.json", {"routing": str(routing_dir), "manifest": str(manifest), **report})
+        print(f"files in {output_dir}: routing.md, routing.json")
 
 
 if __name__ == "__main__":

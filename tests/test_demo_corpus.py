@@ -12,7 +12,16 @@ import numpy as np
 import pytest
 import soundfile
 
-from training.demo_corpus import DEMO_CORPUS_VERSION, LANGUAGES, SIZES, _make_job, make_demo_corpus, read_manifest
+from training.demo_corpus import (
+    DEMO_CORPUS_VERSION,
+    LANGUAGES,
+    MIXED_FOLDER,
+    SIZES,
+    _make_job,
+    make_demo_corpus,
+    read_manifest,
+    read_mixed_manifest,
+)
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -72,6 +81,26 @@ def test_voxpopuli_layout_utterances_are_10_to_30_seconds(tiny_demo_corpus):
         assert (info.format, info.subtype, info.samplerate, info.channels) == ("OGG", "VORBIS", 16000, 1)
         assert 10.0 <= info.duration <= 30.0
         assert path.parent.name.isdigit()  # <lang>/<year>/
+
+
+def test_mixed_folder_every_language_unknown_to_the_loaders_truth_only_in_its_tsv(tiny_demo_corpus):
+    """voxpopuli_mixed/und/: VoxPopuli layout, language "und"; manifest.tsv beside it keeps each clip's true
+    language and text; manifest.json (read by the recipe) only the totals."""
+    mixed = tiny_demo_corpus / MIXED_FOLDER
+    rows = read_mixed_manifest(tiny_demo_corpus)
+    clips = sorted((mixed / "und").glob("*/*.ogg"))
+    assert sorted(row["language"] for row in rows) == sorted(language.code for language in LANGUAGES)
+    assert sorted(mixed / row["path"] for row in rows) == clips
+    for row in rows:
+        info = soundfile.info(mixed / row["path"])
+        assert (info.format, info.samplerate) == ("OGG", 16000) and info.duration == pytest.approx(row["duration"], abs=1e-3)
+        letters = [character for character in row["sentence"] if character.isalpha()]
+        script = next(language.script for language in LANGUAGES if language.code == row["language"])
+        assert letters and all(unicodedata.name(character).startswith(script) for character in letters)
+    manifest = read_manifest(tiny_demo_corpus)
+    assert manifest["mixed"]["clips"] == len(clips) and manifest["mixed"]["manifest"] == f"{MIXED_FOLDER}/manifest.tsv"
+    assert "language" not in json.dumps(manifest["mixed"])
+    assert all(set(language["clips"]) == {"train", "dev", "test", "unlabeled"} for language in manifest["languages"].values())
 
 
 def test_no_two_clips_share_their_voice_settings():

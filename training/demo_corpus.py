@@ -9,6 +9,10 @@ synthesizes a small corpus with the shape of the paper's data (issue 3):
 - a labeled part in Common Voice layout, `cv/<lang>/clips/*.mp3` (48 kHz) with `train/dev/test/validated.tsv`,
   and an unlabeled part in VoxPopuli layout, `voxpopuli/<lang>/<year>/*.ogg` (16 kHz, 10-30 s utterances of
   several sentences), so that the real loaders (`training.data`, sources 2 and 3) are what reads it;
+- a small mixed-language unlabeled folder, `voxpopuli_mixed/und/<year>/*.ogg` (VoxPopuli layout, language
+  "und": unknown), a few utterances of every language, for stage 4's LID routing (docs/design.md §10);
+  the true language and text of each utterance are in `voxpopuli_mixed/manifest.tsv`, which no recipe code
+  reads (routing accuracy is scored against it by `training.report.routing_accuracy`);
 - paper-like imbalance: "high" languages with over an hour of labeled training audio, "mid" ones with
   minutes, and "low" ones with a few minutes labeled plus unlabeled audio (the languages pseudo-labeling
   helps, docs/design.md §5);
@@ -53,12 +57,18 @@ import soxr
 from tqdm.auto import tqdm
 
 # Bump when the output of a given (size, seed) changes, so that old corpora are rebuilt.
-DEMO_CORPUS_VERSION = 2
+DEMO_CORPUS_VERSION = 3  # 3: the mixed-language folder voxpopuli_mixed/ (every earlier clip unchanged)
 
 LABELED_SAMPLING_RATE = 48000  # Common Voice clips are 48 kHz mp3
 UNLABELED_SAMPLING_RATE = 16000  # VoxPopuli segments are 16 kHz ogg/vorbis
 LABELED_SPLITS = ("train", "dev", "test")
 UNLABELED = "unlabeled"
+MIXED = "mixed"  # the mixed-language unlabeled folder (language unknown to the recipe)
+MIXED_FOLDER = "voxpopuli_mixed"  # a VoxPopuli-layout root holding one folder, `und/`
+MIXED_LANGUAGE = "und"  # ISO 639-2 "undetermined": the data layer's language of its clips
+MIXED_MANIFEST = "manifest.tsv"  # beside `und/`: id, path, language, duration, sentence (the answer key)
+# Every random draw is keyed by the split's position here; new splits go at the end (old clips unchanged).
+_SPLIT_KEYS = ("train", "dev", "test", UNLABELED, MIXED)
 
 LICENSES = {
     "speech": "synthesized with eSpeak NG (GPL-3.0-or-later), https://github.com/espeak-ng/espeak-ng",
@@ -104,9 +114,12 @@ SIZES: dict[str, dict[str, dict[str, float]]] = {
         "low": {"train": 0.1, "dev": 0.08, "test": 0.08, UNLABELED: 0.15},
     },
 }
+# Minutes of the mixed-language folder per language (every language, whatever its role): a few minutes in all
+# (default ~5 min, 2-3 utterances a language; tiny one utterance a language).
+MIXED_MINUTES = {"default": 0.7, "tiny": 0.1}
 
 # Speakers: each split draws from its own pool (disjoint speakers, like Common Voice's splits).
-SPEAKERS_PER_SPLIT = {"train": 24, "dev": 4, "test": 4, UNLABELED: 12}
+SPEAKERS_PER_SPLIT = {"train": 24, "dev": 4, "test": 4, UNLABELED: 12, MIXED: 6}
 # eSpeak NG voice variants (espeak-ng-data/voices/!v): male, female and Klatt-synthesizer voices. None
 # with a `breath` line (f2, f3, f5...): their breath noise comes from a generator that eSpeak seeds from
 # the clock and exports no way to reseed, which would make the corpus differ from build to build.
@@ -243,7 +256,7 @@ def _clip_rng(seed: int, *key: int) -> np.random.Generator:
 
 def _speaker(seed: int, language_index: int, split: str, speaker_index: int) -> dict:
     """A speaker: a voice variant with its own typical rate, pitch and pitch range; `client_id` like CV's hash."""
-    split_index = (*LABELED_SPLITS, UNLABELED).index(split)
+    split_index = _SPLIT_KEYS.index(split)
     rng = _clip_rng(seed, language_index, 100 + split_index, speaker_index)
     language = LANGUAGES[language_index]
     return {
@@ -258,15 +271,17 @@ def _speaker(seed: int, language_index: int, split: str, speaker_index: int) -> 
 def _make_job(seed: int, language_index: int, split: str, index: int, folder: Path) -> dict:
     """Everything a worker needs to render one clip (labeled) or one utterance (unlabeled)."""
     language = LANGUAGES[language_index]
-    split_index = (*LABELED_SPLITS, UNLABELED).index(split)
+    split_index = _SPLIT_KEYS.index(split)
     rng = _clip_rng(seed, language_index, split_index, index)
     speaker = _speaker(seed, language_index, split, int(rng.integers(SPEAKERS_PER_SPLIT[split])))
     words = vocabulary(language)
-    if split == UNLABELED:
+    if split in (UNLABELED, MIXED):
         # Enough sentences for the longest utterance; the worker stops at the drawn length.
         texts = [make_sentence(words, rng) for _ in range(16)]
         year = 2009 + index % 12
         name = f"{year}/demo_{year}_{language.code}_{index:05d}.ogg"
+        if split == MIXED:  # a name that does not give the language away
+            name = f"{year}/demo_{year}_{MIXED_LANGUAGE}_{hashlib.sha256(f'{seed}/{language.code}/{index}'.encode()).hexdigest()[:12]}.ogg"
         target_seconds = float(rng.uniform(*UNLABELED_SECONDS))
     else:
         texts = [make_sentence(words, rng)]
@@ -325,7 +340,7 @@ def render_clip(job: dict) -> dict:
     speech_power = float(np.mean(waveform**2))
     noise_scale = math.sqrt(speech_power / 10 ** (job["snr_db"] / 10))  # white noise at the drawn SNR
     waveform += rng.standard_normal(waveform.size).astype(np.float32) * noise_scale
-    labeled = job["split"] != UNLABELED
+    labeled = job["split"] not in (UNLABELED, MIXED)
     target_rate = LABELED_SAMPLING_RATE if labeled else UNLABELED_SAMPLING_RATE
     waveform = np.clip(soxr.resample(waveform, rate, target_rate), -1.0, 1.0)
     if labeled:
@@ -347,7 +362,7 @@ def _chunks(jobs: list[dict]) -> list[list[dict]]:
     chunks, current, seconds = [], [], 0.0
     for job in jobs:
         current.append(job)
-        seconds += _FIRST_GUESS_SECONDS[UNLABELED if job["split"] == UNLABELED else "labeled"]
+        seconds += _FIRST_GUESS_SECONDS[UNLABELED if job["split"] in (UNLABELED, MIXED) else "labeled"]
         if seconds >= CHUNK_SECONDS:
             chunks.append(current)
             current, seconds = [], 0.0
@@ -371,10 +386,14 @@ def _build_parts(build_dir: Path, size: str, seed: int, workers: int) -> dict[tu
         for split, minutes in plan[language.role].items():
             if minutes > 0:
                 targets[(language_index, split)] = minutes * 60.0
+    for language_index in range(len(LANGUAGES)):  # after all others: the earlier splits' jobs come first
+        targets[(language_index, MIXED)] = MIXED_MINUTES[size] * 60.0
     done: dict[tuple[int, str], list[dict]] = {key: [] for key in targets}
 
     def folder(language_index: int, split: str) -> Path:
         code = LANGUAGES[language_index].code
+        if split == MIXED:
+            return build_dir / MIXED_FOLDER / MIXED_LANGUAGE
         return build_dir / ("voxpopuli" if split == UNLABELED else "cv") / code
 
     def next_jobs() -> list[dict]:
@@ -386,7 +405,7 @@ def _build_parts(build_dir: Path, size: str, seed: int, workers: int) -> dict[tu
             missing = seconds - sum(r["duration"] for r in results)
             if missing <= 0:
                 continue
-            kind = UNLABELED if split == UNLABELED else "labeled"
+            kind = UNLABELED if split in (UNLABELED, MIXED) else "labeled"
             mean = (sum(r["duration"] for r in results) / len(results)) if results else _FIRST_GUESS_SECONDS[kind]
             count = max(1, math.ceil(missing / mean * 1.02))
             jobs += [
@@ -410,7 +429,10 @@ def _build_parts(build_dir: Path, size: str, seed: int, workers: int) -> dict[tu
                 Path(job["path"]).parent.mkdir(parents=True, exist_ok=True)
             progress.total += len(jobs)
             progress.refresh()
-            for chunk_results in pool.imap_unordered(render_chunk, _chunks(jobs)):
+            # The mixed folder's jobs in chunks of their own: every other clip renders in the same process,
+            # after the same clips, as before the folder existed (eSpeak's state), so it is bit-identical.
+            chunks = _chunks([job for job in jobs if job["split"] != MIXED]) + _chunks([job for job in jobs if job["split"] == MIXED])
+            for chunk_results in pool.imap_unordered(render_chunk, chunks):
                 for result in chunk_results:
                     done[(result["language_index"], result["split"])].append(result)
                 progress.update(len(chunk_results))
@@ -449,6 +471,36 @@ def _write_common_voice_tables(build_dir: Path, done: dict) -> None:
         _write_tsv(folder / "validated.tsv", columns, validated)
         _write_tsv(folder / "clip_durations.tsv", ["clip", "duration[ms]"],
                    [{"clip": clip, "duration[ms]": str(ms)} for clip, ms in durations])
+
+
+def _write_mixed_manifest(build_dir: Path, done: dict) -> None:
+    """`voxpopuli_mixed/manifest.tsv`: the true language and text of each clip of the mixed folder, in name
+    order (not grouped by language). The answer key of LID routing; no recipe code reads it."""
+    rows = []
+    for language_index, language in enumerate(LANGUAGES):
+        for result in done.get((language_index, MIXED), []):
+            path = f"{MIXED_LANGUAGE}/{result['name']}"
+            rows.append({"id": Path(path).stem, "path": path, "language": language.code,
+                         "duration": f"{result['duration']:.3f}", "sentence": result["sentence"]})  # fmt: skip
+    rows.sort(key=lambda row: row["path"])
+    _write_tsv(build_dir / MIXED_FOLDER / MIXED_MANIFEST, ["id", "path", "language", "duration", "sentence"], rows)
+
+
+def read_mixed_manifest(corpus_dir: str | os.PathLike) -> list[dict]:
+    """The rows of a corpus's `voxpopuli_mixed/manifest.tsv` (id, path, language, duration, sentence), for
+    scoring LID routing; give the corpus folder or its `voxpopuli_mixed/` folder."""
+    folder = Path(corpus_dir)
+    path = folder / MIXED_MANIFEST if (folder / MIXED_MANIFEST).is_file() else folder / MIXED_FOLDER / MIXED_MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist: build the demo corpus with DEMO_CORPUS_VERSION >= 3 (scripts/make_demo_corpus.py), "
+            f"or give the folder that holds {MIXED_MANIFEST}"
+        )
+    with open(path, encoding="utf-8", newline="") as table:
+        rows = list(csv.DictReader(table, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\"))
+    for row in rows:
+        row["duration"] = float(row["duration"])
+    return rows
 
 
 def _write_tsv(path: Path, columns: list[str], rows: Iterable[dict]) -> None:
@@ -492,6 +544,7 @@ def _manifest(done: dict, size: str, seed: int, build_seconds: float) -> dict:
             "labeled_path": f"cv/{language.code}",
             "unlabeled_path": f"voxpopuli/{language.code}" if clips[UNLABELED] else None,
         }
+    mixed = [result for language_index in range(len(LANGUAGES)) for result in done.get((language_index, MIXED), [])]
     scripts = {}
     for language in LANGUAGES:
         scripts.setdefault(language.script.capitalize(), []).append(language.code)
@@ -502,7 +555,12 @@ def _manifest(done: dict, size: str, seed: int, build_seconds: float) -> dict:
         "layout": {
             "labeled": "cv/<lang>/clips/*.mp3 (48 kHz mono) + train/dev/test/validated/clip_durations.tsv",
             "unlabeled": "voxpopuli/<lang>/<year>/*.ogg (16 kHz mono vorbis, 10-30 s)",
+            "mixed": f"{MIXED_FOLDER}/{MIXED_LANGUAGE}/<year>/*.ogg (as unlabeled; every language, language unknown) "
+            f"+ {MIXED_FOLDER}/{MIXED_MANIFEST} (true language and text per clip)",
         },
+        # Totals only: the languages of its clips are in the manifest.tsv beside them, which the recipe never reads.
+        "mixed": {"path": MIXED_FOLDER, "clips": len(mixed), "hours": round(sum(r["duration"] for r in mixed) / 3600.0, 4),
+                  "manifest": f"{MIXED_FOLDER}/{MIXED_MANIFEST}"},  # fmt: skip
         "generators": _versions(),
         "licenses": LICENSES,
         "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -524,7 +582,7 @@ def make_demo_corpus(out_dir: str | os.PathLike, size: str = "default", seed: in
     """Build the demo corpus into `out_dir` (or keep the one there if it was built with the same parameters).
 
     Args:
-        out_dir: where the corpus goes: `cv/`, `voxpopuli/` and `manifest.json`.
+        out_dir: where the corpus goes: `cv/`, `voxpopuli/`, `voxpopuli_mixed/` and `manifest.json`.
         size: "default" (~3.7 h labeled + 2 h unlabeled; about 3 minutes on 2 cores) or "tiny" (a few
             clips per split and language; seconds).
         seed: all text, voices and noise derive from it; the same seed gives the same TSVs and durations.
@@ -546,6 +604,7 @@ def make_demo_corpus(out_dir: str | os.PathLike, size: str = "default", seed: in
     try:
         done = _build_parts(build_dir, size, seed, workers)
         _write_common_voice_tables(build_dir, done)
+        _write_mixed_manifest(build_dir, done)
         manifest = _manifest(done, size, seed, time.perf_counter() - start)
         # Written last, as the marker of a complete corpus.
         with open(build_dir / "manifest.json", "w", encoding="utf-8") as output:
@@ -565,6 +624,10 @@ __all__ = [
     "DEMO_CORPUS_VERSION",
     "LANGUAGES",
     "LICENSES",
+    "MIXED_FOLDER",
+    "MIXED_LANGUAGE",
+    "MIXED_MANIFEST",
+    "MIXED_MINUTES",
     "SIZES",
     "DemoLanguage",
     "EspeakSynthesizer",
@@ -572,6 +635,7 @@ __all__ = [
     "make_demo_corpus",
     "make_sentence",
     "read_manifest",
+    "read_mixed_manifest",
     "render_chunk",
     "render_clip",
     "vocabulary",

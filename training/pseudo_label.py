@@ -27,7 +27,9 @@ empty split, `load_pseudo_label_set` returns an empty dataset.)
 Columns: `id`; `audio` = the clip's undecoded reference `{"bytes", "path"}` (the storage of datasets'
 Audio feature: an absolute path for local files; the original bytes only when the source held the clip
 as bytes, e.g. a parquet mirror), never decoded samples; `language` (the source's, or the LID head's
-prediction with `language_routing="lid"`); `source_language`; `pseudo_label`; `duration` (seconds);
+prediction with `language_routing="lid"`, or the router's with `routed_languages`); `source_language`;
+`language_source` ("source" or "lid": where `language` came from) and `language_score` (the LID probability
+it was taken with, null for "source"; docs/design.md §10); `pseudo_label`; `duration` (seconds);
 `confidence` (`training.inference.sequence_confidence`: mean best-path log-probability per frame, <= 0);
 `predicted_language` and `predicted_language_probability` from the LID head (null without one);
 `model_name`; `model_revision` (the commit of a Hub snapshot or a clean git checkout, else
@@ -71,10 +73,10 @@ import torch
 from datasets import Dataset, Features, IterableDataset, Value, load_dataset
 from tqdm.auto import tqdm
 
-from . import data as data_layer
-from .audio import SAMPLING_RATE
 from modeling_mlpl import AUTO_LANGUAGE
 
+from . import data as data_layer
+from .audio import SAMPLING_RATE
 from .batching import DurationBatchSampler, DurationBucketingStream
 from .collate import MlplCollator
 from .data import (
@@ -97,6 +99,11 @@ MAX_LABEL_LENGTH = 630
 # Languages that mean "not known": ISO 639-2 "und" (undetermined), or nothing at all.
 UNKNOWN_LANGUAGES = frozenset({"und", ""})
 LANGUAGE_ROUTINGS = ("source", "lid")
+# Where a row's `language` came from (its `language_source` column): the source's own label, or an LID head's
+# prediction (language_routing="lid", or routed by training.routing; `language_score` is then that prediction's
+# probability).
+LANGUAGE_FROM_SOURCE = "source"
+LANGUAGE_FROM_LID = "lid"
 
 # Why a pseudo-label was dropped: the keys of the summary's "dropped".
 DROP_EMPTY = "empty pseudo-label"
@@ -117,6 +124,8 @@ PSEUDO_LABEL_FEATURES = pa.schema(
         ("audio", _AUDIO_REFERENCE_TYPE),
         ("language", pa.string()),
         ("source_language", pa.string()),
+        ("language_source", pa.string()),
+        ("language_score", pa.float64()),
         ("pseudo_label", pa.string()),
         ("duration", pa.float64()),
         ("confidence", pa.float64()),
@@ -153,6 +162,8 @@ class PseudoLabelConfig:
         language_routing: "source" trusts the source's language; "lid" sets the language of utterances
             whose language is unknown ("und" or empty) from the LID head's prediction (docs/design.md §10).
         languages: read only these source languages (None: all).
+        language_constraint: restrict each PL to its language's characters (docs/design.md §3.1: the model
+            config's `language_characters`): the source language, or the LID's top-1 where it is unknown.
         split: split name in the part files' names (`data/<split>-*.parquet`).
         buffer_size: streams only: examples per bucketing buffer (decoded audio is held: 200 x 30 s x 64 kB/s
             = 384 MB).
@@ -162,8 +173,6 @@ class PseudoLabelConfig:
         seed: order of the batches (the result does not depend on it).
         resume: reuse the finished parts of an interrupted run with the same parameters.
         overwrite: replace an existing output folder (only once the new one is complete).
-        language_constraint: restrict each PL to its language's characters (docs/design.md §3.1: the model
-            config's `language_characters`): the source language, or the LID's top-1 where it is unknown.
     """
 
     max_batch_seconds: float = 200.0
@@ -175,6 +184,7 @@ class PseudoLabelConfig:
     min_confidence: float | None = None
     language_routing: str = "source"
     languages: Sequence[str] | None = None
+    language_constraint: bool = False
     split: str = "train"
     buffer_size: int = 200
     num_workers: int = 0
@@ -184,7 +194,6 @@ class PseudoLabelConfig:
     overwrite: bool = False
 
     def __post_init__(self):
-    language_constraint: bool = False
         if not self.max_batch_seconds > 0:
             raise ValueError(f"max_batch_seconds={self.max_batch_seconds} must be > 0 (the paper uses 200)")
         if self.chunk_seconds and self.chunk_seconds * FRAMES_PER_SECOND < 3:
@@ -783,6 +792,7 @@ def generate_pseudo_labels(
     accelerator=None,
     model_name: str | None = None,
     model_revision: str | None = None,
+    routed_languages: Mapping[str, tuple[str, float]] | None = None,
 ) -> dict:
     """Pseudo-label every clip of `source` and write the PL set to `output_dir` (see the module docstring).
 
@@ -799,6 +809,9 @@ def generate_pseudo_labels(
             disjoint share); None runs in this process alone.
         model_name, model_revision: stored in every row; by default the folder the model was loaded from
             and `model_revision(folder)` (or a hash of the weights for a model built in memory).
+        routed_languages: clip id -> (language, LID probability) decided by a router before this run
+            (training.routing, docs/design.md §10): those rows get that language, `language_source` "lid" and
+            `language_score` the probability, whatever the source says.
 
     Returns:
         The summary (also `<output_dir>/summary.json`): kept, dropped per reason, hours and utterances per
@@ -814,6 +827,8 @@ def generate_pseudo_labels(
         )
     if config.language_routing == "lid" and getattr(model, "lid_head", None) is None:
         raise ValueError("language_routing='lid' needs a model with a LID head (config.num_languages > 0)")
+    if config.language_constraint and getattr(model.config, "language_characters", None) is None:
+        model.config.script_token_ids("", {})  # raises the error that names the fix
     name, revision = describe_model(model, model_name, model_revision)
     language_codes = model.config.language_codes
     collator = PseudoLabelCollator(
@@ -827,8 +842,7 @@ def generate_pseudo_labels(
         "source": _describe_source(source),
         **batches.run_parameters(),
         "num_processes": processes.world_size,
-    if config.language_constraint and getattr(model.config, "language_characters", None) is None:
-        model.config.script_token_ids("", {})  # raises the error that names the fix
+        "routed_languages": _routes_digest(routed_languages),
         # resume, overwrite and prefetch_batches say how to run, not what the output is.
         "config": {
             k: v for k, v in dataclasses.asdict(config).items() if k not in ("resume", "overwrite", "prefetch_batches")
@@ -852,7 +866,7 @@ def generate_pseudo_labels(
             logger.warning("process %d: cannot continue its share (%s); starting it again", processes.rank, error)
             writer.reset()
     if not writer.done:
-        _pseudo_label_share(model, processor, batches, writer, config, name, revision, processes)
+        _pseudo_label_share(model, processor, batches, writer, config, name, revision, processes, routed_languages)
 
     if processes.world_size > 1:
         _wait_for_all_ranks(work_dir, processes.world_size)
@@ -865,7 +879,18 @@ def generate_pseudo_labels(
     return json.loads((output_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
 
 
-def _pseudo_label_share(model, processor, batches, writer: _RankWriter, config, name, revision, processes) -> None:
+def _routes_digest(routes: Mapping[str, tuple[str, float]] | None) -> str | None:
+    """A hash of a router's decisions (run parameters: a resumed run must have been routed the same way)."""
+    if routes is None:
+        return None
+    digest = hashlib.sha256()
+    for identifier in sorted(routes):
+        language, score = routes[identifier]
+        digest.update(f"{identifier}\t{language}\t{float(score)!r}\n".encode())
+    return digest.hexdigest()
+
+
+def _pseudo_label_share(model, processor, batches, writer: _RankWriter, config, name, revision, processes, routes=None) -> None:
     """Transcribe this process's batches, filter, and write rows as the parts fill."""
     counts = writer.counts
     skips_before = _stream_skips()
@@ -904,7 +929,7 @@ def _pseudo_label_share(model, processor, batches, writer: _RankWriter, config, 
                     counts.dropped.seen += 1
                     counts.dropped.skip(UNREADABLE, identifier)
             if batch is not None:
-                _transcribe_and_keep(model, processor, batch, writer, config, name, revision, processes.device)
+                _transcribe_and_keep(model, processor, batch, writer, config, name, revision, processes.device, routes)
             count_stream_skips()
             counts.elapsed_seconds = time.monotonic() - started
             progress.update(1)
@@ -921,7 +946,7 @@ def _pseudo_label_share(model, processor, batches, writer: _RankWriter, config, 
     )  # fmt: skip
 
 
-def _transcribe_and_keep(model, processor, batch, writer, config, name, revision, device) -> None:
+def _transcribe_and_keep(model, processor, batch, writer, config, name, revision, device, routes=None) -> None:
     """One batch: greedy PLs (training.inference), filters, rows for the writer."""
     counts = writer.counts
     inputs = {
@@ -940,8 +965,12 @@ def _transcribe_and_keep(model, processor, batch, writer, config, name, revision
         probabilities = result["language_probabilities"].tolist()
     for index, identifier in enumerate(batch["ids"]):
         source_language = language = batch["languages"][index]
-        if config.language_routing == "lid" and source_language in UNKNOWN_LANGUAGES:
-            language = predicted[index]
+        language_source, language_score = LANGUAGE_FROM_SOURCE, None
+        if routes is not None and identifier in routes:  # decided by a router (training.routing)
+            language, language_score = routes[identifier][0], float(routes[identifier][1])
+            language_source = LANGUAGE_FROM_LID
+        elif config.language_routing == "lid" and source_language in UNKNOWN_LANGUAGES:
+            language, language_source, language_score = predicted[index], LANGUAGE_FROM_LID, probabilities[index]
         duration = float(batch["durations"][index])
         text, confidence = result["texts"][index], float(result["confidences"][index])
         counts.dropped.seen += 1
@@ -963,6 +992,8 @@ def _transcribe_and_keep(model, processor, batch, writer, config, name, revision
                 "audio": _audio_reference(batch["audio_references"][index]),
                 "language": language,
                 "source_language": source_language,
+                "language_source": language_source,
+                "language_score": language_score,
                 "pseudo_label": text,
                 "duration": duration,
                 "confidence": confidence,
@@ -1062,6 +1093,8 @@ __all__ = [
     "DROP_EMPTY",
     "DROP_LOW_CONFIDENCE",
     "DROP_TOO_LONG",
+    "LANGUAGE_FROM_LID",
+    "LANGUAGE_FROM_SOURCE",
     "LANGUAGE_ROUTINGS",
     "MAX_LABEL_LENGTH",
     "PSEUDO_LABEL_FEATURES",

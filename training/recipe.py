@@ -57,6 +57,10 @@ class RecipeConfig:
     demo_corpus: str | None = None  # "default" | "tiny": build the demo corpus into <output_dir>/corpus, use it
     labeled: SourceConfig | None = None  # labeled data with train/dev/test splits (e.g. a Common Voice folder)
     unlabeled: SourceConfig | None = None  # unlabeled audio (e.g. a VoxPopuli folder)
+    # Unlabeled audio of unknown language (e.g. a VoxPopuli-layout folder `und/`; with demo_corpus: its
+    # voxpopuli_mixed/), pseudo-labeled in stage 4 only with `pseudo_labels.router` set: routed by LID to the
+    # stage-3 model of its predicted language (docs/design.md §10). `und` clips of `unlabeled` are routed too.
+    unlabeled_mixed: SourceConfig | None = None
     languages: list[str] | None = None  # labeled languages to use (None: all)
     pseudo_label_languages: list[str] | None = None  # languages for stages 2-4 (None: all with unlabeled audio)
     stage5_from_scratch: bool = False  # docs/design.md §6: stage 5 continues stage 1, or starts from scratch
@@ -88,7 +92,7 @@ def load_recipe_config(path: str | os.PathLike, overrides: list[str] | tuple[str
         apply_override(values, override)
     config = build_dataclass(RecipeConfig, values, str(path))
     base = path.parent.resolve()
-    for source in (config.labeled, config.unlabeled):
+    for source in (config.labeled, config.unlabeled, config.unlabeled_mixed):
         if source is not None and not Path(source.path).is_absolute() and (base / source.path).exists():
             source.path = str(base / source.path)
     return config
@@ -170,6 +174,7 @@ class Recipe:
             self._wait()
             config.labeled = config.labeled or SourceConfig(kind="common_voice", path=str(corpus / "cv"))
             config.unlabeled = config.unlabeled or SourceConfig(kind="voxpopuli", path=str(corpus / "voxpopuli"))
+            config.unlabeled_mixed = config.unlabeled_mixed or SourceConfig(kind="voxpopuli", path=str(corpus / "voxpopuli_mixed"))
         if config.labeled is None:
             raise ValueError("the recipe needs `labeled:` data (or `demo_corpus: default`)")
         self.labeled_languages = config.languages or self._languages(_source(config.labeled, split="train"))
@@ -342,7 +347,7 @@ class Recipe:
                 model_folder = self.model_of(3, language)
                 model, processor, name, revision = load_model_for_pseudo_labeling(str(model_folder))
                 source = _source(self.config.unlabeled, languages=[language]).load(keep_audio_reference=True)
-                pl_config = build_dataclass(PseudoLabelConfig, {"overwrite": True, **self.config.pseudo_labels}, "pseudo_labels")
+                pl_config = build_dataclass(PseudoLabelConfig, {"overwrite": True, **self._pseudo_label_options()}, "pseudo_labels")
                 output = unit / "pseudo_labels"
                 summary = generate_pseudo_labels(
                     model, processor, source, output, pl_config, accelerator=Accelerator(), model_name=name, model_revision=revision
@@ -353,6 +358,83 @@ class Recipe:
 
             result = self.unit(folder, f"stage 4 ({language} pseudo-labels)", work)
             self.results.setdefault("pseudo_labels", {})[language] = result.get("summary")
+        self._route_unknown_languages(languages)
+
+    def _pseudo_label_options(self) -> dict:
+        """`pseudo_labels:` without the routing keys (`router`, `routing_threshold`): PseudoLabelConfig fields."""
+        from .routing import RECIPE_ROUTING_KEYS
+
+        return {key: value for key, value in self.config.pseudo_labels.items() if key not in RECIPE_ROUTING_KEYS}
+
+    def _unknown_language_source(self):
+        """The unlabeled clips of unknown language: `unlabeled_mixed`, else the `und` (or empty) part of
+        `unlabeled`; None when there are none. Both: their records together (map-style only)."""
+        from .pseudo_label import UNKNOWN_LANGUAGES
+
+        parts = []
+        if self.config.unlabeled_mixed is not None:
+            parts.append(self.config.unlabeled_mixed)
+        if self.config.unlabeled is not None:
+            unknown = sorted(set(self._languages(self.config.unlabeled)) & UNKNOWN_LANGUAGES)
+            if unknown:
+                parts.append(_source(self.config.unlabeled, languages=unknown))
+        if not parts:
+            return None, []
+        loaded = [part.load(keep_audio_reference=True) for part in parts]
+        if len(loaded) == 1:
+            return loaded[0], [part.path for part in parts]
+        from datasets import Dataset, concatenate_datasets
+
+        from .data import DecodeTransform, records_of, scan_skips
+
+        if not all(isinstance(part, Dataset) for part in loaded):
+            raise ValueError("unlabeled_mixed and the und clips of unlabeled: route them together only as map-style sources (streaming: false), or keep one")
+        scan = scan_skips(loaded[0]).merge(scan_skips(loaded[1]))
+        joined = concatenate_datasets([records_of(part) for part in loaded])
+        return joined.with_transform(DecodeTransform(keep_audio_reference=True, scan=scan)), [part.path for part in parts]
+
+    def _route_unknown_languages(self, languages: list[str]) -> None:
+        """Stage 4 for audio of unknown language (docs/design.md §10): with `pseudo_labels.router` set, each
+        clip goes by the router's LID to the stage-3 model of its predicted language when the top-1 probability
+        is >= `pseudo_labels.routing_threshold`; the rest is dropped and counted. Unit `4_pseudo_labels/und`."""
+        from .routing import DEFAULT_ROUTING_THRESHOLD, route_and_pseudo_label
+
+        router = self.config.pseudo_labels.get("router")
+        has_mixed = self.config.unlabeled_mixed is not None and Path(self.config.unlabeled_mixed.path).exists()
+        if router is None:
+            if has_mixed or (self.config.unlabeled is not None and {"und", ""} & set(self._languages(self.config.unlabeled))):
+                logger.info("stage 4: unlabeled audio of unknown language is not pseudo-labeled; set pseudo_labels.router: stage1 to route it by LID")
+            return
+        folder = self.stages_dir / STAGE_FOLDERS[4] / "und"
+        done = self.read_json(folder / DONE)
+        threshold = float(self.config.pseudo_labels.get("routing_threshold", DEFAULT_ROUTING_THRESHOLD))
+        settings = {"languages": sorted(languages), "router": str(router), "threshold": threshold}
+        if done is not None and done.get("settings") != settings and self.is_main():
+            logger.warning("stage 4 (und): routed with %s before, now %s; routing again", done.get("settings"), settings)
+            (folder / DONE).unlink()
+        self._wait()
+
+        def work(unit: Path) -> dict:
+            from accelerate import Accelerator
+
+            from .pseudo_label import PseudoLabelConfig, load_model_for_pseudo_labeling
+
+            source, paths = self._unknown_language_source()
+            if source is None:
+                raise ValueError("pseudo_labels.router is set, but there is no unlabeled audio of unknown language: set unlabeled_mixed, or give unlabeled a folder und/")
+            router_folder = self.model_of(1) if router == "stage1" else router
+            model, processor, name, revision = load_model_for_pseudo_labeling(str(router_folder))
+            pl_config = build_dataclass(PseudoLabelConfig, {"overwrite": True, **self._pseudo_label_options()}, "pseudo_labels")
+            models = {language: str(self.model_of(3, language)) for language in languages}
+            summary = route_and_pseudo_label(
+                model, processor, source, unit, models, threshold=threshold, config=pl_config, accelerator=Accelerator(),
+                router_name=name, router_revision=revision,
+            )  # fmt: skip
+            keys = ("utterances", "routed", "dropped", "pseudo_label_dropped", "kept", "kept_hours", "languages", "predicted", "threshold", "router")
+            return {"routing": str(unit), "sources": paths, "settings": settings, "summary": {key: summary.get(key) for key in keys}}
+
+        result = self.unit(folder, "stage 4 (und: routed by LID)", work)
+        self.results.setdefault("pseudo_labels", {})["und"] = {**(result.get("summary") or {}), "routed_by_lid": True}
 
     def _pseudo_label_sources(self, languages: list[str]) -> list[SourceConfig]:
         sources = []
@@ -361,7 +443,17 @@ class Recipe:
             if done is None:
                 raise RuntimeError(f"stage 4 has not finished for {language}; run --stages 4 first")
             sources.append(SourceConfig(kind="pseudo_labels", path=done["pseudo_labels"], languages=[language]))
-        return sources
+        return sources + self._routed_pseudo_label_sources(languages)
+
+    def _routed_pseudo_label_sources(self, languages: list[str]) -> list[SourceConfig]:
+        """The PL sets of the clips of unknown language routed by LID to `languages` (stage 4, und)."""
+        if self.config.pseudo_labels.get("router") is None:
+            return []
+        done = self.read_json(self.stages_dir / STAGE_FOLDERS[4] / "und" / DONE)
+        if done is None:
+            raise RuntimeError("stage 4 has not routed the audio of unknown language (pseudo_labels.router is set); run --stages 4 first")
+        entries = sorted(((done.get("summary") or {}).get("languages") or {}).items())
+        return [SourceConfig(kind="pseudo_labels", path=entry["pseudo_labels"], languages=[code]) for code, entry in entries if code in languages and entry.get("kept")]
 
     # ---- stages 5 and 6 -------------------------------------------------------------------------------------
     def stage5(self, languages: list[str]) -> None:
@@ -427,6 +519,7 @@ class Recipe:
                 result = evaluate_model(
                     model, processor, dataset, output_dir=output_dir / split, max_batch_seconds=self.config.evaluation_max_batch_seconds,
                     plots=False, progress=True, description={"model": str(model_folder), "split": split},
+                    language_constraint=language_constraint,
                 )  # fmt: skip
                 results[split] = result.metrics["greedy"]  # compute_asr_metrics: per-language CER/WER, LID
         self._wait()
@@ -519,7 +612,6 @@ class Recipe:
 
         stages = self.results.get("stages", {})
         found: dict = {}
-                    language_constraint=language_constraint,
         for arm, control, title in COMPARISONS:
             if arm not in stages or control not in stages:
                 continue
@@ -549,15 +641,36 @@ class Recipe:
         if not summaries:
             return []
         lines = ["| language | utterances | kept | dropped | hours kept | mean confidence |", "|---|---:|---:|---:|---:|---:|"]
+        routing = []
         for code in sorted(summaries):
             summary = summaries[code] or {}
             folder = self.stages_dir / STAGE_FOLDERS[4] / code / "pseudo_labels"
-            confidences = [value for path in (pseudo_label_files(folder) if folder.is_dir() else [])
+            # clips of unknown language (stage 4, und): one PL set per language they were routed to
+            folders = [Path(entry["pseudo_labels"]) for entry in (summary.get("languages") or {}).values()] if summary.get("routed_by_lid") else [folder]
+            confidences = [value for set_folder in folders if set_folder.is_dir() for path in pseudo_label_files(set_folder)
                            for value in pq.read_table(path, columns=["confidence"]).column("confidence").to_pylist() if value is not None]  # fmt: skip
             dropped = sum((summary.get("dropped") or {}).values())  # {reason: count}, as pseudo_label's summary has it
+            dropped += sum((summary.get("pseudo_label_dropped") or {}).values())  # routed clips whose PL the filters dropped
             mean = f"{sum(confidences) / len(confidences):.3f}" if confidences else "-"
-            lines.append(f"| {code} | {summary.get('utterances', '-')} | {summary.get('kept', '-')} | {dropped} | {summary.get('kept_hours', 0):.2f} | {mean} |")
-        return lines + ["", "Confidence: mean best-path log-probability per frame (<= 0; closer to 0 is surer)."]
+            label = f"{code} (routed by LID)" if summary.get("routed_by_lid") else code
+            lines.append(f"| {label} | {summary.get('utterances', '-')} | {summary.get('kept', '-')} | {dropped} | {summary.get('kept_hours', 0):.2f} | {mean} |")
+            if summary.get("routed_by_lid"):
+                routing = self._routing_table(summary)
+        return lines + ["", "Confidence: mean best-path log-probability per frame (<= 0; closer to 0 is surer).", *routing]
+
+    @staticmethod
+    def _routing_table(summary: dict) -> list[str]:
+        """Where the clips of unknown language went (docs/design.md §10): routed / kept per language, dropped per reason."""
+        router = (summary.get("router") or {}).get("name", "?")
+        lines = ["", f"Audio of unknown language, routed by the LID of {router} (threshold {summary.get('threshold')}): "
+                 f"{summary.get('utterances', 0)} clips.", "", "| routed to | clips | PLs kept | hours kept |", "|---|---:|---:|---:|"]  # fmt: skip
+        for code, count in (summary.get("routed") or {}).items():
+            entry = (summary.get("languages") or {}).get(code) or {}
+            lines.append(f"| {code} | {count} | {entry.get('kept', 0)} | {entry.get('hours', 0):.2f} |")
+        reasons = {**(summary.get("dropped") or {}), **(summary.get("pseudo_label_dropped") or {})}
+        lines += [f"| dropped: {reason} | {count} | | |" for reason, count in reasons.items()]
+        predicted = ", ".join(f"{code} {count}" for code, count in (summary.get("predicted") or {}).items())
+        return lines + ["", f"LID top-1 of all clips: {predicted or 'none'}."]
 
     def write_report(self) -> dict[str, Path]:
         """results.md (arms against controls with CIs, CER per stage, pseudo-labels, time), results.json, plots."""

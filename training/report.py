@@ -139,4 +139,100 @@ def comparison_to_dict(comparisons: Mapping[str, PairedComparison]) -> dict[str,
     return {label: {**dataclasses.asdict(c), "excludes_zero": c.excludes_zero} for label, c in comparisons.items()}
 
 
-__all__ = ["comparison_header", "comparison_markdown", "comparison_row", "comparison_to_dict", "compare_predictions", "read_predictions", "stored_comparison_table"]
+def routing_accuracy(routing_dir: str | os.PathLike, manifest: str | os.PathLike | Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """How well stage 4 routed audio of unknown language (training.routing), against the true languages.
+
+    The recipe never calls this: the truth is an answer key beside the audio (the demo corpus's
+    `voxpopuli_mixed/manifest.tsv`), for evaluation only (docs/design.md §10).
+
+    Args:
+        routing_dir: a routing folder (`routing.parquet`, `pseudo_labels/<language>/`), e.g. the recipe's
+            `stages/4_pseudo_labels/und`.
+        manifest: the rows `{id, language[, sentence]}`, or a folder / corpus holding the demo's manifest.tsv.
+
+    Returns:
+        `clips`, `routed`, `routed_correctly`, `accuracy_of_routed` (routed to the true language / routed),
+        `top1_accuracy` (the router's top-1 = the true language, over all clips), `dropped` per reason,
+        `per_language` per true language (clips, top-1 counts `predicted`, `routed_to`, `dropped`), and with
+        transcripts in the manifest `pl_cer`: the CER of the kept pseudo-labels against them, per true
+        language, and over the correctly and the wrongly routed ones.
+    """
+    from .metrics import count_edits, per_language_error_rates
+    from .pseudo_label import SUMMARY_FILE, iter_pseudo_labels
+    from .routing import PSEUDO_LABEL_FOLDER, read_routing
+
+    if not isinstance(manifest, Sequence):
+        from .demo_corpus import read_mixed_manifest
+
+        manifest = read_mixed_manifest(manifest)
+    truth = {row["id"]: row for row in manifest}
+    routing = read_routing(routing_dir)
+    unknown = [row["id"] for row in routing if row["id"] not in truth]
+    if unknown:
+        raise ValueError(f"{len(unknown)} routed clips are not in the manifest (e.g. {unknown[:3]}); give the manifest of the audio that was routed")
+    per_language: dict[str, dict[str, Any]] = {}
+    dropped: dict[str, int] = {}
+    for row in routing:
+        true = truth[row["id"]]["language"]
+        entry = per_language.setdefault(true, {"clips": 0, "predicted": {}, "routed_to": {}, "dropped": {}})
+        entry["clips"] += 1
+        entry["predicted"][row["predicted_language"]] = entry["predicted"].get(row["predicted_language"], 0) + 1
+        if row["routed_to"] is not None:
+            entry["routed_to"][row["routed_to"]] = entry["routed_to"].get(row["routed_to"], 0) + 1
+        else:
+            entry["dropped"][row["reason"]] = entry["dropped"].get(row["reason"], 0) + 1
+            dropped[row["reason"]] = dropped.get(row["reason"], 0) + 1
+    routed = [row for row in routing if row["routed_to"] is not None]
+    correct = sum(row["routed_to"] == truth[row["id"]]["language"] for row in routed)
+    report: dict[str, Any] = {
+        "clips": len(routing),
+        "routed": len(routed),
+        "routed_correctly": correct,
+        "accuracy_of_routed": correct / len(routed) if routed else None,
+        "top1_accuracy": sum(row["predicted_language"] == truth[row["id"]]["language"] for row in routing) / len(routing) if routing else None,
+        "dropped": dict(sorted(dropped.items())),
+        "per_language": dict(sorted(per_language.items())),
+    }
+    folders = sorted(path for path in (Path(routing_dir) / PSEUDO_LABEL_FOLDER).glob("*") if (path / SUMMARY_FILE).is_file())
+    rows = [row for row in iter_pseudo_labels(folders, ["id", "language", "pseudo_label"]) if truth[row["id"]].get("sentence")] if folders else []
+    if rows:
+        hypotheses, references = [row["pseudo_label"] for row in rows], [truth[row["id"]]["sentence"] for row in rows]
+        right = [index for index, row in enumerate(rows) if row["language"] == truth[row["id"]]["language"]]
+        wrong = [index for index in range(len(rows)) if index not in set(right)]
+
+        def cer(indices):
+            counts = count_edits([hypotheses[i] for i in indices], [references[i] for i in indices], "character")
+            return {"pseudo_labels": len(indices), "cer": counts.rate if indices else None}
+
+        report["pl_cer"] = {
+            "per_true_language": {code: {"pseudo_labels": row["num_utterances"], "cer": row["cer"]} for code, row in
+                                  per_language_error_rates(hypotheses, references, [truth[row["id"]]["language"] for row in rows]).items()},
+            "routed_correctly": cer(right),
+            "routed_wrongly": cer(wrong),
+            "all": cer(range(len(rows))),
+        }  # fmt: skip
+    return report
+
+
+def routing_markdown(report: Mapping[str, Any]) -> str:
+    """`routing_accuracy`'s result as Markdown: a confusion table (true language x where it went), then PL CERs."""
+    destinations = sorted({code for entry in report["per_language"].values() for code in entry["routed_to"]})
+    reasons = sorted({reason for entry in report["per_language"].values() for reason in entry["dropped"]})
+    lines = ["| true language | clips | top-1 right | " + " | ".join(f"-> {code}" for code in destinations + []) + "".join(f" | dropped: {reason}" for reason in reasons) + " |",
+             "|---|---:|---:|" + "---:|" * (len(destinations) + len(reasons))]  # fmt: skip
+    for code, entry in report["per_language"].items():
+        cells = [str(entry["routed_to"].get(target, 0)) for target in destinations] + [str(entry["dropped"].get(reason, 0)) for reason in reasons]
+        lines.append(f"| {code} | {entry['clips']} | {entry['predicted'].get(code, 0)} | " + " | ".join(cells) + " |")
+    percent = lambda value: "-" if value is None else f"{100 * value:.1f} %"  # noqa: E731
+    lines += ["", f"Routed {report['routed']} of {report['clips']} clips, {report['routed_correctly']} to their true language "
+              f"(accuracy of the routed: {percent(report['accuracy_of_routed'])}); router top-1 accuracy over all clips: "
+              f"{percent(report['top1_accuracy'])}."]  # fmt: skip
+    if "pl_cer" in report:
+        pl = report["pl_cer"]
+        lines += ["", "| pseudo-labels | count | CER |", "|---|---:|---:|"]
+        lines += [f"| true language {code} | {row['pseudo_labels']} | {percent(row['cer'])} |" for code, row in pl["per_true_language"].items()]
+        lines += [f"| {label.replace('_', ' ')} | {pl[label]['pseudo_labels']} | {percent(pl[label]['cer'])} |" for label in ("routed_correctly", "routed_wrongly", "all")]
+    return "\n".join(lines)
+
+
+__all__ = ["comparison_header", "comparison_markdown", "comparison_row", "comparison_to_dict", "compare_predictions", "read_predictions", "routing_accuracy", "routing_markdown", "stored_comparison_table"]
