@@ -955,7 +955,8 @@ def _transcribe_and_keep(model, processor, batch, writer, config, name, revision
     }
     constraint = None  # docs/design.md §3.1: the utterance's language, or the LID's guess where it is unknown
     if config.language_constraint:
-        constraint = [AUTO_LANGUAGE if code in UNKNOWN_LANGUAGES else code for code in batch["languages"]]
+        languages = [routes[i][0] if routes and i in routes else code for i, code in zip(batch["ids"], batch["languages"])]  # routed: its language
+        constraint = [AUTO_LANGUAGE if code in UNKNOWN_LANGUAGES else code for code in languages]
     result = transcribe_batch(
         model, inputs, processor.tokenizer, config.chunk_frames, config.max_chunks_per_forward, language=constraint
     )
