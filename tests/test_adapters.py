@@ -215,6 +215,22 @@ def test_stage_4_pseudo_labels_with_base_plus_adapter(recipe):
     assert run["model_revision"] == model_revision(adapter) and run["model_revision"].startswith("sha256:")  # the adapter's weights
 
 
+def test_the_evaluation_script_takes_an_adapter_folder(recipe, tmp_path):
+    """scripts/evaluate.py --model <adapter folder>: base + adapter, the same predictions as the recipe's evaluation."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("evaluate_script", Path(__file__).resolve().parents[1] / "scripts" / "evaluate.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    adapter = recipe["stage3"] / "best"
+    script.main(["--model", str(adapter), "--data", str(recipe["corpus"]), "--split", "dev", "--languages", "el", "--output-dir", str(tmp_path), "--no-plots"])
+
+    def predictions(folder):
+        return sorted((row["id"], row["hypothesis"], row["predicted_language"]) for row in map(json.loads, (folder / "predictions.jsonl").read_text().splitlines()))
+
+    assert predictions(tmp_path) == predictions(recipe["stage3"] / "evaluation" / "dev") and predictions(tmp_path)
+
+
 def test_an_adapter_run_resumes_exactly(recipe, tmp_path):
     """Stage 2 again from its saved config: 2 updates, then resumed to 4, gives stage 2's adapter bit for bit."""
     from training.trainer import train
