@@ -9,6 +9,13 @@ One process, or several with accelerate (each reads a disjoint share; the folder
         --data /data/voxpopuli/unlabelled_data --languages el --streaming --output-dir outputs/pl/el
     python scripts/pseudo_label.py --model outputs/final --data recordings/parquet --language und \\
         --language-routing lid --output-dir outputs/pl/und
+    python scripts/pseudo_label.py --model outputs/recipe/stages/1_multilingual/best --data data/demo/voxpopuli_mixed \\
+        --route-to el=outputs/recipe/stages/3_slimipl/el/best fi=outputs/recipe/stages/3_slimipl/fi/best \\
+        --routing-threshold 0.9 --output-dir outputs/pl/und
+
+--route-to makes --model the router (training/routing.py, docs/design.md §10): each clip goes by its LID top-1 to
+that language's model when the top-1 probability is >= --routing-threshold, else it is dropped and counted;
+--output-dir then holds routing.parquet, pseudo_labels/<language>/ (one PL set each) and summary.json.
 
 --data is any source of the data layer, recognised as training/sources.py says: a VoxPopuli folder
 (<lang>/**/*.ogg), a Flashlight list file (with --language), a folder of parquet files or a Hub dataset id
@@ -75,13 +82,24 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                          help="drop PLs whose mean best-path log-probability per frame is lower (e.g. -0.5)")
     options.add_argument("--language-routing", choices=LANGUAGE_ROUTINGS, default=defaults.language_routing,
                          help="'lid': set unknown ('und') languages from the LID head's prediction")
+    options.add_argument("--route-to", nargs="+", metavar="LANGUAGE=MODEL",
+                         help="route each clip by --model's LID to the model of its language (folder or Hub id)")
+    options.add_argument("--routing-threshold", type=float, default=None,
+                         help="with --route-to: the least LID top-1 probability routed (default 0.9)")
     options.add_argument("--output-split", default=defaults.split, help="split name of the output's part files")
     options.add_argument("--buffer-size", type=int, default=defaults.buffer_size, help="streams: bucketing buffer")
     options.add_argument("--num-workers", type=int, default=defaults.num_workers, help="DataLoader workers")
     options.add_argument("--no-resume", action="store_true", help="discard the finished parts of a crashed run")
     options.add_argument("--overwrite", action="store_true", help="replace --output-dir once the new set is complete")
     options.add_argument("--flashlight-list", metavar="PATH", help="also write the PLs as a Flashlight list here")
-    return parser.parse_args(argv)
+    arguments = parser.parse_args(argv)
+    if arguments.routing_threshold is not None and not arguments.route_to:
+        parser.error("--routing-threshold needs --route-to LANGUAGE=MODEL ...")
+    try:
+        arguments.route_to = dict(pair.split("=", 1) for pair in arguments.route_to or ())
+    except ValueError:
+        parser.error(f"--route-to takes LANGUAGE=MODEL pairs (e.g. el=outputs/el/best), got {arguments.route_to}")
+    return arguments
 
 
 def build_source(arguments: argparse.Namespace):
@@ -124,6 +142,9 @@ def main(argv=None) -> None:
         overwrite=arguments.overwrite,
     )
     logger.info("options: %s", dataclasses.asdict(config))
+    if arguments.route_to:
+        route(arguments, model, processor, model_name, revision, config, accelerator)
+        return
     try:
         summary = generate_pseudo_labels(
             model,
@@ -141,6 +162,23 @@ def main(argv=None) -> None:
         if arguments.flashlight_list:
             export_flashlight_list(arguments.output_dir, arguments.flashlight_list)
         print(f"pseudo-labels in {arguments.output_dir}: {summary_line(summary)}", file=sys.stderr)
+    accelerator.end_training()
+
+
+def route(arguments, router, processor, model_name, revision, config, accelerator) -> None:
+    """--route-to: the router pass, then one PL set per routed language (training.routing)."""
+    from training.routing import DEFAULT_ROUTING_THRESHOLD, route_and_pseudo_label, routing_summary_line
+
+    threshold = DEFAULT_ROUTING_THRESHOLD if arguments.routing_threshold is None else arguments.routing_threshold
+    summary = route_and_pseudo_label(
+        router, processor, build_source(arguments), arguments.output_dir, arguments.route_to, threshold=threshold,
+        config=config, accelerator=accelerator, router_name=model_name, router_revision=revision,
+    )  # fmt: skip
+    if accelerator.is_main_process:
+        sets = [entry["pseudo_labels"] for entry in summary["languages"].values()]
+        if arguments.flashlight_list and sets:
+            export_flashlight_list(sets, arguments.flashlight_list)
+        print(f"routed pseudo-labels in {arguments.output_dir}: {routing_summary_line(summary)}", file=sys.stderr)
     accelerator.end_training()
 
 

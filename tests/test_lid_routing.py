@@ -198,3 +198,27 @@ def test_the_recipe_routes_unknown_language_audio_without_reading_the_manifest(t
     assert all(source.kind == "pseudo_labels" for source in recipe._routed_pseudo_label_sources(MODEL_LANGUAGES))
     assert recipe._routed_pseudo_label_sources([]) == []  # only the languages stage 5 trains on
     assert "und (routed by LID)" in table and "routed to" in table
+
+
+def test_command_line_routes_with_route_to(mixed, language_models, tmp_path):
+    """scripts/pseudo_label.py --route-to: --model is the router (here el's model: a real LID, random), threshold 0,
+    every language's clips to bg's model."""
+    import importlib.util
+
+    specification = importlib.util.spec_from_file_location("pseudo_label_script", Path(__file__).resolve().parents[1] / "scripts" / "pseudo_label.py")
+    script = importlib.util.module_from_spec(specification)
+    specification.loader.exec_module(script)
+    output, listing = tmp_path / "und", tmp_path / "und.lst"
+    script.main(["--model", str(language_models["el"]), "--data", str(mixed), "--output-dir", str(output),
+                 "--route-to", *[f"{code}={language_models['bg']}" for code in LANGUAGES], "--routing-threshold", "0",
+                 "--max-batch-seconds", "60", "--flashlight-list", str(listing)])  # fmt: skip
+    routing = read_routing(output)
+    assert len(routing) == 7
+    assert all(row["routed_to"] == row["predicted_language"] for row in routing)  # threshold 0, a model for every language
+    rows = list(iter_pseudo_labels(sorted((output / "pseudo_labels").iterdir())))
+    summary = json.loads((output / "summary.json").read_text())
+    assert rows and {row["id"] for row in rows} <= {row["id"] for row in routing}
+    assert len(rows) + sum(summary["pseudo_label_dropped"].values()) == 7  # the rest too long for the 630-character filter
+    assert len(listing.read_text().splitlines()) == len(rows)  # the routed sets as one Flashlight list
+    with pytest.raises(SystemExit):
+        script.parse_arguments(["--model", "m", "--data", str(mixed), "--output-dir", "o", "--route-to", "el"])
