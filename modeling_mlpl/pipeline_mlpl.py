@@ -45,6 +45,7 @@ class MlplAutomaticSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline)
       utterance's, or each chunk's, LID top-1): the CTC output is restricted to that language's characters.
       The returned `language` stays the LID head's prediction.
     - `top_k_languages` (`int`, *optional*): also return the N most likely languages with their scores.
+    - `return_language` (Whisper's argument) is accepted; the language is returned either way.
     """
 
     # The registered class of the task before `register_mlpl_pipeline` (transformers' own, unless another
@@ -57,7 +58,9 @@ class MlplAutomaticSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline)
             return cls._fallback_class(model, *args, **kwargs)
         return super().__new__(cls)
 
-    def _sanitize_parameters(self, language=None, top_k_languages=None, **kwargs):
+    def _sanitize_parameters(self, language=None, top_k_languages=None, return_language=None, **kwargs):
+        # `return_language` (Whisper's switch, which the stock pipeline refuses for other models) is accepted and
+        # changes nothing: the language is always in the answer.
         preprocess_params, forward_params, postprocess_params = super()._sanitize_parameters(**kwargs)
         if language is not None:
             self._check_language(language)

@@ -80,6 +80,7 @@ def test_single_and_batched_answers_carry_the_lid_of_the_same_forward(mlpl, fold
     assert [(r["text"], r["language"]) for r in batched] == [(r["text"], r["language"]) for r in single]
     assert [r["language_score"] for r in batched] == pytest.approx([r["language_score"] for r in single], abs=1e-5)
     assert set(batched[0]) == {"text", "language", "language_score"}
+    assert recognizer(clips[0], return_language=True) == {key: single[0][key] for key in ("text", "language", "language_score")}
 
 
 @pytest.fixture(scope="module")
