@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import soundfile
 import torch
 
 from modeling_mlpl import MlplForCTC, MlplProcessor
 from tiny_models import tiny_config
-from training.data import common_voice_records, load_voxpopuli_folder
+from training.data import common_voice_records, load_voxpopuli_folder, write_flashlight_list
 from training.demo_corpus import MIXED_FOLDER, MIXED_MANIFEST, read_mixed_manifest
 from training.pseudo_label import DROP_EMPTY, PseudoLabelConfig, iter_pseudo_labels, load_pseudo_label_set
 from training.report import routing_accuracy
@@ -151,8 +152,8 @@ def test_routing_accuracy_against_the_manifest(routed, mixed):
 
 def test_the_recipe_routes_unknown_language_audio_without_reading_the_manifest(tiny_demo_corpus, mixed, processor, language_models, tmp_path):
     """Stage 4 of the recipe with `pseudo_labels.router`: a real tiny stage-1 router (random LID, threshold 0:
-    every clip goes to its top-1 where there is a model), routed sets in stage 5's sources and the report,
-    and the manifest never opened."""
+    every clip goes to its top-1 where there is a model), the mixed folder and a `language: und` Flashlight list
+    of `unlabeled` routed together, routed sets in stage 5's sources and the report, and the manifest never opened."""
     from training.config import build_dataclass
     from training.recipe import DONE, STAGE_FOLDERS, Recipe, RecipeConfig
 
@@ -161,11 +162,18 @@ def test_the_recipe_routes_unknown_language_audio_without_reading_the_manifest(t
     tiny_model(MlplForCTC, processor, -5.0, 11).save_pretrained(stage1)
     processor.save_pretrained(stage1)
     (stage1.parent / DONE).write_text(json.dumps({"model": str(stage1)}))
-    for language, folder in language_models.items():
+    stage3 = {**{code: language_models["bg"] for code in LANGUAGES}, **language_models}  # a "stage-3 model" for every language but ru
+    del stage3["ru"]
+    for language, folder in stage3.items():
         (output / "stages" / STAGE_FOLDERS[3] / language).mkdir(parents=True)
         (output / "stages" / STAGE_FOLDERS[3] / language / DONE).write_text(json.dumps({"model": str(folder)}))
+    # `unlabeled` also holds clips of unknown language: a Flashlight list with `language: und` (3 CV dev clips)
+    records = common_voice_records(tiny_demo_corpus / "cv", "dev", ["el"])[:3]
+    listing = tmp_path / "und.lst"
+    write_flashlight_list([{**record, "duration": soundfile.info(record["audio"]).duration} for record in records], listing)
     config = build_dataclass(RecipeConfig, {
         "output_dir": str(output), "labeled": {"kind": "common_voice", "path": str(tiny_demo_corpus / "cv")},
+        "unlabeled": {"kind": "flashlight", "path": str(listing), "language": "und", "labeled": False},
         "unlabeled_mixed": {"kind": "voxpopuli", "path": str(mixed)},
         "pseudo_labels": {**FAST, "router": "stage1", "routing_threshold": 0.0},
     })  # fmt: skip
@@ -180,7 +188,7 @@ def test_the_recipe_routes_unknown_language_audio_without_reading_the_manifest(t
     sys.addaudithook(hook)  # an audit hook cannot be removed: it records only while `recording`
     try:
         recipe = Recipe(config)
-        recipe._route_unknown_languages(MODEL_LANGUAGES)
+        recipe._route_unknown_languages(sorted(stage3))
         table = "\n".join(recipe._pseudo_label_table())
     finally:
         recording[0] = False
@@ -189,13 +197,16 @@ def test_the_recipe_routes_unknown_language_audio_without_reading_the_manifest(t
 
     summary = recipe.results["pseudo_labels"]["und"]
     routing = read_routing(output / "stages" / STAGE_FOLDERS[4] / "und")
-    assert summary["utterances"] == len(routing) == 7
+    assert summary["utterances"] == len(routing) == 7 + len(records)  # the mixed folder and the und clips of `unlabeled`
+    assert {record["id"] for record in records} <= {row["id"] for row in routing}
+    assert recipe.pl_languages == []  # und is no language of stages 2-3
     for row in routing:  # threshold 0: to the top-1's model, or dropped for want of one
-        assert (row["routed_to"], row["reason"]) == ((row["predicted_language"], None) if row["predicted_language"] in MODEL_LANGUAGES else (None, DROP_NO_MODEL))
-    assert sum(summary["routed"].values()) + sum(summary["dropped"].values()) == 7
+        assert (row["routed_to"], row["reason"]) == ((row["predicted_language"], None) if row["predicted_language"] in stage3 else (None, DROP_NO_MODEL))
+    assert sum(summary["routed"].values()) + sum(summary["dropped"].values()) == 7 + len(records)
+    assert summary["routed"] and summary["kept"]
     kept = sorted(code for code, entry in summary["languages"].items() if entry["kept"])
-    assert sorted(source.languages[0] for source in recipe._routed_pseudo_label_sources(MODEL_LANGUAGES)) == kept
-    assert all(source.kind == "pseudo_labels" for source in recipe._routed_pseudo_label_sources(MODEL_LANGUAGES))
+    assert sorted(source.languages[0] for source in recipe._routed_pseudo_label_sources(sorted(stage3))) == kept
+    assert all(source.kind == "pseudo_labels" for source in recipe._routed_pseudo_label_sources(sorted(stage3)))
     assert recipe._routed_pseudo_label_sources([]) == []  # only the languages stage 5 trains on
     assert "und (routed by LID)" in table and "routed to" in table
 

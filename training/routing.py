@@ -233,6 +233,10 @@ def route_and_pseudo_label(
     # Every process reads all decisions (each pseudo-labels its share of every language's clips).
     rows = [row for rank in range(processes.world_size) for row in pq.read_table(parts / f"rank-{rank:05d}.parquet").to_pylist()]
     rows.sort(key=lambda row: row["id"])
+    duplicates = sorted({a["id"] for a, b in zip(rows, rows[1:]) if a["id"] == b["id"]})
+    if duplicates:  # the routed sets and their rows are keyed by clip id
+        raise ValueError(f"{len(duplicates)} clip ids occur more than once among the clips to route (e.g. {duplicates[:3]}); "
+                         "give every clip its own name (two sources holding the same clips?)")  # fmt: skip
     unreadable = SkipCounter()  # every process's, and what the source's header scan dropped before any saw them
     for rank in range(processes.world_size):
         unreadable.merge(SkipCounter(**json.loads((parts / f"rank-{rank:05d}.json").read_text(encoding="utf-8"))))
