@@ -175,3 +175,36 @@ def test_the_trainer_saves_each_languages_inventory_in_the_model_config(tiny_dem
     train(config)
     saved = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
     assert saved["language_characters"] == {code: inventories[code] for code in ("el", "fi")}
+
+
+def test_slimipl_pseudo_labels_with_language_constraint_stay_inside_the_inventory(model_and_processor, tiny_demo_corpus, inventories, tmp_path):
+    """slimIPL's in-training PLs (`slimipl.language_constraint`), read back from the cache saved in the checkpoint."""
+    from training.config import ExperimentConfig, build_dataclass
+    from training.trainer import load_trainer_state, newest_checkpoint, train
+
+    model, processor = model_and_processor
+    model.save_pretrained(tmp_path / "init")
+    processor.save_pretrained(tmp_path / "init")
+    decoded = {}
+    for constrained in (False, True):
+        output = tmp_path / f"run-{constrained}"
+        config = build_dataclass(ExperimentConfig, {
+            "data": {"train": [{"kind": "common_voice", "path": str(tiny_demo_corpus / "cv"), "split": "train", "languages": LANGUAGES}],
+                     "unlabeled": [{"kind": "voxpopuli", "path": str(tiny_demo_corpus / "voxpopuli")}], "max_batch_seconds": 60},
+            "model": {"init_from": str(tmp_path / "init"), "dropout": 0.0, "layerdrop": 0.0},
+            "optim": {"optimizer": "adamw", "lr": 1e-7, "warmup_updates": 1, "halve_lr_at": None},
+            "spec_augment": {"enabled": False},
+            "slimipl": {"enabled": True, "supervised_warmup_updates": 0, "unlabeled_ratio": 1, "cache_size": 2,
+                        "cropping_warmup_updates": 0, "dropout": 0.0, "layerdrop": 0.0, "language_constraint": constrained},
+            "train": {"max_updates": 2, "eval_every": 1000, "save_every": 2, "log_every": 1, "output_dir": str(output), "log_with": []},
+        })  # fmt: skip
+        train(config)
+        cache = load_trainer_state(newest_checkpoint(output) / "trainer_state_rank0.pt")["cache"]
+        assert len(cache["labels"]) == 2  # the cache filled
+        decoded[constrained] = [
+            (LANGUAGES[int(code)], processor.tokenizer.decode([i for i in row.tolist() if i >= 0], group_tokens=False))
+            for batch, labels in zip(cache["batches"], cache["labels"])
+            for code, row in zip(batch["language_ids"], labels)
+        ]
+    assert any(outside(text, inventories[code]) for code, text in decoded[False])
+    assert all(text and not outside(text, inventories[code]) for code, text in decoded[True])

@@ -219,6 +219,8 @@ class SlimIPLConfig:
     dropout: float = 0.1  # docs/design.md §5: lowered when slimIPL starts
     layerdrop: float = 0.1
     ema_decay: float | None = None  # e.g. 0.999 for an EMA teacher
+    # docs/design.md §3.1: PLs within the source language's characters (the LID's top-1 where it is unknown)
+    language_constraint: bool = False
 
     def __post_init__(self):
         check_ranges(self, "slimipl", {

@@ -35,7 +35,7 @@ from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from datasets import concatenate_datasets
 from tqdm.auto import tqdm
 
-from modeling_mlpl import MlplConfig, MlplForCTC, MlplProcessor, build_language_characters
+from modeling_mlpl import AUTO_LANGUAGE, MlplConfig, MlplForCTC, MlplProcessor, build_language_characters, constrain_to_language
 
 from .adapters import load_initial_model, parameter_counts
 from .augment import SpecAugment
@@ -603,6 +603,8 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
         accelerator.wait_for_everyone()
 
     # ---- pseudo-labels (slimIPL): the model in eval mode, no SpecAugment, greedy, no LM (docs/design.md §5) ---------
+    vocabulary = processor.tokenizer.get_vocab()
+
     def pseudo_label(batch: dict) -> torch.Tensor:
         crop_frames = int(slimipl.crop_seconds * FRAMES_PER_SECOND) if schedule.crops_unlabeled(state["num_updates"]) else None
         state["pseudo_labeled_batches"] += 1
@@ -611,7 +613,11 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
         with pseudo_labeling_mode(labeler):
             features = batch["input_features"].to(accelerator.device)
             mask = batch["attention_mask"].to(accelerator.device)
-            logits, lengths, _ = chunked_logits(labeler, features, mask, crop_frames)
+            logits, lengths, lid_logits = chunked_logits(labeler, features, mask, crop_frames)
+            if slimipl.language_constraint:  # docs/design.md §3.1: the source's language, the LID's guess if unknown
+                codes = labeler.config.language_codes
+                languages = [codes[index] if index >= 0 else AUTO_LANGUAGE for index in batch["language_ids"].tolist()]
+                logits = constrain_to_language(logits, labeler.config, vocabulary, languages, lid_logits)
             return pad_labels(greedy_token_ids(logits, lengths, labeler.config.pad_token_id))
 
     labeled_batches = training_batches(train_set, train_sampler, collator, config.data.num_workers, train_position)
