@@ -132,7 +132,6 @@ def new_model_config(config: ExperimentConfig, vocab_size: int, languages: list[
     return MlplConfig(**values)
 
 
-def save_model_folder(model, processor, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
 def training_language_characters(sources, existing: dict[str, str] | None = None) -> dict[str, str] | None:
     """Each language's character inventory for the model's config (docs/design.md §3.1): the characters of the
     labeled training transcripts (pseudo-label sets left out: their stray letters are what script-constrained
@@ -144,6 +143,7 @@ def training_language_characters(sources, existing: dict[str, str] | None = None
     return merged or None
 
 
+def save_model_folder(model, processor, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
     """`save_pretrained` of model + processor (+ JSON files in `extra`), atomically: written under a
     temporary name and renamed over the previous folder, so a crash never leaves a half-written model."""
     folder = Path(folder)
@@ -485,10 +485,10 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
             "new %s model: %d parameters, %d symbols, languages %s",
             config.model.size, model.num_parameters(), len(processor.tokenizer), data_languages,
         )
+    model.config.language_characters = training_language_characters(config.data.train, model.config.language_characters)
     model.set_regularization(dropout=config.model.dropout, layerdrop=config.model.layerdrop)
     if config.model.lid_loss_weight is not None:
         model.config.lid_loss_weight = config.model.lid_loss_weight
-    model.config.language_characters = training_language_characters(config.data.train, model.config.language_characters)
     if config.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     language_to_id = {code: i for i, code in enumerate(model.config.language_codes)}
