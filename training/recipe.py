@@ -174,7 +174,8 @@ class Recipe:
             self._wait()
             config.labeled = config.labeled or SourceConfig(kind="common_voice", path=str(corpus / "cv"))
             config.unlabeled = config.unlabeled or SourceConfig(kind="voxpopuli", path=str(corpus / "voxpopuli"))
-            config.unlabeled_mixed = config.unlabeled_mixed or SourceConfig(kind="voxpopuli", path=str(corpus / "voxpopuli_mixed"))
+            if config.pseudo_labels.get("router") is not None:  # only then: a run folder of an earlier config stays the same run
+                config.unlabeled_mixed = config.unlabeled_mixed or SourceConfig(kind="voxpopuli", path=str(corpus / "voxpopuli_mixed"))
         if config.labeled is None:
             raise ValueError("the recipe needs `labeled:` data (or `demo_corpus: default`)")
         self.labeled_languages = config.languages or self._languages(_source(config.labeled, split="train"))
