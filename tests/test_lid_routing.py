@@ -50,6 +50,16 @@ class SetLidRouter(MlplForCTC):
         return outputs
 
 
+def load_script(name):
+    """A script of scripts/ as a module, to run its main() in this process (no second interpreter start-up)."""
+    import importlib.util
+
+    specification = importlib.util.spec_from_file_location(f"script_{Path(name).stem}", Path(__file__).resolve().parents[1] / "scripts" / name)
+    script = importlib.util.module_from_spec(specification)
+    specification.loader.exec_module(script)
+    return script
+
+
 def tiny_model(cls, processor, blank_bias, seed):
     torch.manual_seed(seed)
     model = cls(tiny_config(vocab_size=len(processor.tokenizer), languages=LANGUAGES))
@@ -142,12 +152,23 @@ def test_routing_sends_each_clip_to_the_model_of_its_predicted_language(routed, 
 def test_routing_accuracy_against_the_manifest(routed, mixed):
     output, _ = routed
     report = routing_accuracy(output, mixed)
+    assert routing_accuracy(str(output), str(mixed / MIXED_MANIFEST)) == report  # the folder or the file, as paths or str
     assert report["clips"] == 7
     assert report["per_language"]["ru"]["routed_to"] == {"bg": 1}
     assert report["per_language"]["de"]["dropped"] == {DROP_BELOW_THRESHOLD: 1}
     assert report["routed"] == 4 and report["routed_correctly"] == 3
     assert report["accuracy_of_routed"] == pytest.approx(3 / 4)
     assert report["top1_accuracy"] == pytest.approx(5 / 7)  # every top-1 right but ru's and de's
+
+
+def test_evaluate_script_scores_a_routing(routed, mixed, tmp_path, capsys):
+    output, _ = routed
+    script = load_script("evaluate.py")
+    script.main(["--routing", str(output), str(mixed), "--output-dir", str(tmp_path)])
+    table = (tmp_path / "routing.md").read_text()
+    assert "| ru | 1 | 0 | 1 | 0 | 0 | 0 | 0 |" in table  # 1 clip, top-1 wrong, routed to bg
+    assert json.loads((tmp_path / "routing.json").read_text())["routed_correctly"] == 3
+    assert table.strip() in capsys.readouterr().out
 
 
 def test_the_recipe_routes_unknown_language_audio_without_reading_the_manifest(tiny_demo_corpus, mixed, processor, language_models, tmp_path):
@@ -214,11 +235,7 @@ def test_the_recipe_routes_unknown_language_audio_without_reading_the_manifest(t
 def test_command_line_routes_with_route_to(mixed, language_models, tmp_path):
     """scripts/pseudo_label.py --route-to: --model is the router (here el's model: a real LID, random), threshold 0,
     every language's clips to bg's model."""
-    import importlib.util
-
-    specification = importlib.util.spec_from_file_location("pseudo_label_script", Path(__file__).resolve().parents[1] / "scripts" / "pseudo_label.py")
-    script = importlib.util.module_from_spec(specification)
-    specification.loader.exec_module(script)
+    script = load_script("pseudo_label.py")
     output, listing = tmp_path / "und", tmp_path / "und.lst"
     script.main(["--model", str(language_models["el"]), "--data", str(mixed), "--output-dir", str(output),
                  "--route-to", *[f"{code}={language_models['bg']}" for code in LANGUAGES], "--routing-threshold", "0",

@@ -488,9 +488,12 @@ def _write_mixed_manifest(build_dir: Path, done: dict) -> None:
 
 def read_mixed_manifest(corpus_dir: str | os.PathLike) -> list[dict]:
     """The rows of a corpus's `voxpopuli_mixed/manifest.tsv` (id, path, language, duration, sentence), for
-    scoring LID routing; give the corpus folder or its `voxpopuli_mixed/` folder."""
+    scoring LID routing; give the corpus folder, its `voxpopuli_mixed/` folder or the file itself."""
     folder = Path(corpus_dir)
-    path = folder / MIXED_MANIFEST if (folder / MIXED_MANIFEST).is_file() else folder / MIXED_FOLDER / MIXED_MANIFEST
+    if folder.is_file():
+        path = folder
+    else:
+        path = folder / MIXED_MANIFEST if (folder / MIXED_MANIFEST).is_file() else folder / MIXED_FOLDER / MIXED_MANIFEST
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} does not exist: build the demo corpus with DEMO_CORPUS_VERSION >= 3 (scripts/make_demo_corpus.py), "

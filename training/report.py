@@ -161,7 +161,7 @@ def routing_accuracy(routing_dir: str | os.PathLike, manifest: str | os.PathLike
     from .pseudo_label import SUMMARY_FILE, iter_pseudo_labels
     from .routing import PSEUDO_LABEL_FOLDER, read_routing
 
-    if not isinstance(manifest, Sequence):
+    if isinstance(manifest, (str, os.PathLike)):
         from .demo_corpus import read_mixed_manifest
 
         manifest = read_mixed_manifest(manifest)
