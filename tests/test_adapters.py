@@ -110,6 +110,9 @@ def test_stages_2_and_3_save_adapter_folders_on_the_stage_1_model(recipe):
         assert card["language"] == ["el", "en", "fi"]  # the base model's languages
         summary = json.loads((recipe[unit] / "train_summary.json").read_text())
         assert 0 < summary["parameters"]["trainable"] < summary["parameters"]["total"] / 4
+    # a run without adapters records no adapters keys: run folders from before adapters existed stay the same run
+    assert not any(key.startswith("adapters") for key in json.loads((recipe["base"].parent / "run.json").read_text())["config"])
+    assert json.loads((recipe["stage2"] / "run.json").read_text())["config"]["adapters.enabled"] is True
     # stage 3 continued stage 2's adapter on the stage-1 model; its card names both
     stage3 = yaml.safe_load((recipe["stage3"] / "config.yaml").read_text())
     assert stage3["model"]["init_from"] == str(recipe["stage2"] / "best") and stage3["adapters"]["base_model"] == str(recipe["base"])

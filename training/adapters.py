@@ -205,6 +205,16 @@ def set_adapter_base_model(folder: str | os.PathLike, base_model: str) -> None:
     write_json_atomically(Path(folder) / ADAPTER_CONFIG_FILE, values)
 
 
+def run_identity(values: dict) -> dict:
+    """A config dict (ExperimentConfig or RecipeConfig, as `config_to_dict` gives it) without its `adapters`
+    section when adapters are off: a run folder made before adapters existed is still the same run
+    (training.run_folder compares every key)."""
+    adapters = values.get("adapters")
+    if adapters is not None and not (adapters or {}).get("enabled", False):
+        values = {key: value for key, value in values.items() if key != "adapters"}
+    return values
+
+
 def folder_bytes(folder: str | os.PathLike) -> int:
     """Bytes of the files in `folder` (its subfolders included)."""
     return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
@@ -223,6 +233,7 @@ __all__ = [
     "lora_config",
     "parameter_counts",
     "read_adapter_config",
+    "run_identity",
     "set_active_adapter",
     "set_adapter_base_model",
 ]

@@ -783,7 +783,9 @@ class Recipe:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             from .run_folder import RECIPE_IGNORED_KEYS, hold_run_folder  # issue 13.4: lock; refuse another run's folder
 
-            hold_run_folder(self.output_dir, config_to_dict(self.config), ignore=RECIPE_IGNORED_KEYS, what="recipe")
+            from .adapters import run_identity
+
+            hold_run_folder(self.output_dir, run_identity(config_to_dict(self.config)), ignore=RECIPE_IGNORED_KEYS, what="recipe")
             save_config(self.config, self.output_dir / "recipe_config.yaml")
         logger.info("recipe in %s: stages %s; labeled languages %s; pseudo-labeling %s", self.output_dir, stages, self.labeled_languages, per_language)
         for stage in stages:

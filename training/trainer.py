@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from modeling_mlpl import AUTO_LANGUAGE, MlplConfig, MlplForCTC, MlplProcessor, build_language_characters, constrain_to_language
 
-from .adapters import load_initial_model, parameter_counts
+from .adapters import load_initial_model, parameter_counts, run_identity
 from .augment import SpecAugment
 from .batching import DurationBatchSampler, LanguageBalancedBatchSampler, language_sampling_shares
 from .collate import MlplCollator
@@ -409,7 +409,7 @@ def train(config: ExperimentConfig, resume: bool = False, overwrite: bool = Fals
     if not _is_main_process():
         return _train(config, resume)
     with claim_run_folder(
-        config.train.output_dir, config_to_dict(config), ignore=RUN_IGNORED_KEYS, overwrite=overwrite, resume=resume,
+        config.train.output_dir, run_identity(config_to_dict(config)), ignore=RUN_IGNORED_KEYS, overwrite=overwrite, resume=resume,
         has_progress=lambda folder: bool(checkpoint_steps(folder)), what="training (training.trainer.train)",
     ):  # fmt: skip
         return _train(config, resume)
