@@ -203,12 +203,14 @@ def test_ablation_command_produces_its_table(recipe_run):
     per language; here (c) without the cropping warm-up, on the tiny corpus."""
     output, _, _ = recipe_run
     config = output.parent / "recipe.yaml"
-    command = [sys.executable, "scripts/run_ablations.py", "--config", str(config), "--ablations", "pseudo_labels,no_cropping,always_cropping"]
+    command = [sys.executable, "scripts/run_ablations.py", "--config", str(config), "--ablations", "pseudo_labels,no_cropping,always_cropping,language_temperature"]
     completed = subprocess.run(command, cwd=REPOSITORY, env=ENVIRONMENT, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, f"{completed.stdout[-2000:]}\n{completed.stderr[-5000:]}"
     assert "stage 1 (multilingual supervised): already done" in completed.stderr and "stage 3 control (el, labeled only): already done" in completed.stderr
     results = json.loads((output / "ablations.json").read_text())
-    assert set(results) == {"pseudo_labels", "no_cropping", "always_cropping"}
+    assert set(results) == {"pseudo_labels", "no_cropping", "always_cropping", "language_temperature"}
+    balanced = json.loads((output / "ablations" / "language_temperature" / "train_summary.json").read_text())["languages"]
+    assert balanced["temperature"] == 5 and balanced["target_share"] != balanced["natural_share"]  # stage 1 retrained, balanced
     no_cropping = yaml.safe_load((output / "ablations" / "no_cropping" / "el" / "config.yaml").read_text())
     stage3 = yaml.safe_load((output / "stages" / STAGE_FOLDERS[3] / "el" / "config.yaml").read_text())
     assert no_cropping["slimipl"]["cropping_warmup_updates"] == 0 and stage3["slimipl"]["cropping_warmup_updates"] == 1

@@ -15,6 +15,9 @@ observation each one checks (Lugosch et al. 2022; docs/design.md, "Ablations"):
 - `no_cropping`, `always_cropping` (c): stage 3 without the cropping warm-up, and cropping every
   pseudo-labeled batch, against the recipe's warm-up (Fig. 6: without it slimIPL can collapse to blanks).
 - `no_lid_loss` (d): stage 1 with LID loss weight gamma = 0 against gamma as configured (Table 1, multi-task).
+- `language_temperature`: stage 1 with `data.language_temperature: 5` (docs/design.md §4; issue 14's
+  language balance) against stage 1 as configured (natural proportions); the arm is T = 1 when stage 1 is
+  already balanced.
 - `script_constraint`: the stage-1 model decoded with script-constrained decoding, each utterance restricted to
   its LID top-1's characters (`language_constraint="auto"`, docs/design.md §3.1), against unconstrained greedy
   decoding of the same model (no training; Fig. 5's mixed scripts, removed at decoding time).
@@ -42,7 +45,9 @@ ABLATIONS = {
     "always_cropping": "(c) slimIPL cropping every pseudo-labeled batch vs the warm-up",
     "no_lid_loss": "(d) stage 1 with LID loss weight 0 vs the configured weight",
     "script_constraint": "stage 1 decoded within its LID top-1's characters vs unconstrained",
+    "language_temperature": "stage 1 with language temperature T = 5 vs natural proportions (T = 1)",
 }
+TEMPERATURE_ARM = 5.0  # the arm's T when stage 1 samples naturally (T = 1 otherwise: the arm is then the natural one)
 FOLDER = "ablations"
 
 
@@ -112,15 +117,21 @@ class Ablations:
         updates = stage_settings(self.recipe, 3).train.max_updates
         return self._per_language_slimipl("always_cropping", {"cropping_warmup_updates": updates + 1})
 
-    def no_lid_loss(self):
+    def _stage1_variant(self, name: str, changes: dict):
+        """Stage 1 retrained with `changes` (ExperimentConfig values over the stage's own) against stage 1."""
         recipe = self.recipe
-        folder = self.folder / "no_lid_loss"
+        folder = self.folder / name
         labeled = _source(recipe.config.labeled, languages=recipe.labeled_languages)
-        experiment = recipe.experiment(
-            1, {"model": {"lid_loss_weight": 0.0}}, train=[_source(labeled, split="train")], dev=[_source(labeled, split="dev")], folder=folder
-        )
-        recipe.unit(folder, "ablation no_lid_loss", lambda f: recipe.train_unit(1, f, experiment, recipe.labeled_languages, {}, card=False))
+        experiment = recipe.experiment(1, changes, train=[_source(labeled, split="train")], dev=[_source(labeled, split="dev")], folder=folder)
+        recipe.unit(folder, f"ablation {name}", lambda f: recipe.train_unit(1, f, experiment, recipe.labeled_languages, {}, card=False))
         return [recipe.evaluation_dir("1", None)], [folder / "evaluation"], recipe.labeled_languages, [folder]
+
+    def no_lid_loss(self):
+        return self._stage1_variant("no_lid_loss", {"model": {"lid_loss_weight": 0.0}})
+
+    def language_temperature(self):
+        configured = stage_settings(self.recipe, 1).data.language_temperature
+        return self._stage1_variant("language_temperature", {"data": {"language_temperature": TEMPERATURE_ARM if configured == 1 else 1.0}})
 
     def script_constraint(self):
         recipe = self.recipe
@@ -136,7 +147,7 @@ class Ablations:
         from .report import compare_predictions, comparison_to_dict, read_predictions
 
         recipe = self.recipe
-        needed = [1] if set(self.names) <= {"no_lid_loss", "script_constraint"} else [1, 2, 3]
+        needed = [1] if set(self.names) <= {"no_lid_loss", "script_constraint", "language_temperature"} else [1, 2, 3]
         recipe.run(needed)  # finished stages are skipped
         results: dict = {}
         files: dict[str, Path] = {}
