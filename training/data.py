@@ -86,7 +86,7 @@ DEFAULT_NUM_SHARDS = 64
 # Audio(decode=False) itself: datasets 5 *encodes* Audio values (even plain paths) through torchcodec,
 # which it does whenever a stream's rows pass through the features.
 _AUDIO_REFERENCE = {"bytes": Value("binary"), "path": Value("string")}
-_RECORD_FEATURES = Features(
+RECORD_FEATURES = Features(
     {"id": Value("string"), "audio": _AUDIO_REFERENCE, "sentence": Value("string"), "language": Value("string")}
 )
 
@@ -292,6 +292,11 @@ def decode_record(
 _STREAM_TOTALS: dict[str, SkipCounter] = {}
 
 
+def stream_skipped_total() -> int:
+    """Clips the streams of this process have skipped so far, all sources together (their generators count them)."""
+    return sum(counter.skipped for counter in _STREAM_TOTALS.values())
+
+
 def _generate_examples(
     shards: list, shard_indices: list[int], target_sr: int, description: str, keep_audio_reference: bool = False
 ) -> Iterator[dict]:
@@ -429,8 +434,8 @@ def _records_dataset(records: list[dict]) -> Dataset:
     Built column by column with pyarrow (`Dataset.from_list` encodes row by row: ~20 us a record)."""
     columns = {name: [record[name] for record in records] for name in ("id", "sentence", "language")}
     columns["audio"] = [{"bytes": None, "path": os.fspath(record["audio"])} for record in records]
-    table = pa.Table.from_pydict(columns, schema=_RECORD_FEATURES.arrow_schema)
-    return Dataset(InMemoryTable(table), info=DatasetInfo(features=_RECORD_FEATURES))
+    table = pa.Table.from_pydict(columns, schema=RECORD_FEATURES.arrow_schema)
+    return Dataset(InMemoryTable(table), info=DatasetInfo(features=RECORD_FEATURES))
 
 
 def _from_records(
@@ -555,7 +560,7 @@ def _fill_hub_columns(
     return filled
 
 
-def _standardize_hub_columns(
+def standardize_hub_columns(
     dataset: Dataset | IterableDataset, columns: Mapping[str, str | None], language: str | None
 ) -> Dataset | IterableDataset:
     """Rename a Hub dataset's columns to id/audio/sentence/language and keep only those, without decoding."""
@@ -648,7 +653,7 @@ def load_hub_dataset(
     else:
         dataset = load_dataset(path, name, split=split, streaming=streaming, **load_dataset_kwargs)
         description = f"{path}{'/' + name if name else ''} ({split})"
-    dataset = _standardize_hub_columns(dataset, columns or {}, language)
+    dataset = standardize_hub_columns(dataset, columns or {}, language)
     if isinstance(dataset, IterableDataset):
         shards = [_HubShard(dataset, index) for index in range(dataset.num_shards)]
         return _stream(shards, target_sr, description, keep_audio_reference)
@@ -771,6 +776,11 @@ def load_common_voice_folder(
 def _is_voxpopuli_language_folder(folder: Path) -> bool:
     # <lang>/*.ogg or <lang>/<year>/*.ogg; a year folder (digits) is never a language.
     return not folder.name.isdigit() and (any(folder.glob("*.ogg")) or any(folder.glob("*/*.ogg")))
+
+
+def voxpopuli_languages(roots: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """The language folders of VoxPopuli-layout roots (`<root>/<lang>/**/*.ogg`), without reading audio."""
+    return sorted({folder.name for folder in _language_folders(roots, _is_voxpopuli_language_folder, None)})
 
 
 def voxpopuli_records(
@@ -953,6 +963,10 @@ __all__ = [
     "records_of",
     "scan_skips",
     "require_languages",
+    "voxpopuli_languages",
     "voxpopuli_records",
+    "stream_skipped_total",
+    "standardize_hub_columns",
+    "RECORD_FEATURES",
     "write_flashlight_list",
 ]

@@ -137,7 +137,7 @@ PSEUDO_LABEL_FEATURES = pa.schema(
 )
 
 # The example schema's records of a PL set with no rows (load_pseudo_label_set).
-_EMPTY_SET_FEATURES = Features({**data_layer._RECORD_FEATURES, "duration": Value("float64")})
+_EMPTY_SET_FEATURES = Features({**data_layer.RECORD_FEATURES, "duration": Value("float64")})
 
 _WEIGHTS_FILE = re.compile(r"^(model|pytorch_model|adapter_model)(-\d+-of-\d+)?\.(safetensors|bin)$")  # adapter_model: a PEFT adapter folder
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -481,7 +481,7 @@ class _Prefetched:
 
     def __init__(self, batches, depth: int = 2):
         self.batches, self.depth = batches, depth
-        self.state, self.stream_skips = copy.deepcopy(batches.state()), _stream_skips()
+        self.state, self.stream_skips = copy.deepcopy(batches.state()), data_layer.stream_skipped_total()
 
     def __iter__(self):
         items: queue.Queue = queue.Queue(maxsize=self.depth)
@@ -497,7 +497,7 @@ class _Prefetched:
             return False
 
         def snapshot(item):
-            return item, copy.deepcopy(self.batches.state()), _stream_skips()
+            return item, copy.deepcopy(self.batches.state()), data_layer.stream_skipped_total()
 
         def produce():
             try:
@@ -522,11 +522,6 @@ class _Prefetched:
         finally:
             stop.set()
             thread.join()
-
-
-def _stream_skips() -> int:
-    """Clips the data layer's streams skipped in this process so far (their generators count them)."""
-    return sum(counter.skipped for counter in data_layer._STREAM_TOTALS.values())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -893,7 +888,7 @@ def _routes_digest(routes: Mapping[str, tuple[str, float]] | None) -> str | None
 def _pseudo_label_share(model, processor, batches, writer: _RankWriter, config, name, revision, processes, routes=None) -> None:
     """Transcribe this process's batches, filter, and write rows as the parts fill."""
     counts = writer.counts
-    skips_before = _stream_skips()
+    skips_before = data_layer.stream_skipped_total()
     observes_stream_skips = isinstance(batches, _StreamBatches) and config.num_workers == 0
     if isinstance(batches, _StreamBatches) and not observes_stream_skips:
         counts.unreadable_counted = False  # decoded in the workers: the data layer logs them there
@@ -914,7 +909,7 @@ def _pseudo_label_share(model, processor, batches, writer: _RankWriter, config, 
     def count_stream_skips() -> None:
         nonlocal skips_before
         if observes_stream_skips:  # the data layer's stream generator skipped (and logged) these
-            total = prefetched.stream_skips if prefetched is not None else _stream_skips()
+            total = prefetched.stream_skips if prefetched is not None else data_layer.stream_skipped_total()
             skipped, skips_before = total - skips_before, total
             if skipped:
                 counts.dropped.seen += skipped

@@ -51,7 +51,6 @@ from .pseudo_label import (
     _MapStyleBatches,
     _Prefetched,
     _Processes,
-    _stream_skips,
     _StreamBatches,
     describe_model,
     generate_pseudo_labels,
@@ -128,7 +127,7 @@ def route_utterances(
     collator = PseudoLabelCollator(processor.feature_extractor, processor.tokenizer, {code: i for i, code in enumerate(codes)})
     batches = (_MapStyleBatches if isinstance(source, Dataset) else _StreamBatches)(source, config, processes, collator)
     unreadable, rows = SkipCounter(), []
-    skips_before = _stream_skips()
+    skips_before = data_layer.stream_skipped_total()
     prefetched = _Prefetched(batches, config.prefetch_batches) if config.num_workers == 0 and config.prefetch_batches else None
     try:
         total = len(batches)
@@ -157,7 +156,7 @@ def route_utterances(
             progress.set_postfix(routed=sum(row["routed_to"] is not None for row in rows))
     progress.close()
     if isinstance(batches, _StreamBatches) and config.num_workers == 0:  # the stream generator skipped these
-        stream_total = prefetched.stream_skips if prefetched is not None else _stream_skips()
+        stream_total = prefetched.stream_skips if prefetched is not None else data_layer.stream_skipped_total()
         for _ in range(stream_total - skips_before):
             unreadable.skip(UNREADABLE, "a clip of the stream (see the data layer's log)")
     return rows, unreadable

@@ -155,7 +155,7 @@ def source_transcripts(
         path, extra = (location, {}) if kind == HUB else ("parquet", {"data_dir": os.fspath(location)})
         stream = load_dataset(path, hub_config, split=split, streaming=True, **extra)
         # The data layer's column detection (sentence/normalized_text/..., language/locale/...), audio left undecoded.
-        stream = data_layer._standardize_hub_columns(stream, {}, language)
+        stream = data_layer.standardize_hub_columns(stream, {}, language)
         records = stream.select_columns(["sentence", "language"])
     wanted = set(languages) if languages else None
     for record in records:

@@ -131,7 +131,7 @@ def stream_languages(sources) -> list[str]:
         elif source.kind == "common_voice":
             languages.update(record["language"] for record in data.common_voice_records(source.path, source.split))
         elif source.kind == "voxpopuli":
-            languages.update(folder.name for folder in data._language_folders(source.path, data._is_voxpopuli_language_folder, None))
+            languages.update(data.voxpopuli_languages(source.path))
         else:
             raise ValueError(f"streamed {source.kind} source {source.path}: name its languages (`languages: [..]`) so the model's LID classes are known before any audio is read")
     return sorted(languages)
