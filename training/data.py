@@ -56,6 +56,7 @@ from .audio import (
     decode_audio_column,
     describe_audio_source,
 )
+from .files import atomic_writer
 from .header_index import HeaderResult, HeaderScan, describe_error, read_header, read_headers
 
 logger = logging.getLogger("mlpl.data")
@@ -915,10 +916,11 @@ def write_flashlight_list(rows: Iterable[Mapping[str, Any]], path: str | os.Path
 
     Returns:
         The number of lines written. Whitespace inside transcripts is collapsed to single spaces (the format
-        is whitespace separated); ids and paths must not contain whitespace.
+        is whitespace separated); ids and paths must not contain whitespace. The list is written through
+        `files.atomic_writer`: a bad row or a crash leaves any previous list at `path` as it was.
     """
     count = 0
-    with open(path, "w", encoding="utf-8") as output:
+    with atomic_writer(path) as output:
         for row in rows:
             identifier, audio = str(row["id"]), _audio_location(row)
             for value in (identifier, audio):
