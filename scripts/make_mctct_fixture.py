@@ -35,6 +35,7 @@ What it writes (about 0.5 MB):
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,10 @@ try:
 except ImportError:  # transformers < 4.30 had it at the top level
     from transformers.models.mctct import MCTCTConfig, MCTCTFeatureExtractor, MCTCTForCTC, MCTCTProcessor
 from transformers import Wav2Vec2CTCTokenizer
+
+# training.files (standard library only) from this checkout: the fixture's environment does not install mlpl.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from training.files import atomic_directory  # noqa: E402
 
 
 SAMPLING_RATE = 16_000
@@ -118,9 +123,17 @@ def main():
     args = parser.parse_args()
     if not transformers.__version__.startswith("4."):
         raise SystemExit(f"needs transformers 4.x with M-CTC-T (found {transformers.__version__}); see the docstring")
+    # Built in a folder next to the output and swapped in whole (files.atomic_directory): a failed run
+    # leaves the previous fixture as it was.
+    with atomic_directory(args.output) as building:
+        write_fixture(building)
     output = args.output
-    output.mkdir(parents=True, exist_ok=True)
+    total = sum(path.stat().st_size for path in output.iterdir())
+    print(f"wrote {output} ({total / 1e6:.2f} MB): {sorted(path.name for path in output.iterdir())}")
 
+
+def write_fixture(output: Path) -> None:
+    """Every file of the fixture, into the (empty) folder `output`."""
     config = MCTCTConfig(
         vocab_size=len(VOCABULARY),
         hidden_size=32,
@@ -175,8 +188,6 @@ def main():
     np.save(output / "reference_logits_per_channel.npy", per_utterance_logits(model, input_features, attention_mask))
 
     (output / "mctct_large_layout.json").write_text(json.dumps(large_layout(), indent=1) + "\n", encoding="utf-8")
-    total = sum(path.stat().st_size for path in output.iterdir())
-    print(f"wrote {output} ({total / 1e6:.2f} MB): {sorted(path.name for path in output.iterdir())}")
 
 
 if __name__ == "__main__":

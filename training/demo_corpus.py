@@ -42,8 +42,6 @@ import json
 import math
 import multiprocessing
 import os
-import shutil
-import tempfile
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -55,6 +53,8 @@ import numpy as np
 import soundfile
 import soxr
 from tqdm.auto import tqdm
+
+from .files import atomic_directory, atomic_writer, write_json_atomically
 
 # Bump when the output of a given (size, seed) changes, so that old corpora are rebuilt.
 DEMO_CORPUS_VERSION = 3  # 3: the mixed-language folder voxpopuli_mixed/ (every earlier clip unchanged)
@@ -507,7 +507,7 @@ def read_mixed_manifest(corpus_dir: str | os.PathLike) -> list[dict]:
 
 
 def _write_tsv(path: Path, columns: list[str], rows: Iterable[dict]) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as output:
+    with atomic_writer(path, newline="") as output:
         writer = csv.DictWriter(output, fieldnames=columns, delimiter="\t", quoting=csv.QUOTE_NONE,
                                 lineterminator="\n", escapechar="\\")
         writer.writeheader()
@@ -602,24 +602,13 @@ def make_demo_corpus(out_dir: str | os.PathLike, size: str = "default", seed: in
     if not force and existing is not None and existing.get("parameters") == _parameters(size, seed):
         return out_dir
     start = time.perf_counter()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    build_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as build_dir:
         done = _build_parts(build_dir, size, seed, workers)
         _write_common_voice_tables(build_dir, done)
         _write_mixed_manifest(build_dir, done)
         manifest = _manifest(done, size, seed, time.perf_counter() - start)
         # Written last, as the marker of a complete corpus.
-        with open(build_dir / "manifest.json", "w", encoding="utf-8") as output:
-            json.dump(manifest, output, indent=2, ensure_ascii=False)
-        if out_dir.exists():
-            stale = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.stale-", dir=out_dir.parent))
-            out_dir.rename(stale / "corpus")
-            shutil.rmtree(stale)
-        build_dir.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(build_dir, ignore_errors=True)
-        raise
+        write_json_atomically(build_dir / "manifest.json", manifest)
     return out_dir
 
 

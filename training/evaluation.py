@@ -52,6 +52,7 @@ from .decoding import (
     grid_search_lm_weights,
     load_lm_decoding,
 )
+from .files import atomic_writer, save_figure_atomically, write_text_atomically
 from .inference import FRAMES_PER_SECOND, chunked_logits, decode_token_ids, greedy_token_ids
 from .metrics import compute_asr_metrics
 
@@ -471,7 +472,7 @@ def plot_cer_per_language(metrics: Mapping[str, Any], path: str | os.PathLike) -
     axes.set_title("Character error rate per language")
     axes.legend(fontsize="small")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure_atomically(figure, path, dpi=120)
 
 
 def plot_lid_confusion(metrics: Mapping[str, Any], path: str | os.PathLike) -> None:
@@ -498,7 +499,7 @@ def plot_lid_confusion(metrics: Mapping[str, Any], path: str | os.PathLike) -> N
     axes.set_title(f"Language ID (accuracy {_percent(greedy['lid_accuracy'])} %)")
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure_atomically(figure, path, dpi=120)
 
 
 def write_evaluation_files(result: EvaluationResult, output_dir: str | os.PathLike, plots: bool = True) -> dict[str, Path]:
@@ -506,10 +507,10 @@ def write_evaluation_files(result: EvaluationResult, output_dir: str | os.PathLi
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     files = {name: output_dir / name for name in (METRICS_FILE, REPORT_FILE, PREDICTIONS_FILE)}
-    with open(files[METRICS_FILE], "w", encoding="utf-8") as output:
+    with atomic_writer(files[METRICS_FILE]) as output:
         json.dump(result.metrics, output, indent=2, ensure_ascii=False, default=_json_default)
-    files[REPORT_FILE].write_text(markdown_report(result.metrics), encoding="utf-8")
-    with open(files[PREDICTIONS_FILE], "w", encoding="utf-8") as output:
+    write_text_atomically(files[REPORT_FILE], markdown_report(result.metrics))
+    with atomic_writer(files[PREDICTIONS_FILE]) as output:
         for prediction in result.predictions:
             output.write(json.dumps(prediction, ensure_ascii=False) + "\n")
     if plots:

@@ -29,7 +29,6 @@ import json
 import logging
 import multiprocessing
 import os
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .audio import AudioDecodeError, audio_value_source, describe_audio_source, probe_duration
+from .files import atomic_writer
 
 logger = logging.getLogger("mlpl.data")
 
@@ -148,16 +148,13 @@ class FolderEntry:
         seconds = np.array([value if isinstance(value, float) else np.nan for value in self.results.values()], dtype=np.float64)
         failures = {name: list(value) for name, value in self.results.items() if not isinstance(value, float)}
         meta = {"version": CACHE_VERSION, "folder": self.folder, "mtime_ns": self.mtime_ns, "failures": failures}
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
-        with os.fdopen(descriptor, "wb") as file:
+        with atomic_writer(self.file_for(cache_dir, self.folder), "wb") as file:
             np.savez(
                 file,
                 meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
                 names=np.frombuffer("\n".join(names).encode(), dtype=np.uint8),
                 seconds=seconds,
             )
-        os.replace(temporary, self.file_for(cache_dir, self.folder))
 
 
 def read_headers(paths: Sequence[str | os.PathLike], scan: HeaderScan | None = None, description: str = "clips") -> list[HeaderResult]:

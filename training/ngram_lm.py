@@ -48,6 +48,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from .files import atomic_writer
+
 logger = logging.getLogger(__name__)
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
@@ -160,7 +162,7 @@ class NgramLanguageModel:
 
     def write_arpa(self, path: str | os.PathLike) -> None:
         """Write the ARPA text format (`\\data\\`, `\\n-grams:` sections, `\\end\\`); KenLM and SRILM read it."""
-        with open(path, "w", encoding="utf-8") as output:
+        with atomic_writer(path) as output:
             output.write("\\data\\\n")
             for n, count in enumerate(self.counts(), start=1):
                 output.write(f"ngram {n}={count}\n")

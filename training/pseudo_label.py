@@ -89,7 +89,7 @@ from .data import (
     write_flashlight_list,
 )
 from .inference import FRAMES_PER_SECOND, transcribe_batch
-from .files import write_json_atomically
+from .files import atomic_path, replace_directory, write_json_atomically
 from .slimipl import pseudo_labeling_mode
 
 logger = logging.getLogger("mlpl.pseudo_label")
@@ -597,9 +597,8 @@ def _drop_reason(text: str, confidence: float, config: PseudoLabelConfig) -> str
 
 
 def _write_parquet_atomically(path: Path, rows: Mapping[str, list]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    pq.write_table(pa.Table.from_pydict(dict(rows), schema=PSEUDO_LABEL_FEATURES), temporary)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        pq.write_table(pa.Table.from_pydict(dict(rows), schema=PSEUDO_LABEL_FEATURES), temporary)
 
 
 class _RankWriter:
@@ -626,7 +625,8 @@ class _RankWriter:
             progress = json.loads(self.progress_path.read_text(encoding="utf-8"))
             self.parts, self.position = progress["parts"], progress["position"]
             self.counts, self.done = _Counts.from_json(progress["counts"]), progress["done"]
-        for path in self.data_dir.glob(f"rank-{self.rank:05d}-*"):
+        # and the temporaries (files.atomic_path's hidden `.<part>.*.tmp`) of a part it was writing when killed
+        for path in [*self.data_dir.glob(f"rank-{self.rank:05d}-*"), *self.data_dir.glob(f".rank-{self.rank:05d}-*.tmp")]:
             if path.name not in self.parts:
                 path.unlink()
         return self.position is not None
@@ -725,14 +725,7 @@ def _finish(work_dir: Path, output_dir: Path, world_size: int, parameters: dict,
     write_json_atomically(work_dir / SUMMARY_FILE, summary)
     shutil.rmtree(work_dir / _PROGRESS_FOLDER)
     (work_dir / _RUN_FILE).unlink()
-    if output_dir.exists():  # overwrite=True was checked at the start
-        stale = output_dir.parent / f".{output_dir.name}.replaced"
-        shutil.rmtree(stale, ignore_errors=True)
-        output_dir.rename(stale)
-        work_dir.rename(output_dir)
-        shutil.rmtree(stale)
-    else:
-        work_dir.rename(output_dir)
+    replace_directory(work_dir, output_dir)  # an existing output_dir: overwrite=True was checked at the start
     return summary
 
 
@@ -1063,8 +1056,8 @@ def iter_pseudo_labels(folders, columns: Sequence[str] | None = None) -> Iterato
 
 
 def export_flashlight_list(folders, path: str | os.PathLike, languages: Sequence[str] | None = None) -> int:
-    """Write PL sets as a Flashlight list (`id path duration_ms pseudo_label`, training.data's writer);
-    written under a temporary name and renamed. Clips stored as bytes (no file) cannot be listed: error.
+    """Write PL sets as a Flashlight list (`id path duration_ms pseudo_label`, training.data's writer, which
+    writes through files.atomic_writer). Clips stored as bytes (no file) cannot be listed: error.
     Returns the number of lines."""
     path = Path(path)
     wanted = None if languages is None else set(languages)
@@ -1073,14 +1066,7 @@ def export_flashlight_list(folders, path: str | os.PathLike, languages: Sequence
         for row in iter_pseudo_labels(folders, ["id", "audio", "duration", "pseudo_label", "language"])
         if wanted is None or row["language"] in wanted
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        count = write_flashlight_list(rows, temporary)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    os.replace(temporary, path)
+    count = write_flashlight_list(rows, path)
     logger.info("wrote %d pseudo-labels as a Flashlight list to %s", count, path)
     return count
 

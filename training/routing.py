@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from . import data as data_layer
 from .data import SkipCounter, records_of
-from .files import write_json_atomically
+from .files import atomic_path, write_json_atomically
 from .inference import chunked_logits
 from .pseudo_label import (
     SUMMARY_FILE,
@@ -169,10 +169,9 @@ def _load(spec: ModelSpec):
 
 
 def _write_table(path: Path, rows: list[dict]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
     table = pa.Table.from_pylist(rows, schema=_ROUTING_SCHEMA) if rows else _ROUTING_SCHEMA.empty_table()
-    pq.write_table(table, temporary)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        pq.write_table(table, temporary)
 
 
 def _subset(source, identifiers: set[str]):
