@@ -25,8 +25,6 @@ Deliberate exceptions, which do not publish a result in one piece:
   scripts/make_mctct_fixture.py: the folder's rename is what publishes them.
 - `modeling_mlpl/` (the processor's vocab.json): that package is loaded by `trust_remote_code` without
   this one, so it cannot import it; it writes inside `save_pretrained`'s folder, as above.
-- Not yet routed: training/recipe.py's two plots (`figure.savefig(path)`; `save_figure_atomically` is
-  the replacement).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .files import replace_directory, write_json_atomically, write_text_atomically
+from .files import replace_directory, save_figure_atomically, write_json_atomically, write_text_atomically
 from .config import ExperimentConfig, SourceConfig, build_dataclass, config_to_dict, save_config
 
 logger = logging.getLogger("mlpl.recipe")
@@ -753,7 +753,7 @@ class Recipe:
                 axis.legend(fontsize=8)
             figure.tight_layout()
             files["cer_by_stage.png"] = self.output_dir / "cer_by_stage.png"
-            figure.savefig(files["cer_by_stage.png"], dpi=100)
+            save_figure_atomically(figure, files["cer_by_stage.png"], dpi=100)
             plt.close(figure)
         figure, axis = plt.subplots(figsize=(7, 4))
         for stage in stages:
@@ -768,7 +768,7 @@ class Recipe:
         axis.legend(fontsize=7)
         figure.tight_layout()
         files["dev_cer_curves.png"] = self.output_dir / "dev_cer_curves.png"
-        figure.savefig(files["dev_cer_curves.png"], dpi=100)
+        save_figure_atomically(figure, files["dev_cer_curves.png"], dpi=100)
         plt.close(figure)
         return files
 
