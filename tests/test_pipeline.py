@@ -134,7 +134,8 @@ def test_chunked_long_form_equals_unchunked_away_from_chunk_edges(tmp_path):
     assert away_from_stitches(chunked) == interior
 
 
-REMOTE_CODE_SCRIPT = textwrap.dedent(
+# The start of a script run in a clean process: the project's packages cannot be imported (remote code only).
+CLEAN_PROCESS_PRELUDE = textwrap.dedent(
     """
     import importlib.abc, json, sys
 
@@ -145,6 +146,11 @@ REMOTE_CODE_SCRIPT = textwrap.dedent(
             return None
 
     sys.meta_path.insert(0, BlockProjectPackages())
+    """
+)
+
+REMOTE_CODE_SCRIPT = CLEAN_PROCESS_PRELUDE + textwrap.dedent(
+    """
     import numpy as np
     import torch
     from transformers import AutoModelForCTC, pipeline

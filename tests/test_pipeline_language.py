@@ -23,7 +23,7 @@ from transformers import (
 from transformers.pipelines.automatic_speech_recognition import chunk_iter
 
 from modeling_mlpl import MlplAutomaticSpeechRecognitionPipeline, build_language_characters, build_tokenizer, build_vocabulary
-from test_pipeline import TRANSCRIPTS, build_model, tone_sequence
+from test_pipeline import CLEAN_PROCESS_PRELUDE, TRANSCRIPTS, build_model, tone_sequence
 from training.data import load_common_voice_folder
 
 TASK = "automatic-speech-recognition"
@@ -184,17 +184,8 @@ def test_other_models_keep_the_stock_pipeline(tmp_path):
     assert type(from_folder) is AutomaticSpeechRecognitionPipeline and from_folder(audio) == stock(audio)
 
 
-REMOTE_SCRIPT = textwrap.dedent(
+REMOTE_SCRIPT = CLEAN_PROCESS_PRELUDE + textwrap.dedent(
     """
-    import importlib.abc, json, sys
-
-    class BlockProjectPackages(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {"modeling_mlpl", "training"}:
-                raise ImportError(f"{name} must not be importable in this test")
-            return None
-
-    sys.meta_path.insert(0, BlockProjectPackages())
     import numpy as np
     from transformers import pipeline
 
