@@ -592,7 +592,7 @@ class DurationBucketingStream(torch.utils.data.IterableDataset):
             if not self.infinite:
                 return
             self.set_epoch(self.epoch + 1)
-            # (here, not in the consumer: with DataLoader workers only the worker's copy knows its epoch)
+            # (here, where the epoch changes: the consumer may be another process's copy, a DataLoader worker)
             logger.info("training stream: epoch %d begins (each process cycles through its share)", self.epoch)
 
     def state_dict(self) -> dict:

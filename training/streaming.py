@@ -15,7 +15,7 @@ stream's epoch, the buffer being consumed, the batches of it already yielded and
 the source just before that buffer); a resumed run refills the same buffer and skips the batches already
 trained on, so it continues with exactly the batches the uninterrupted run would have used. The state is
 that of the process iterating the stream, hence a DataLoader without workers (`data.num_workers` is not
-used for streams; decoding runs in the main process; see `StreamBatches` for why not torchdata's
+used for streams; decoding runs in the main process; see `stream_batches` for why not torchdata's
 StatefulDataLoader).
 
 Language temperature (`data.language_temperature` != 1, issue 14.2): each (source, language) pair becomes
@@ -142,44 +142,21 @@ def training_stream(stream: IterableDataset, data, seed: int, num_replicas: int,
     )  # fmt: skip
 
 
-class StreamBatches:
-    """Collated batches of a `DurationBucketingStream`, forever, read in this process; `state_dict` /
-    `load_state_dict` are the stream's, so resume is exact. An epoch boundary is logged by the stream, never a stop.
+def stream_batches(stream: DurationBucketingStream, collator) -> Iterator[dict]:
+    """Collated batches of the stream, forever, read in this process (module docstring); the checkpoint keeps
+    the stream's own state. An epoch boundary is logged by the stream, never a stop.
 
-    `data.num_workers` is not used for streams (a warning says so). torchdata's `StatefulDataLoader` with
-    workers was tried: its resume was bit-exact in some runs and not in others (the CTC head differed after a
-    resume in 1 of 2-3 runs of the same test), and the cause was not found, so streams decode in the training
-    process until it is.
+    torchdata's `StatefulDataLoader` with workers was tried for streams: its resume was bit-exact in some runs
+    and not in others (the CTC head differed after a resume in 1 of 2-3 runs of the same test), cause not
+    found, so streams decode here until it is.
     """
-
-    def __init__(self, stream: DurationBucketingStream, collator, num_workers: int = 0):
-        if num_workers:
-            logger.warning(
-                "data.num_workers=%d is not used for streamed data: streams decode in the training process "
-                "(training/streaming.py, StreamBatches); map-style sources use the workers", num_workers,
-            )
-        self.stream, self.collator = stream, collator
-        self.seed = stream.seed
-
-    def __iter__(self) -> Iterator[dict]:
-        # Its own generator: starting the iterator draws a seed, which must not come from the global RNG
-        # (dropout's), or a resumed run would draw other dropout masks than the uninterrupted one.
-        generator = torch.Generator().manual_seed(self.stream.seed)
-        loader = torch.utils.data.DataLoader(self.stream, batch_size=None, collate_fn=self.collator, num_workers=0, generator=generator)
-        for batch in loader:
-            if batch is not None:
-                yield batch
-
-    def state_dict(self) -> dict:
-        return self.stream.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.stream.load_state_dict(state)
+    # Its own generator: starting the iterator draws a seed, which must not come from the global RNG (dropout's),
+    # or a resumed run would draw other dropout masks than the uninterrupted one.
+    generator = torch.Generator().manual_seed(stream.seed)
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, collate_fn=collator, num_workers=0, generator=generator)
+    for batch in loader:
+        if batch is not None:
+            yield batch
 
 
-def stream_batches(stream: DurationBucketingStream, collator, num_workers: int = 0) -> StreamBatches:
-    """The stream's collated batches, forever (`StreamBatches`)."""
-    return StreamBatches(stream, collator, num_workers)
-
-
-__all__ = ["StreamBatches", "load_balanced_stream", "load_training_stream", "stream_batches", "stream_languages", "stream_transcripts", "streams_requested", "training_stream"]
+__all__ = ["load_balanced_stream", "load_training_stream", "stream_batches", "stream_languages", "stream_transcripts", "streams_requested", "training_stream"]

@@ -39,7 +39,7 @@ from modeling_mlpl import AUTO_LANGUAGE, MlplConfig, MlplForCTC, MlplProcessor, 
 
 from .adapters import load_initial_model, parameter_counts, run_identity
 from .augment import SpecAugment
-from .batching import DurationBatchSampler, LanguageBalancedBatchSampler, language_sampling_shares
+from .batching import DurationBatchSampler, DurationBucketingStream, LanguageBalancedBatchSampler, language_sampling_shares
 from .collate import MlplCollator
 from .config import MODEL_SIZES, ExperimentConfig, SourceConfig, config_to_dict, save_config
 from .files import replace_directory, write_json_atomically, write_text_atomically
@@ -48,7 +48,7 @@ from .data import EXAMPLE_COLUMNS, DecodeTransform, drop_long_clips, example_dur
 from .inference import FRAMES_PER_SECOND, chunked_logits, greedy_token_ids, pad_labels, transcribe_batch
 from .metrics import compute_asr_metrics, flatten_metrics
 from .run_folder import claim_run_folder
-from .streaming import StreamBatches, load_balanced_stream, load_training_stream, stream_batches, stream_languages, stream_transcripts, streams_requested, training_stream
+from .streaming import load_balanced_stream, load_training_stream, stream_batches, stream_languages, stream_transcripts, streams_requested, training_stream
 from .slimipl import (
     LABELED_STEP,
     EmaTeacher,
@@ -210,14 +210,14 @@ def epoch_batches(dataset, sampler: DurationBatchSampler, collator, num_workers:
 
 def training_batches(dataset, sampler, collator, num_workers: int, position: dict) -> Iterator[dict]:
     """Collated batches forever from a map-style sampler (`epoch_batches`) or a stream (`stream_batches`)."""
-    if isinstance(sampler, StreamBatches):
-        return iter(sampler)
+    if isinstance(sampler, DurationBucketingStream):
+        return stream_batches(sampler, collator)
     return epoch_batches(dataset, sampler, collator, num_workers, position)
 
 
 def batches_state(sampler, position: dict) -> dict:
     """What a checkpoint keeps of a batch source: a sampler's epoch and consumed batches, or a stream's state."""
-    return sampler.state_dict() if isinstance(sampler, StreamBatches) else sampler.state_dict(position["consumed"])
+    return sampler.state_dict() if isinstance(sampler, DurationBucketingStream) else sampler.state_dict(position["consumed"])
 
 
 def restore_batches(sampler, position: dict, state: dict) -> None:
@@ -497,16 +497,19 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
     )
 
     world, rank = accelerator.num_processes, accelerator.process_index
+    if (streaming or unlabeled_streaming) and config.data.num_workers:
+        logger.warning(
+            "data.num_workers=%d is not used for streamed data: streams decode in the training process "
+            "(training/streaming.py, stream_batches); map-style sources use the workers", config.data.num_workers,
+        )
     if streaming:
-        train_sampler = stream_batches(training_stream(train_stream, config.data, config.train.seed, world, rank), collator, config.data.num_workers)
+        train_sampler = training_stream(train_stream, config.data, config.train.seed, world, rank)
     else:
         train_sampler = training_sampler(train_set, config.data, config.train.seed, world, rank)
     train_position = {"consumed": 0}
     unlabeled_sampler, unlabeled_position = None, {"consumed": 0}
     if unlabeled_streaming:
-        unlabeled_sampler = stream_batches(
-            training_stream(unlabeled_stream, config.data, config.train.seed + 1, world, rank), collator, config.data.num_workers
-        )
+        unlabeled_sampler = training_stream(unlabeled_stream, config.data, config.train.seed + 1, world, rank)
     elif slimipl.enabled:
         unlabeled_sampler = DurationBatchSampler.from_dataset(
             unlabeled_set, config.data.max_batch_seconds, seed=config.train.seed + 1, num_replicas=world, rank=rank, max_batch_size=config.data.max_batch_size
