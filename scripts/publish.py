@@ -25,9 +25,9 @@ from training.hub import (
     HubPublishError,
     hub_ready_folder_check,
     publish_folder,
-    recipe_stage,
     repo_id_for,
 )
+from training.stages import recipe_stage
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:

@@ -33,7 +33,8 @@ from training.adapters import (
 from training.audio import load_audio
 from training.config import AdapterConfig, ExperimentConfig, build_dataclass, load_config
 from training.hub import HubConfig, HubFolderError, hub_ready_folder_check, publish_folder
-from training.recipe import DONE, STAGE_FOLDERS, Recipe, RecipeConfig
+from training.recipe import DONE, Recipe, RecipeConfig
+from training.stages import STAGE_FOLDERS
 
 TOKEN = "hf_standInSecretToken0123456789"
 BASE_REPO = "demo-org/mlpl-test-stage1-supervised"

@@ -176,7 +176,8 @@ def test_the_recipe_routes_unknown_language_audio_without_reading_the_manifest(t
     every clip goes to its top-1 where there is a model), the mixed folder and a `language: und` Flashlight list
     of `unlabeled` routed together, routed sets in stage 5's sources and the report, and the manifest never opened."""
     from training.config import build_dataclass
-    from training.recipe import DONE, STAGE_FOLDERS, Recipe, RecipeConfig
+    from training.recipe import DONE, Recipe, RecipeConfig
+    from training.stages import STAGE_FOLDERS
 
     output = tmp_path / "out"
     stage1 = output / "stages" / STAGE_FOLDERS[1] / "best"

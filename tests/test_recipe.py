@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from training.recipe import CONTROL_FOLDERS, DONE, STAGE_FOLDERS, parse_stages
+from training.recipe import DONE, parse_stages
+from training.stages import CONTROL_FOLDERS, STAGE_FOLDERS
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 ENVIRONMENT = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -29,7 +30,8 @@ def test_stage_ranges_parse_and_bad_ones_are_named():
 @pytest.mark.parametrize("name", ["demo_recipe", "cv_voxpopuli_base", "cv_voxpopuli_large"])
 def test_shipped_recipe_configs_are_valid(name):
     from training.config import ExperimentConfig, build_dataclass
-    from training.recipe import TABLE_STAGES, _merge, load_recipe_config
+    from training.recipe import _merge, load_recipe_config
+    from training.stages import TABLE_STAGES
 
     config = load_recipe_config(REPOSITORY / "training" / "configs" / f"{name}.yaml")
     for stage in TABLE_STAGES:

@@ -1,11 +1,8 @@
 """The mling_pl recipe end to end (docs/design.md §6), as numbered stages that are each safe to re-run (STYLE: icefall).
 
-    1 multilingual supervised model on all labeled data
-    2 per language with unlabeled audio: fine-tune stage 1 on that language
-    3 per language: slimIPL from stage 2 with that language's unlabeled audio (cropping warm-up)
-    4 pseudo-labels of all unlabeled audio, each language by its stage-3 model (empty / > 630 chars dropped)
-    5 labeled data + all pseudo-labels: continue stage 1, or train from scratch
-    6 fine-tune stage 5 on labeled data only
+The stages (1 multilingual supervised, 2 per-language fine-tune, 3 per-language slimIPL, 4 pseudo-labels,
+5 labeled + pseudo-labels, 6 labeled fine-tune), their folders and controls are defined once in
+`training.stages`; this module runs them.
 
 Every unit of work (a stage, or one language of stages 2-4) runs in its own folder under
 `<output_dir>/stages/` and writes `DONE.json` last: a finished unit is skipped, a unit killed halfway
@@ -15,7 +12,7 @@ languages; `results.json`, `results.md` and two PNG plots collect everything at 
 model (stage 6) is copied to `<output_dir>/final_model`.
 
 Each unit's model folder gets a model card (and each pseudo-label set a dataset card) with its
-lineage; with `hub.push: true` it is also uploaded (training/hub.py).
+lineage; with `hub.push: true` it is also uploaded (`training.hub`).
 """
 
 from __future__ import annotations
@@ -33,18 +30,11 @@ from typing import Any
 
 from .files import replace_directory, save_figure_atomically, write_json_atomically, write_text_atomically
 from .config import ExperimentConfig, SourceConfig, build_dataclass, config_to_dict, save_config
+from .stages import COMPARISONS, CONTROL_FOLDERS, STAGE_FOLDERS, TABLE_STAGES, unit_folder_name
 
 logger = logging.getLogger("mlpl.recipe")
 
 DONE = "DONE.json"
-STAGE_FOLDERS = {1: "1_multilingual", 2: "2_finetune", 3: "3_slimipl", 4: "4_pseudo_labels", 5: "5_pl_training", 6: "6_finetune"}
-TABLE_STAGES = (1, 2, 3, 5, 6)  # the stages that produce models
-# Matched labeled-only controls (`controls: true`) of the units that train on pseudo-labels: the same
-# initialization, updates, schedule, regularization, batch size and seed, without unlabeled audio. Stage 6's
-# control fine-tunes stage 5's control. Keyed "<stage>c" in results.json; folder beside the stage's own.
-CONTROL_FOLDERS = {3: "3_slimipl_control", 5: "5_pl_training_control", 6: "6_finetune_control"}
-# (arm, control) pairs the report compares, with the languages compared: "pl" = languages with unlabeled audio
-COMPARISONS = (("3", "3c", "stage 3 slimIPL vs labeled-only control"), ("5", "5c", "stage 5 labeled + PLs vs labeled-only control"), ("6", "6c", "stage 6 (final) vs labeled-only control"))
 
 
 @dataclass
@@ -601,9 +591,7 @@ class Recipe:
         return table
 
     def evaluation_dir(self, stage_key: str, language: str | None) -> Path:
-        stage = int(stage_key.rstrip("c"))
-        folders = CONTROL_FOLDERS if stage_key.endswith("c") else STAGE_FOLDERS
-        return self.stages_dir / folders[stage] / (language or "") / "evaluation"
+        return self.stages_dir / unit_folder_name(stage_key) / (language or "") / "evaluation"
 
     def comparisons(self) -> dict:
         """{split: {"3 vs 3c": {"title", "arm", "control", "per_language": {code | "mean": comparison}}}}: every
@@ -798,4 +786,4 @@ class Recipe:
         return self.write_report()
 
 
-__all__ = ["CONTROL_FOLDERS", "DONE", "Recipe", "RecipeConfig", "STAGE_FOLDERS", "labeled_only_control", "load_recipe_config", "parse_stages"]
+__all__ = ["DONE", "Recipe", "RecipeConfig", "labeled_only_control", "load_recipe_config", "parse_stages"]
