@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .files import replace_directory, save_figure_atomically, write_json_atomically, write_text_atomically
+from .files import replace_directory, write_json_atomically
 from .config import ExperimentConfig, SourceConfig, build_dataclass, config_to_dict, save_config
-from .stages import COMPARISONS, CONTROL_FOLDERS, STAGE_FOLDERS, TABLE_STAGES, unit_folder_name
+from .stages import CONTROL_FOLDERS, STAGE_FOLDERS, TABLE_STAGES, unit_folder_name
 
 logger = logging.getLogger("mlpl.recipe")
 
@@ -580,184 +580,43 @@ class Recipe:
         entry[language or "all"] = {key: result.get(key) for key in ("evaluation", "model", "seconds", "evaluation_dir", "training")}
         self._write_json(self.output_dir / "results.json", self.results)
 
-    def cer_table(self) -> dict:
-        """{split: {language: {stage key: CER}}} from the recorded evaluations ("3c": stage 3's control)."""
-        table: dict = {}
-        for stage, units in self.results.get("stages", {}).items():
-            for unit in units.values():
-                for split, evaluation in (unit.get("evaluation") or {}).items():
-                    for code, row in evaluation.get("per_language", {}).items():
-                        table.setdefault(split, {}).setdefault(code, {})[stage] = row.get("cer")
-        return table
-
     def evaluation_dir(self, stage_key: str, language: str | None) -> Path:
         return self.stages_dir / unit_folder_name(stage_key) / (language or "") / "evaluation"
 
-    def comparisons(self) -> dict:
-        """{split: {"3 vs 3c": {"title", "arm", "control", "per_language": {code | "mean": comparison}}}}: every
-        arm beside its labeled-only control on the languages with unlabeled audio, paired bootstrap over
-        utterances (training.report.compare_predictions)."""
-        from .report import compare_predictions, comparison_to_dict, read_predictions
-
-        stages = self.results.get("stages", {})
-        found: dict = {}
-        for arm, control, title in COMPARISONS:
-            if arm not in stages or control not in stages:
-                continue
-            for split in self.config.evaluation_splits:
-                predictions = {arm: [], control: []}
-                for key in (arm, control):
-                    for unit in stages[key]:
-                        path = self.evaluation_dir(key, None if unit == "all" else unit) / split
-                        if (path / "predictions.jsonl").is_file():
-                            predictions[key] += read_predictions(path)
-                languages = [code for code in self.pl_languages if any(row["language"] == code for row in predictions[arm])]
-                if not languages or not predictions[control]:
-                    continue
-                result = compare_predictions(
-                    predictions[control], predictions[arm], languages=languages, num_resamples=self.config.bootstrap_resamples
-                )
-                found.setdefault(split, {})[f"{arm} vs {control}"] = {"title": title, "arm": arm, "control": control, "per_language": comparison_to_dict(result)}
-        return found
-
     def _pseudo_label_table(self) -> list[str]:
-        """kept / dropped / hours / mean confidence per language of stage 4's PL sets."""
-        import pyarrow.parquet as pq
-
-        from .pseudo_label import pseudo_label_files
+        """Stage 4's PL sets as results.md shows them (`training.report.pseudo_label_table`)."""
+        from .report import pseudo_label_table
 
         summaries = self.results.get("pseudo_labels") or {}
-        if not summaries:
-            return []
-        lines = ["| language | utterances | kept | dropped | hours kept | mean confidence |", "|---|---:|---:|---:|---:|---:|"]
-        routing = []
-        for code in sorted(summaries):
-            summary = summaries[code] or {}
-            folder = self.stages_dir / STAGE_FOLDERS[4] / code / "pseudo_labels"
-            # clips of unknown language (stage 4, und): one PL set per language they were routed to
-            folders = [Path(entry["pseudo_labels"]) for entry in (summary.get("languages") or {}).values()] if summary.get("routed_by_lid") else [folder]
-            confidences = [value for set_folder in folders if set_folder.is_dir() for path in pseudo_label_files(set_folder)
-                           for value in pq.read_table(path, columns=["confidence"]).column("confidence").to_pylist() if value is not None]  # fmt: skip
-            dropped = sum((summary.get("dropped") or {}).values())  # {reason: count}, as pseudo_label's summary has it
-            dropped += sum((summary.get("pseudo_label_dropped") or {}).values())  # routed clips whose PL the filters dropped
-            mean = f"{sum(confidences) / len(confidences):.3f}" if confidences else "-"
-            label = f"{code} (routed by LID)" if summary.get("routed_by_lid") else code
-            lines.append(f"| {label} | {summary.get('utterances', '-')} | {summary.get('kept', '-')} | {dropped} | {summary.get('kept_hours', 0):.2f} | {mean} |")
-            if summary.get("routed_by_lid"):
-                routing = self._routing_table(summary)
-        return lines + ["", "Confidence: mean best-path log-probability per frame (<= 0; closer to 0 is surer).", *routing]
-
-    @staticmethod
-    def _routing_table(summary: dict) -> list[str]:
-        """Where the clips of unknown language went (docs/design.md §10): routed / kept per language, dropped per reason."""
-        router = (summary.get("router") or {}).get("name", "?")
-        lines = ["", f"Audio of unknown language, routed by the LID of {router} (threshold {summary.get('threshold')}): "
-                 f"{summary.get('utterances', 0)} clips.", "", "| routed to | clips | PLs kept | hours kept |", "|---|---:|---:|---:|"]  # fmt: skip
-        for code, count in (summary.get("routed") or {}).items():
-            entry = (summary.get("languages") or {}).get(code) or {}
-            lines.append(f"| {code} | {count} | {entry.get('kept', 0)} | {entry.get('hours', 0):.2f} |")
-        reasons = {**(summary.get("dropped") or {}), **(summary.get("pseudo_label_dropped") or {})}
-        lines += [f"| dropped: {reason} | {count} | | |" for reason, count in reasons.items()]
-        predicted = ", ".join(f"{code} {count}" for code, count in (summary.get("predicted") or {}).items())
-        return lines + ["", f"LID top-1 of all clips: {predicted or 'none'}."]
+        folders = {}
+        for code, summary in summaries.items():
+            summary = summary or {}
+            if summary.get("routed_by_lid"):  # clips of unknown language (stage 4, und): one PL set per language they went to
+                folders[code] = [Path(entry["pseudo_labels"]) for entry in (summary.get("languages") or {}).values()]
+            else:
+                folders[code] = [self.stages_dir / STAGE_FOLDERS[4] / code / "pseudo_labels"]
+        return pseudo_label_table(summaries, folders)
 
     def write_report(self) -> dict[str, Path]:
-        """results.md (arms against controls with CIs, CER per stage, pseudo-labels, time), results.json, plots."""
+        """results.json (with every arm against its control), then results.md and the plots (training.report)."""
         if not self.is_main():
             return {}
-        from .report import stored_comparison_table
+        from .report import compare_with_controls, write_results
 
-        table = self.cer_table()
-        order = [key for stage in TABLE_STAGES for key in (str(stage), f"{stage}c")]
-        stages = [key for key in order if any(key in row for split in table.values() for row in split.values())]
-        comparisons = self.comparisons()
-        self.results["comparisons"] = comparisons
+        stages = self.results.get("stages", {})
+        evaluation_dirs = {key: [self.evaluation_dir(key, None if unit == "all" else unit) for unit in units] for key, units in stages.items()}
+        self.results["comparisons"] = compare_with_controls(
+            evaluation_dirs, self.config.evaluation_splits, self.pl_languages, self.config.bootstrap_resamples
+        )
         self._write_json(self.output_dir / "results.json", self.results)
-        lines = [
-            "# mlpl recipe results", "",
-            f"Labeled languages: {', '.join(self.labeled_languages)}; with unlabeled audio (stages 2-4): {', '.join(self.pl_languages) or 'none'}. "
-            "Greedy CER (%), corpus-level per language; case and punctuation count. Each unit's model is its best "
-            "checkpoint by dev CER.", "",
-        ]  # fmt: skip
-        if comparisons:
-            lines += ["## Pseudo-labels against matched labeled-only controls", ""]
-            lines += [
-                "Each control has the arm's initialization, updates, learning-rate schedule, regularization, batch size and "
-                "seed, without unlabeled audio. Difference = arm - control in CER points (negative: pseudo-labels helped); "
-                f"95 % paired bootstrap interval over utterances ({self.config.bootstrap_resamples} resamples); "
-                "'mean' is the average over the languages with unlabeled audio.", "",
-            ]  # fmt: skip
-            for split in [s for s in ("test", "dev") if s in comparisons] + [s for s in comparisons if s not in ("test", "dev")]:
-                for entry in comparisons[split].values():
-                    lines += [f"### {entry['title']} ({split})", ""]
-                    lines += [*stored_comparison_table(entry["per_language"], f"control ({entry['control']})", f"arm ({entry['arm']})"), ""]
-        for split, rows in table.items():
-            lines += [f"## CER per stage ({split})", "", "| language | " + " | ".join(f"stage {s}" if not s.endswith("c") else f"{s[:-1]} control" for s in stages) + " |", "|---|" + "---:|" * len(stages)]
-            for code in sorted(rows):
-                cells = [f"{100 * rows[code][s]:.1f}" if rows[code].get(s) is not None else "-" for s in stages]
-                marker = " (unlabeled audio)" if code in self.pl_languages else ""
-                lines.append(f"| {code}{marker} | " + " | ".join(cells) + " |")
-            for label, group in (("average, all", sorted(rows)), ("average, with unlabeled audio", self.pl_languages)):
-                cells = []
-                for s in stages:
-                    values = [rows[c][s] for c in group if c in rows and rows[c].get(s) is not None]
-                    cells.append(f"{100 * sum(values) / len(values):.1f}" if values and len(values) == len([c for c in group if c in rows]) else "-")
-                lines.append(f"| {label} | " + " | ".join(cells) + " |")
-            lines.append("")
-        pseudo = self._pseudo_label_table()
-        if pseudo:
-            lines += ["## Pseudo-labels (stage 4)", "", *pseudo, ""]
-        timing = [(key, unit, entry.get("seconds")) for key, units in self.results.get("stages", {}).items() for unit, entry in units.items() if entry.get("seconds")]
-        if timing:
-            lines += ["## Time", "", "| unit | language | seconds |", "|---|---|---:|"]
-            lines += [f"| {key} | {unit} | {seconds:.0f} |" for key, unit, seconds in timing]
-            lines += [f"| total | | {sum(t[2] for t in timing):.0f} |", ""]
-        report = self.output_dir / "results.md"
-        write_text_atomically(report, "\n".join(lines))
-        files = {"results.md": report, "results.json": self.output_dir / "results.json"}
-        files.update(self._plots(table, stages))
+        training_logs = {key: sorted((self.stages_dir / unit_folder_name(key)).glob("**/metrics.jsonl")) for key in stages}
+        files = {"results.json": self.output_dir / "results.json"}
+        files.update(write_results(
+            self.output_dir, self.results, labeled_languages=self.labeled_languages, pl_languages=self.pl_languages,
+            bootstrap_resamples=self.config.bootstrap_resamples, pseudo_labels=self._pseudo_label_table(), training_logs=training_logs,
+        ))  # fmt: skip
         for name, path in files.items():
             logger.info("wrote %s", path)
-        return files
-
-    def _plots(self, table: dict, stages: list[str]) -> dict[str, Path]:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        files = {}
-        splits = list(table)
-        if splits:
-            figure, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 4), squeeze=False)
-            for axis, split in zip(axes[0], splits):
-                for code in sorted(table[split]):
-                    points = [(s, 100 * table[split][code][s]) for s in stages if not s.endswith("c") and table[split][code].get(s) is not None]
-                    style = "-o" if code in self.pl_languages else "--."
-                    axis.plot([str(s) for s, _ in points], [v for _, v in points], style, label=code)
-                axis.set_title(f"CER by stage ({split}); solid: languages with unlabeled audio")
-                axis.set_xlabel("stage")
-                axis.set_ylabel("CER (%)")
-                axis.legend(fontsize=8)
-            figure.tight_layout()
-            files["cer_by_stage.png"] = self.output_dir / "cer_by_stage.png"
-            save_figure_atomically(figure, files["cer_by_stage.png"], dpi=100)
-            plt.close(figure)
-        figure, axis = plt.subplots(figsize=(7, 4))
-        for stage in stages:
-            for log in sorted(self.evaluation_dir(stage, None).parent.glob("**/metrics.jsonl")):
-                points = [(r["update"], 100 * r["dev_cer"]) for r in map(json.loads, log.read_text().splitlines()) if r.get("dev_cer") is not None]
-                if points:
-                    label = f"stage {stage}" + (f" {log.parent.name}" if stage.rstrip("c") in ("2", "3") else "")
-                    axis.plot([u for u, _ in points], [v for _, v in points], marker=".", label=label)
-        axis.set_xlabel("update (within the stage)")
-        axis.set_ylabel("dev CER (%)")
-        axis.set_title("dev CER during training")
-        axis.legend(fontsize=7)
-        figure.tight_layout()
-        files["dev_cer_curves.png"] = self.output_dir / "dev_cer_curves.png"
-        save_figure_atomically(figure, files["dev_cer_curves.png"], dpi=100)
-        plt.close(figure)
         return files
 
     # ---- the entry point -------------------------------------------------------------------------------------

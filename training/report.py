@@ -5,6 +5,11 @@ A result with pseudo-labels means something only beside the same training withou
 `metrics.paired_bootstrap` on them: the CER of each, the difference, and a 95 % confidence interval of the
 difference that resamples utterances (the same ones for both systems). The recipe's results report and
 `scripts/evaluate.py --compare A B` both go through it, and through `comparison_markdown` for the table.
+
+The recipe's results (docs/design.md §6) are rendered here too, from plain data the recipe collects:
+`cer_table` (CER per split, language and stage), `compare_with_controls` (every arm against its labeled-only
+control), `pseudo_label_table` / `routing_table` (stage 4) and `write_results` (results.md and the plots).
+The stage order and the comparisons are `training.stages`'.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .files import save_figure_atomically, write_text_atomically
 from .metrics import PairedComparison, paired_bootstrap, utterance_char_edits
+from .stages import COMPARISONS, TABLE_STAGES, recipe_stage
 
 logger = logging.getLogger("mlpl.report")
 
@@ -235,4 +242,233 @@ def routing_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["comparison_header", "comparison_markdown", "comparison_row", "comparison_to_dict", "compare_predictions", "read_predictions", "routing_accuracy", "routing_markdown", "stored_comparison_table"]
+
+# --- The recipe's results (docs/design.md §6) ---------------------------------------------------------------
+
+
+def cer_table(stages: Mapping[str, Mapping[str, Any]]) -> dict:
+    """{split: {language: {stage key: CER}}} from results.json's `stages` (its recorded evaluations; "3c": stage 3's control)."""
+    table: dict = {}
+    for stage, units in stages.items():
+        for unit in units.values():
+            for split, evaluation in (unit.get("evaluation") or {}).items():
+                for code, row in evaluation.get("per_language", {}).items():
+                    table.setdefault(split, {}).setdefault(code, {})[stage] = row.get("cer")
+    return table
+
+
+def table_stage_keys(table: Mapping[str, Any]) -> list[str]:
+    """The stage and control keys that `table` has a CER of, in stage order ("1", "2", "3", "3c", ...)."""
+    order = [key for stage in TABLE_STAGES for key in (str(stage), f"{stage}c")]
+    return [key for key in order if any(key in row for split in table.values() for row in split.values())]
+
+
+def compare_with_controls(
+    evaluation_dirs: Mapping[str, Sequence[Path]], splits: Sequence[str], languages: Sequence[str], num_resamples: int = 1000
+) -> dict:
+    """{split: {"3 vs 3c": {"title", "arm", "control", "per_language": {code | "mean": comparison}}}}: every
+    arm beside its labeled-only control (`training.stages.COMPARISONS`) on `languages` (those with unlabeled
+    audio), paired bootstrap over utterances (`compare_predictions`).
+
+    `evaluation_dirs`: stage key -> the evaluation folders of its units (each with a `<split>/predictions.jsonl`).
+    """
+    found: dict = {}
+    for arm, control, title in COMPARISONS:
+        if arm not in evaluation_dirs or control not in evaluation_dirs:
+            continue
+        for split in splits:
+            predictions = {arm: [], control: []}
+            for key in (arm, control):
+                for folder in evaluation_dirs[key]:
+                    path = Path(folder) / split
+                    if (path / PREDICTIONS_FILE).is_file():
+                        predictions[key] += read_predictions(path)
+            compared = [code for code in languages if any(row["language"] == code for row in predictions[arm])]
+            if not compared or not predictions[control]:
+                continue
+            result = compare_predictions(predictions[control], predictions[arm], languages=compared, num_resamples=num_resamples)
+            found.setdefault(split, {})[f"{arm} vs {control}"] = {"title": title, "arm": arm, "control": control, "per_language": comparison_to_dict(result)}
+    return found
+
+
+def pseudo_label_table(summaries: Mapping[str, Mapping[str, Any]], set_folders: Mapping[str, Sequence[Path]]) -> list[str]:
+    """kept / dropped / hours / mean confidence per language of stage 4's PL sets (Markdown lines).
+
+    `summaries`: results.json's `pseudo_labels` (language or "und" -> stage 4's summary); `set_folders`: the
+    PL set folders of each entry (the confidences are read from their shards)."""
+    import pyarrow.parquet as pq
+
+    from .pseudo_label import pseudo_label_files
+
+    if not summaries:
+        return []
+    lines = ["| language | utterances | kept | dropped | hours kept | mean confidence |", "|---|---:|---:|---:|---:|---:|"]
+    routing = []
+    for code in sorted(summaries):
+        summary = summaries[code] or {}
+        confidences = [value for set_folder in set_folders.get(code, []) if Path(set_folder).is_dir() for path in pseudo_label_files(set_folder)
+                       for value in pq.read_table(path, columns=["confidence"]).column("confidence").to_pylist() if value is not None]  # fmt: skip
+        dropped = sum((summary.get("dropped") or {}).values())  # {reason: count}, as pseudo_label's summary has it
+        dropped += sum((summary.get("pseudo_label_dropped") or {}).values())  # routed clips whose PL the filters dropped
+        mean = f"{sum(confidences) / len(confidences):.3f}" if confidences else "-"
+        label = f"{code} (routed by LID)" if summary.get("routed_by_lid") else code
+        lines.append(f"| {label} | {summary.get('utterances', '-')} | {summary.get('kept', '-')} | {dropped} | {summary.get('kept_hours', 0):.2f} | {mean} |")
+        if summary.get("routed_by_lid"):
+            routing = routing_table(summary)
+    return lines + ["", "Confidence: mean best-path log-probability per frame (<= 0; closer to 0 is surer).", *routing]
+
+
+def routing_table(summary: Mapping[str, Any]) -> list[str]:
+    """Where the clips of unknown language went (docs/design.md §10): routed / kept per language, dropped per reason."""
+    router = (summary.get("router") or {}).get("name", "?")
+    lines = ["", f"Audio of unknown language, routed by the LID of {router} (threshold {summary.get('threshold')}): "
+             f"{summary.get('utterances', 0)} clips.", "", "| routed to | clips | PLs kept | hours kept |", "|---|---:|---:|---:|"]  # fmt: skip
+    for code, count in (summary.get("routed") or {}).items():
+        entry = (summary.get("languages") or {}).get(code) or {}
+        lines.append(f"| {code} | {count} | {entry.get('kept', 0)} | {entry.get('hours', 0):.2f} |")
+    reasons = {**(summary.get("dropped") or {}), **(summary.get("pseudo_label_dropped") or {})}
+    lines += [f"| dropped: {reason} | {count} | | |" for reason, count in reasons.items()]
+    predicted = ", ".join(f"{code} {count}" for code, count in (summary.get("predicted") or {}).items())
+    return lines + ["", f"LID top-1 of all clips: {predicted or 'none'}."]
+
+
+def results_markdown(
+    results: Mapping[str, Any],
+    table: Mapping[str, Any],
+    *,
+    labeled_languages: Sequence[str],
+    pl_languages: Sequence[str],
+    bootstrap_resamples: int,
+    pseudo_labels: Sequence[str] = (),
+) -> str:
+    """results.md: arms against controls with CIs, CER per stage, pseudo-labels (`pseudo_label_table`'s lines), time.
+
+    `results`: results.json (its `stages` and `comparisons`); `table`: `cer_table`'s."""
+    stages = table_stage_keys(table)
+    comparisons = results.get("comparisons") or {}
+    lines = [
+        "# mlpl recipe results", "",
+        f"Labeled languages: {', '.join(labeled_languages)}; with unlabeled audio (stages 2-4): {', '.join(pl_languages) or 'none'}. "
+        "Greedy CER (%), corpus-level per language; case and punctuation count. Each unit's model is its best "
+        "checkpoint by dev CER.", "",
+    ]  # fmt: skip
+    if comparisons:
+        lines += ["## Pseudo-labels against matched labeled-only controls", ""]
+        lines += [
+            "Each control has the arm's initialization, updates, learning-rate schedule, regularization, batch size and "
+            "seed, without unlabeled audio. Difference = arm - control in CER points (negative: pseudo-labels helped); "
+            f"95 % paired bootstrap interval over utterances ({bootstrap_resamples} resamples); "
+            "'mean' is the average over the languages with unlabeled audio.", "",
+        ]  # fmt: skip
+        for split in [s for s in ("test", "dev") if s in comparisons] + [s for s in comparisons if s not in ("test", "dev")]:
+            for entry in comparisons[split].values():
+                lines += [f"### {entry['title']} ({split})", ""]
+                lines += [*stored_comparison_table(entry["per_language"], f"control ({entry['control']})", f"arm ({entry['arm']})"), ""]
+    for split, rows in table.items():
+        lines += [f"## CER per stage ({split})", "", "| language | " + " | ".join(f"stage {s}" if not s.endswith("c") else f"{s[:-1]} control" for s in stages) + " |", "|---|" + "---:|" * len(stages)]
+        for code in sorted(rows):
+            cells = [f"{100 * rows[code][s]:.1f}" if rows[code].get(s) is not None else "-" for s in stages]
+            marker = " (unlabeled audio)" if code in pl_languages else ""
+            lines.append(f"| {code}{marker} | " + " | ".join(cells) + " |")
+        for label, group in (("average, all", sorted(rows)), ("average, with unlabeled audio", pl_languages)):
+            cells = []
+            for s in stages:
+                values = [rows[c][s] for c in group if c in rows and rows[c].get(s) is not None]
+                cells.append(f"{100 * sum(values) / len(values):.1f}" if values and len(values) == len([c for c in group if c in rows]) else "-")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if pseudo_labels:
+        lines += ["## Pseudo-labels (stage 4)", "", *pseudo_labels, ""]
+    timing = [(key, unit, entry.get("seconds")) for key, units in results.get("stages", {}).items() for unit, entry in units.items() if entry.get("seconds")]
+    if timing:
+        lines += ["## Time", "", "| unit | language | seconds |", "|---|---|---:|"]
+        lines += [f"| {key} | {unit} | {seconds:.0f} |" for key, unit, seconds in timing]
+        lines += [f"| total | | {sum(t[2] for t in timing):.0f} |", ""]
+    return "\n".join(lines)
+
+
+def write_results(
+    output_dir: str | os.PathLike,
+    results: Mapping[str, Any],
+    *,
+    labeled_languages: Sequence[str],
+    pl_languages: Sequence[str],
+    bootstrap_resamples: int,
+    pseudo_labels: Sequence[str] = (),
+    training_logs: Mapping[str, Sequence[Path]] | None = None,
+) -> dict[str, Path]:
+    """results.md and the two plots (CER by stage, dev CER during training) of a recipe run into `output_dir`.
+
+    `results`: results.json as the recipe keeps it (written by the recipe beside these); `pseudo_labels`:
+    `pseudo_label_table`'s lines; `training_logs`: stage key -> its units' metrics.jsonl files."""
+    output_dir = Path(output_dir)
+    table = cer_table(results.get("stages", {}))
+    text = results_markdown(
+        results, table, labeled_languages=labeled_languages, pl_languages=pl_languages,
+        bootstrap_resamples=bootstrap_resamples, pseudo_labels=pseudo_labels,
+    )  # fmt: skip
+    files = {"results.md": write_text_atomically(output_dir / "results.md", text)}
+    files.update(_plots(output_dir, table, table_stage_keys(table), pl_languages, training_logs or {}))
+    return files
+
+
+def _plots(output_dir: Path, table: Mapping[str, Any], stages: Sequence[str], pl_languages: Sequence[str], training_logs: Mapping[str, Sequence[Path]]) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = {}
+    splits = list(table)
+    if splits:
+        figure, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 4), squeeze=False)
+        for axis, split in zip(axes[0], splits):
+            for code in sorted(table[split]):
+                points = [(s, 100 * table[split][code][s]) for s in stages if not s.endswith("c") and table[split][code].get(s) is not None]
+                style = "-o" if code in pl_languages else "--."
+                axis.plot([str(s) for s, _ in points], [v for _, v in points], style, label=code)
+            axis.set_title(f"CER by stage ({split}); solid: languages with unlabeled audio")
+            axis.set_xlabel("stage")
+            axis.set_ylabel("CER (%)")
+            axis.legend(fontsize=8)
+        files["cer_by_stage.png"] = _save_figure(plt, figure, output_dir / "cer_by_stage.png")
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for stage in stages:
+        for log in training_logs.get(stage, []):
+            points = [(r["update"], 100 * r["dev_cer"]) for r in map(json.loads, Path(log).read_text().splitlines()) if r.get("dev_cer") is not None]
+            if points:
+                label = f"stage {stage}" + (f" {Path(log).parent.name}" if recipe_stage(stage.rstrip("c")).per_language else "")
+                axis.plot([u for u, _ in points], [v for _, v in points], marker=".", label=label)
+    axis.set_xlabel("update (within the stage)")
+    axis.set_ylabel("dev CER (%)")
+    axis.set_title("dev CER during training")
+    axis.legend(fontsize=7)
+    files["dev_cer_curves.png"] = _save_figure(plt, figure, output_dir / "dev_cer_curves.png")
+    return files
+
+
+def _save_figure(plt, figure, path: Path) -> Path:
+    figure.tight_layout()
+    save_figure_atomically(figure, path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+__all__ = [
+    "cer_table",
+    "compare_predictions",
+    "compare_with_controls",
+    "comparison_header",
+    "comparison_markdown",
+    "comparison_row",
+    "comparison_to_dict",
+    "pseudo_label_table",
+    "read_predictions",
+    "results_markdown",
+    "routing_accuracy",
+    "routing_markdown",
+    "routing_table",
+    "stored_comparison_table",
+    "table_stage_keys",
+    "write_results",
+]
