@@ -48,14 +48,11 @@ from .pseudo_label import (
     UNREADABLE,
     PseudoLabelCollator,
     PseudoLabelConfig,
-    _MapStyleBatches,
-    _Prefetched,
-    _Processes,
-    _StreamBatches,
     describe_model,
     generate_pseudo_labels,
     load_model_for_pseudo_labeling,
 )
+from .pseudo_label.batches import MapStyleBatches, Prefetched, Processes, StreamBatches
 from .slimipl import pseudo_labeling_mode
 
 logger = logging.getLogger("mlpl.routing")
@@ -122,13 +119,13 @@ def route_utterances(
         raise ValueError("the router needs an LID head (config.num_languages > 0); use e.g. the stage-1 multilingual model")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"routing_threshold={threshold} must be a probability in [0, 1] (e.g. 0.9)")
-    processes = _Processes.of(accelerator, router)
+    processes = Processes.of(accelerator, router)
     codes = router.config.language_codes
     collator = PseudoLabelCollator(processor.feature_extractor, processor.tokenizer, {code: i for i, code in enumerate(codes)})
-    batches = (_MapStyleBatches if isinstance(source, Dataset) else _StreamBatches)(source, config, processes, collator)
+    batches = (MapStyleBatches if isinstance(source, Dataset) else StreamBatches)(source, config, processes, collator)
     unreadable, rows = SkipCounter(), []
     skips_before = data_layer.stream_skipped_total()
-    prefetched = _Prefetched(batches, config.prefetch_batches) if config.num_workers == 0 and config.prefetch_batches else None
+    prefetched = Prefetched(batches, config.prefetch_batches) if config.num_workers == 0 and config.prefetch_batches else None
     try:
         total = len(batches)
     except TypeError:
@@ -155,7 +152,7 @@ def route_utterances(
             progress.update(1)
             progress.set_postfix(routed=sum(row["routed_to"] is not None for row in rows))
     progress.close()
-    if isinstance(batches, _StreamBatches) and config.num_workers == 0:  # the stream generator skipped these
+    if isinstance(batches, StreamBatches) and config.num_workers == 0:  # the stream generator skipped these
         stream_total = prefetched.stream_skips if prefetched is not None else data_layer.stream_skipped_total()
         for _ in range(stream_total - skips_before):
             unreadable.skip(UNREADABLE, "a clip of the stream (see the data layer's log)")
@@ -216,7 +213,7 @@ def route_and_pseudo_label(
     """
     config = dataclasses.replace(config or PseudoLabelConfig(), overwrite=True, languages=None)
     output_dir = Path(output_dir).absolute()
-    processes = _Processes.of(accelerator, router)
+    processes = Processes.of(accelerator, router)
     started = time.monotonic()
     name, revision = describe_model(router, router_name, router_revision)
     rows, unreadable = route_utterances(router, router_processor, source, threshold, models, config, accelerator=accelerator)
