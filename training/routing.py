@@ -6,8 +6,9 @@ or a Hub / Flashlight source with `language: und`) cannot go to the per-language
 pseudo-labels each language with. Routing gives it one:
 
     source (every clip of unknown language)
-      -> router pass: the router's forward (training.inference.chunked_logits, the same crops as
+      -> router pass: the router's forward (training.inference.forward_batch, the same crops as
          pseudo-labeling) gives each clip's LID probabilities; top-1 language p and probability s
+         (training.inference.predict_languages, as the PL rows' predicted_language)
       -> s < threshold: dropped ("LID probability below routing_threshold");
          no model for p: dropped ("no model for predicted language"); else routed to p
       -> routing.parquet (id, duration, predicted_language, language_score, routed_to, reason)
@@ -42,7 +43,7 @@ from tqdm.auto import tqdm
 from . import data as data_layer
 from .data import SkipCounter, records_of
 from .files import atomic_path, write_json_atomically
-from .inference import chunked_logits
+from .inference import forward_batch, predict_languages
 from .pseudo_label import (
     SUMMARY_FILE,
     UNREADABLE,
@@ -107,7 +108,7 @@ def route_utterances(
     """The router pass: each clip's LID top-1 from the router's forward, and where it goes.
 
     Batching, crops and decoding are pseudo-labeling's (`config`); the LID logits of a clip cut into crops are
-    the length-weighted average of the crops' (`chunked_logits`). Each process routes its own share.
+    the length-weighted average of the crops' (`training.inference.chunked_logits`). Each process routes its own share.
 
     Returns:
         (rows of this process, unreadable clips): one row per clip read, with `id`, `duration`,
@@ -139,11 +140,8 @@ def route_utterances(
                 unreadable.seen += 1
                 unreadable.skip(UNREADABLE, identifier)
             if batch is not None:
-                _, _, lid_logits = chunked_logits(
-                    router, batch["input_features"].to(processes.device, dtype=router.dtype),
-                    batch["attention_mask"].to(processes.device), config.chunk_frames, config.max_chunks_per_forward,
-                )  # fmt: skip
-                scores, indices = lid_logits.float().softmax(-1).max(-1)
+                _, _, lid_logits = forward_batch(router, batch, config.chunk_frames, config.max_chunks_per_forward)
+                indices, scores = predict_languages(lid_logits)
                 for identifier, duration, index, score in zip(batch["ids"], batch["durations"], indices.tolist(), scores.tolist()):
                     language = codes[index]
                     routed_to, reason = route_decision(language, score, threshold, languages)

@@ -195,7 +195,7 @@ def _pseudo_label_share(model, processor, batches, writer: RankWriter, config, n
                     counts.dropped.seen += 1
                     counts.dropped.skip(UNREADABLE, identifier)
             if batch is not None:
-                _transcribe_and_keep(model, processor, batch, writer, config, name, revision, processes.device, routes)
+                _transcribe_and_keep(model, processor, batch, writer, config, name, revision, routes)
             count_stream_skips()
             counts.elapsed_seconds = time.monotonic() - started
             progress.update(1)
@@ -212,19 +212,15 @@ def _pseudo_label_share(model, processor, batches, writer: RankWriter, config, n
     )  # fmt: skip
 
 
-def _transcribe_and_keep(model, processor, batch, writer, config, name, revision, device, routes=None) -> None:
+def _transcribe_and_keep(model, processor, batch, writer, config, name, revision, routes=None) -> None:
     """One batch: greedy PLs (training.inference), filters, rows for the writer."""
     counts = writer.counts
-    inputs = {
-        "input_features": batch["input_features"].to(device, dtype=model.dtype),
-        "attention_mask": batch["attention_mask"].to(device),
-    }
     constraint = None  # docs/design.md §3.1: the utterance's language, or the LID's guess where it is unknown
     if config.language_constraint:
         languages = [routes[i][0] if routes and i in routes else code for i, code in zip(batch["ids"], batch["languages"])]  # routed: its language
         constraint = [AUTO_LANGUAGE if code in UNKNOWN_LANGUAGES else code for code in languages]
     result = transcribe_batch(
-        model, inputs, processor.tokenizer, config.chunk_frames, config.max_chunks_per_forward, language=constraint
+        model, batch, processor.tokenizer, config.chunk_frames, config.max_chunks_per_forward, language=constraint
     )
     predicted = probabilities = [None] * len(batch["ids"])
     if result["language_ids"] is not None:
