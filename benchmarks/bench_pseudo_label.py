@@ -30,6 +30,7 @@ import torch
 
 from modeling_mlpl import MlplConfig, MlplForCTC, MlplProcessor
 from training import pseudo_label
+from training.pseudo_label.batches import MapStyleBatches, Processes
 from training.data import common_voice_records, load_voxpopuli_folder
 from training.demo_corpus import make_demo_corpus
 from training.inference import transcribe_batch
@@ -83,8 +84,8 @@ def main():
     collator = pseudo_label.PseudoLabelCollator(
         processor.feature_extractor, processor.tokenizer, {code: i for i, code in enumerate(config.language_codes)}
     )
-    processes = pseudo_label._Processes.of(None, model)
-    prepared = [batch for batch, _ in pseudo_label._MapStyleBatches(source, pl_config, processes, collator)]
+    processes = Processes.of(None, model)
+    prepared = [batch for batch, _ in MapStyleBatches(source, pl_config, processes, collator)]
     audio_seconds = sum(float(sum(batch["durations"])) for batch in prepared)
 
     def forward():

@@ -129,16 +129,17 @@ def test_the_package_s_writers_keep_the_old_result_on_bad_input(tmp_path):
 
 
 def test_a_resumed_pseudo_label_writer_removes_the_temporary_of_a_part_it_was_killed_writing(tmp_path):
-    from training.pseudo_label import _DATA_FOLDER, PSEUDO_LABEL_FEATURES, _RankWriter
+    from training.pseudo_label.layout import DATA_FOLDER, PSEUDO_LABEL_FEATURES
+    from training.pseudo_label.writer import RankWriter
 
-    writer = _RankWriter(tmp_path, rank=0, rows_per_shard=1)
-    (tmp_path / _DATA_FOLDER).mkdir()
+    writer = RankWriter(tmp_path, rank=0, rows_per_shard=1)
+    (tmp_path / DATA_FOLDER).mkdir()
     row = {name: None for name in PSEUDO_LABEL_FEATURES.names} | {"id": "a"}
     writer.add(row)
     writer.flush({"batch": 1})  # one finished part, listed in the progress file
-    data = tmp_path / _DATA_FOLDER
+    data = tmp_path / DATA_FOLDER
     (data / ".rank-00000-part-00001.parquet.x1y2.tmp").write_bytes(b"PAR1 half")  # killed inside atomic_path
     (data / ".rank-00001-part-00000.parquet.z3.tmp").write_bytes(b"PAR1")  # another rank's: not this one's to remove
-    resumed = _RankWriter(tmp_path, rank=0, rows_per_shard=1)
+    resumed = RankWriter(tmp_path, rank=0, rows_per_shard=1)
     assert resumed.load() and resumed.parts == ["rank-00000-part-00000.parquet"]
     assert sorted(p.name for p in data.iterdir()) == [".rank-00001-part-00000.parquet.z3.tmp", "rank-00000-part-00000.parquet"]

@@ -22,7 +22,7 @@ import soundfile
 import torch
 from datasets import Dataset, load_dataset
 
-import training.pseudo_label as pseudo_label
+import training.pseudo_label.generate as pseudo_label
 from modeling_mlpl import MlplForCTC, MlplProcessor
 from test_distributed_data import free_port
 from tiny_models import tiny_config

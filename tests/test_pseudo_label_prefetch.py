@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from training.pseudo_label import PseudoLabelConfig, _Prefetched
+from training.pseudo_label import PseudoLabelConfig
+from training.pseudo_label.batches import Prefetched
 
 
 class CountingBatches:
@@ -29,7 +30,7 @@ class CountingBatches:
 
 def test_items_come_in_order_with_the_state_of_what_was_consumed():
     batches = CountingBatches(6)
-    prefetched = _Prefetched(batches, depth=2)
+    prefetched = Prefetched(batches, depth=2)
     assert prefetched.state == {"batches": 0}
     seen = []
     for item in prefetched:
@@ -42,13 +43,13 @@ def test_items_come_in_order_with_the_state_of_what_was_consumed():
 def test_a_decoding_error_is_raised_in_the_consumer_after_the_good_batches():
     seen = []
     with pytest.raises(RuntimeError, match="cannot decode batch 3"):
-        for item in _Prefetched(CountingBatches(6, fail_at=3)):
+        for item in Prefetched(CountingBatches(6, fail_at=3)):
             seen.append(item)
     assert seen == [0, 1, 2]
 
 
 def test_leaving_the_loop_early_stops_the_thread():
-    for item in _Prefetched(CountingBatches(1000), depth=2):
+    for item in Prefetched(CountingBatches(1000), depth=2):
         if item == 2:
             break
     time.sleep(0.05)

@@ -104,7 +104,7 @@ class SourceConfig:
         if self.kind == "flashlight":
             dataset = data.load_flashlight_list(self.path, language=self.language, labeled=self.labeled, **local)
         elif self.kind == "pseudo_labels":
-            from .pseudo_label import load_pseudo_label_set
+            from .pseudo_label.reader import load_pseudo_label_set
 
             return load_pseudo_label_set(self.path, languages=self.languages, streaming=self.streaming)
         else:

@@ -6,9 +6,8 @@
     result.metrics["greedy"]["cer"], result.metrics["lm"]["wer"], result.predictions
 
 One pass over the data: duration batches (`DurationBatchSampler`, docs/design.md §4) -> `MlplCollator` ->
-`chunked_logits` (optionally cropped, `chunk_seconds`) -> greedy CTC + LID prediction
-(`training.inference`) and, for utterances of a language with an LM, beam search
-(`training.decoding`). With `grid_search=True` the log-probabilities are kept (`LogProbCache`) and the
+`training.inference.transcribe_batch` (optionally cropped, `chunk_seconds`: greedy CTC + LID prediction)
+and, for utterances of a language with an LM, beam search on the same logits (`training.decoding`). With `grid_search=True` the log-probabilities are kept (`LogProbCache`) and the
 LM weights are chosen on this set (the paper's procedure, on dev), then saved to `lm_decoding.json`;
 without it, alpha and beta come from the arguments, else from an `lm_decoding.json` found next to the
 model (`lm_decoding_path`), else the decoder's defaults.
@@ -37,8 +36,6 @@ import torch
 from accelerate.utils import tqdm
 from datasets import Dataset
 
-from modeling_mlpl import constrain_to_language
-
 from .batching import DurationBatchSampler
 from .collate import MlplCollator
 from .data import records_of
@@ -53,7 +50,7 @@ from .decoding import (
     load_lm_decoding,
 )
 from .files import atomic_writer, save_figure_atomically, write_text_atomically
-from .inference import FRAMES_PER_SECOND, chunked_logits, decode_token_ids, greedy_token_ids
+from .inference import FRAMES_PER_SECOND, transcribe_batch
 from .metrics import compute_asr_metrics
 
 logger = logging.getLogger(__name__)
@@ -202,7 +199,6 @@ def evaluate_model(
             "load the source with streaming=False"
         )
     tokenizer = processor.tokenizer
-    vocabulary = tokenizer.get_vocab()
     records = records_of(dataset).select_columns(["id", "sentence", "language", "duration"])[:]
     ids, references, languages, durations = (records[key] for key in ("id", "sentence", "language", "duration"))
     if any(reference is None for reference in references):
@@ -225,7 +221,6 @@ def evaluate_model(
     sampler = DurationBatchSampler(durations, max_batch_seconds, max_batch_size=max_batch_size, ids=ids)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, num_workers=num_workers)
     chunk_frames = None if chunk_seconds is None else int(chunk_seconds * FRAMES_PER_SECOND)
-    parameter = next(model.parameters())
     was_training = model.training
     model.eval()
 
@@ -235,19 +230,17 @@ def evaluate_model(
     try:
         for batch in tqdm(loader, desc="evaluating", unit="batch", disable=not progress):
             rows = [row_of_id[identifier] for identifier in batch["ids"]]
-            features = batch["input_features"].to(parameter.device, dtype=parameter.dtype)
-            mask = batch["attention_mask"].to(parameter.device)
+            constraint = language_constraint
+            if language_constraint == REFERENCE_LANGUAGE:
+                constraint = [languages[row] for row in rows]
             with torch.inference_mode():
-                logits, output_lengths, lid_logits = chunked_logits(model, features, mask, chunk_frames)
-            logits, output_lengths = logits.float().cpu(), output_lengths.cpu()
-            if language_constraint is not None:
-                constraint = [languages[row] for row in rows] if language_constraint == REFERENCE_LANGUAGE else language_constraint
-                logits = constrain_to_language(logits, model.config, vocabulary, constraint, lid_logits)
-            texts = decode_token_ids(greedy_token_ids(logits, output_lengths, model.config.pad_token_id), tokenizer)
+                decoded = transcribe_batch(model, batch, tokenizer, chunk_frames, language=constraint, return_logits=bool(decoders))
+            if decoders:  # the same (constrained) logits for the LM decoders
+                logits, output_lengths = decoded["logits"].cpu(), decoded["output_lengths"].cpu()
             for position, row in enumerate(rows):
-                greedy[row] = texts[position]
-                if has_lid and lid_logits is not None:
-                    predicted[row] = codes[int(lid_logits[position].argmax())]
+                greedy[row] = decoded["texts"][position]
+                if has_lid and decoded["language_ids"] is not None:
+                    predicted[row] = codes[int(decoded["language_ids"][position])]
                 key = _lm_key(languages[row], language_models)
                 if key is None:
                     continue

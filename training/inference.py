@@ -1,11 +1,20 @@
 """Batched inference shared by evaluation, slimIPL pseudo-labeling and pseudo-label generation.
 
-One place turns model outputs into text (greedy CTC, docs/design.md §5/7: no LM):
+One place turns model outputs into text (greedy CTC, docs/design.md §5/7: no LM). Every pass over collated
+batches (the trainer's dev evaluation, `training.evaluation.evaluate_model`, pseudo-label generation) calls
+`transcribe_batch` once per batch and keeps only what is its own (metrics, rows, LM decoding); the router
+(training.routing), which needs only the LID, calls the two steps it needs (`forward_batch`,
+`predict_languages`):
 
-    logits, output_lengths, lid_logits = chunked_logits(model, input_features, attention_mask, chunk_frames)
-    token_ids = greedy_token_ids(logits, output_lengths, blank_id)     # collapsed, blanks removed
-    texts = decode_token_ids(token_ids, tokenizer)                     # "|" -> " "
-    labels = pad_labels(token_ids)                                     # training targets, -100 padded
+    transcribe_batch(model, batch, tokenizer, chunk_frames, ..., language)      -> BatchTranscription
+      = forward_batch: features to the model's device and dtype, chunked_logits
+                      (logits, output_lengths, lid_logits)
+      + constrain_to_language (docs/design.md §3.1), when `language` is given
+      + token_ids = greedy_token_ids(logits, output_lengths, blank_id)  # collapsed, blanks removed
+      + texts = decode_token_ids(token_ids, tokenizer)                  # "|" -> " "
+      + language_ids, language_probabilities = predict_languages(lid_logits)
+      + confidences = sequence_confidence(logits, output_lengths)
+    labels = pad_labels(token_ids)                                      # training targets, -100 padded
 
 `chunked_logits` is the mling_pl cropping warm-up (docs/design.md §5): each utterance is cut into crops of
 `chunk_frames` feature frames (10 s = 1000 frames), every crop runs through the model as its own
@@ -17,7 +26,8 @@ norm normalises each crop over its own valid frames, as a crop of raw audio woul
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -158,42 +168,89 @@ def sequence_confidence(logits: torch.Tensor, output_lengths: torch.Tensor) -> l
     return totals.cpu().tolist()
 
 
+class BatchTranscription(TypedDict, total=False):
+    """What `transcribe_batch` returns for a batch of `B` utterances (a dict: `result["texts"]`)."""
+
+    texts: list[str]  # greedy transcripts
+    token_ids: list[list[int]]  # their collapsed token ids
+    language_ids: torch.Tensor | None  # (B,) LID top-1 class, None without an LID head
+    language_probabilities: torch.Tensor | None  # (B,) its softmax probability (float32), or None
+    confidences: list[float]  # sequence_confidence, <= 0
+    logits: torch.Tensor  # only with return_logits: (B, T', V) float32, constrained if `language` was given
+    output_lengths: torch.Tensor  # only with return_logits: (B,)
+
+
+@torch.no_grad()
+def forward_batch(
+    model, batch: Mapping, chunk_frames: int | None = None, max_chunks_per_forward: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """`chunked_logits` of a collated batch (model in its current mode): its `input_features` moved to the
+    model's device and dtype, its `attention_mask` (if any) to the device; the batch's other keys are not read."""
+    parameter = next(model.parameters())
+    features = batch["input_features"].to(parameter.device, dtype=parameter.dtype)
+    mask = batch.get("attention_mask")
+    mask = None if mask is None else mask.to(parameter.device)
+    return chunked_logits(model, features, mask, chunk_frames, max_chunks_per_forward)
+
+
+def predict_languages(lid_logits: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(language ids `(B,)`, their probabilities `(B,)`): the LID head's top-1 class by the float32 softmax;
+    (None, None) without an LID head."""
+    if lid_logits is None:
+        return None, None
+    probabilities, language_ids = lid_logits.float().softmax(-1).max(-1)
+    return language_ids, probabilities
+
+
 @torch.no_grad()
 def transcribe_batch(
-    model, batch, tokenizer, chunk_frames: int | None = None, max_chunks_per_forward: int | None = None, language=None
-) -> dict:
-    """Greedy transcripts, LID predictions and confidences of one collated batch (model in its current mode).
+    model,
+    batch: Mapping,
+    tokenizer,
+    chunk_frames: int | None = None,
+    max_chunks_per_forward: int | None = None,
+    language=None,
+    *,
+    return_logits: bool = False,
+) -> BatchTranscription:
+    """Greedy transcripts, LID predictions and confidences of one collated batch (model in its current mode;
+    callers choose eval mode and may wrap it in `torch.inference_mode`).
 
-    Returns a dict with `texts` (list of str), `token_ids`, `language_ids` (predicted class per utterance,
-    a `(B,)` long tensor, or None without an LID head), `language_probabilities` (the softmax probability
-    of that class, `(B,)` float, or None) and `confidences`. `chunk_frames` and `max_chunks_per_forward`
-    are those of `chunked_logits`. `language` (a code, "auto", or one per utterance) restricts the output to
-    that language's characters (`modeling_mlpl.constrain_to_language`, docs/design.md §3.1); None: unconstrained.
+    `chunk_frames` and `max_chunks_per_forward` are those of `chunked_logits`. `language` (a code, "auto", or
+    one per utterance) restricts the output to that language's characters (`modeling_mlpl.constrain_to_language`,
+    docs/design.md §3.1); None: unconstrained. The constraint and everything after it read the logits in
+    float32. `return_logits` also returns those logits and the output lengths (on the model's device), for a
+    caller that decodes them again (the LM beam search of `training.evaluation`).
     """
-    logits, output_lengths, lid_logits = chunked_logits(
-        model, batch["input_features"], batch.get("attention_mask"), chunk_frames, max_chunks_per_forward
-    )
+    logits, output_lengths, lid_logits = forward_batch(model, batch, chunk_frames, max_chunks_per_forward)
+    logits = logits.float()
     if language is not None:
         logits = constrain_to_language(logits, model.config, tokenizer.get_vocab(), language, lid_logits)
     token_ids = greedy_token_ids(logits, output_lengths, model.config.pad_token_id)
-    language_probabilities, language_ids = (None, None) if lid_logits is None else lid_logits.float().softmax(-1).max(-1)
-    return {
-        "texts": decode_token_ids(token_ids, tokenizer),
-        "token_ids": token_ids,
-        "language_ids": language_ids,
-        "language_probabilities": language_probabilities,
-        "confidences": sequence_confidence(logits, output_lengths),
-    }
+    language_ids, language_probabilities = predict_languages(lid_logits)
+    result = BatchTranscription(
+        texts=decode_token_ids(token_ids, tokenizer),
+        token_ids=token_ids,
+        language_ids=language_ids,
+        language_probabilities=language_probabilities,
+        confidences=sequence_confidence(logits, output_lengths),
+    )
+    if return_logits:
+        result.update(logits=logits, output_lengths=output_lengths)
+    return result
 
 
 __all__ = [
     "FRAMES_PER_SECOND",
     "MAX_WHOLE_FRAMES",
+    "BatchTranscription",
     "chunked_logits",
     "collapse_ctc_path",
     "greedy_token_ids",
     "decode_token_ids",
+    "forward_batch",
     "pad_labels",
+    "predict_languages",
     "sequence_confidence",
     "transcribe_batch",
 ]

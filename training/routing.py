@@ -6,8 +6,9 @@ or a Hub / Flashlight source with `language: und`) cannot go to the per-language
 pseudo-labels each language with. Routing gives it one:
 
     source (every clip of unknown language)
-      -> router pass: the router's forward (training.inference.chunked_logits, the same crops as
+      -> router pass: the router's forward (training.inference.forward_batch, the same crops as
          pseudo-labeling) gives each clip's LID probabilities; top-1 language p and probability s
+         (training.inference.predict_languages, as the PL rows' predicted_language)
       -> s < threshold: dropped ("LID probability below routing_threshold");
          no model for p: dropped ("no model for predicted language"); else routed to p
       -> routing.parquet (id, duration, predicted_language, language_score, routed_to, reason)
@@ -42,20 +43,17 @@ from tqdm.auto import tqdm
 from . import data as data_layer
 from .data import SkipCounter, records_of
 from .files import atomic_path, write_json_atomically
-from .inference import chunked_logits
+from .inference import forward_batch, predict_languages
 from .pseudo_label import (
     SUMMARY_FILE,
     UNREADABLE,
     PseudoLabelCollator,
     PseudoLabelConfig,
-    _MapStyleBatches,
-    _Prefetched,
-    _Processes,
-    _StreamBatches,
     describe_model,
     generate_pseudo_labels,
     load_model_for_pseudo_labeling,
 )
+from .pseudo_label.batches import MapStyleBatches, Prefetched, Processes, StreamBatches
 from .slimipl import pseudo_labeling_mode
 
 logger = logging.getLogger("mlpl.routing")
@@ -110,7 +108,7 @@ def route_utterances(
     """The router pass: each clip's LID top-1 from the router's forward, and where it goes.
 
     Batching, crops and decoding are pseudo-labeling's (`config`); the LID logits of a clip cut into crops are
-    the length-weighted average of the crops' (`chunked_logits`). Each process routes its own share.
+    the length-weighted average of the crops' (`training.inference.chunked_logits`). Each process routes its own share.
 
     Returns:
         (rows of this process, unreadable clips): one row per clip read, with `id`, `duration`,
@@ -122,13 +120,13 @@ def route_utterances(
         raise ValueError("the router needs an LID head (config.num_languages > 0); use e.g. the stage-1 multilingual model")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"routing_threshold={threshold} must be a probability in [0, 1] (e.g. 0.9)")
-    processes = _Processes.of(accelerator, router)
+    processes = Processes.of(accelerator, router)
     codes = router.config.language_codes
     collator = PseudoLabelCollator(processor.feature_extractor, processor.tokenizer, {code: i for i, code in enumerate(codes)})
-    batches = (_MapStyleBatches if isinstance(source, Dataset) else _StreamBatches)(source, config, processes, collator)
+    batches = (MapStyleBatches if isinstance(source, Dataset) else StreamBatches)(source, config, processes, collator)
     unreadable, rows = SkipCounter(), []
     skips_before = data_layer.stream_skipped_total()
-    prefetched = _Prefetched(batches, config.prefetch_batches) if config.num_workers == 0 and config.prefetch_batches else None
+    prefetched = Prefetched(batches, config.prefetch_batches) if config.num_workers == 0 and config.prefetch_batches else None
     try:
         total = len(batches)
     except TypeError:
@@ -142,11 +140,8 @@ def route_utterances(
                 unreadable.seen += 1
                 unreadable.skip(UNREADABLE, identifier)
             if batch is not None:
-                _, _, lid_logits = chunked_logits(
-                    router, batch["input_features"].to(processes.device, dtype=router.dtype),
-                    batch["attention_mask"].to(processes.device), config.chunk_frames, config.max_chunks_per_forward,
-                )  # fmt: skip
-                scores, indices = lid_logits.float().softmax(-1).max(-1)
+                _, _, lid_logits = forward_batch(router, batch, config.chunk_frames, config.max_chunks_per_forward)
+                indices, scores = predict_languages(lid_logits)
                 for identifier, duration, index, score in zip(batch["ids"], batch["durations"], indices.tolist(), scores.tolist()):
                     language = codes[index]
                     routed_to, reason = route_decision(language, score, threshold, languages)
@@ -155,7 +150,7 @@ def route_utterances(
             progress.update(1)
             progress.set_postfix(routed=sum(row["routed_to"] is not None for row in rows))
     progress.close()
-    if isinstance(batches, _StreamBatches) and config.num_workers == 0:  # the stream generator skipped these
+    if isinstance(batches, StreamBatches) and config.num_workers == 0:  # the stream generator skipped these
         stream_total = prefetched.stream_skips if prefetched is not None else data_layer.stream_skipped_total()
         for _ in range(stream_total - skips_before):
             unreadable.skip(UNREADABLE, "a clip of the stream (see the data layer's log)")
@@ -216,7 +211,7 @@ def route_and_pseudo_label(
     """
     config = dataclasses.replace(config or PseudoLabelConfig(), overwrite=True, languages=None)
     output_dir = Path(output_dir).absolute()
-    processes = _Processes.of(accelerator, router)
+    processes = Processes.of(accelerator, router)
     started = time.monotonic()
     name, revision = describe_model(router, router_name, router_revision)
     rows, unreadable = route_utterances(router, router_processor, source, threshold, models, config, accelerator=accelerator)

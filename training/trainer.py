@@ -243,8 +243,7 @@ def evaluate(accelerator, model, processor, dev_sets: dict, collator, max_batch_
             for batch in tqdm(loader, desc=f"eval {name}", leave=False, disable=not accelerator.is_local_main_process):
                 if batch is None:
                     continue
-                batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                decoded = transcribe_batch(unwrapped, batch, processor.tokenizer)
+                decoded = transcribe_batch(unwrapped, batch, processor.tokenizer)  # on the model's device
                 for i, example_id in enumerate(batch["ids"]):
                     rows.append(
                         {
