@@ -180,7 +180,8 @@ def test_the_trainer_saves_each_languages_inventory_in_the_model_config(tiny_dem
 def test_slimipl_pseudo_labels_with_language_constraint_stay_inside_the_inventory(model_and_processor, tiny_demo_corpus, inventories, tmp_path):
     """slimIPL's in-training PLs (`slimipl.language_constraint`), read back from the cache saved in the checkpoint."""
     from training.config import ExperimentConfig, build_dataclass
-    from training.trainer import load_trainer_state, newest_checkpoint, train
+    from training.checkpoint import load_trainer_state, newest_checkpoint
+    from training.trainer import train
 
     model, processor = model_and_processor
     model.save_pretrained(tmp_path / "init")

@@ -1,12 +1,16 @@
 """The trainer: supervised multilingual CTC + LID training and slimIPL, the accelerate way (docs/design.md §4-5).
 
-`train(config)` is one function, read top to bottom (STYLE: nanoGPT, accelerate's complete example):
+`train(config)` reads top to bottom like accelerate's complete example, in three parts:
 
-    Accelerator -> data -> processor + model -> optimizer + schedule -> prepare -> resume
-      -> loop: pick the step's kind (labeled / unlabeled, slimIPL) -> batch -> SpecAugment
-               -> forward -> non-finite check -> backward -> clip -> update
-               -> log / evaluate (gather across processes) / checkpoint
-      -> final model folder
+    _set_up: Accelerator -> data -> processor + model -> batch sources -> optimizer + schedule -> prepare
+    the loop (`_train`): resume -> for each step: its kind (labeled / unlabeled, slimIPL) and batch
+      -> SpecAugment -> forward -> non-finite vote -> backward -> clip -> update
+      -> log / evaluate (gathered across processes) / checkpoint
+    the end: final model folder, summary
+
+`_TrainingRun` holds what the loop carries between updates (the prepared model and optimizer, the batch
+sources, the slimIPL schedule, cache and teacher, the counters) and does each stage of an update as one
+method; the checkpoint's content, save and safe load are training.checkpoint's.
 
 Launch with `accelerate launch scripts/train.py --config CONFIG.yaml [key=value ...]`, one process or many.
 
@@ -22,10 +26,9 @@ import json
 import logging
 import math
 import os
-import pickle
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -39,6 +42,7 @@ from modeling_mlpl import AUTO_LANGUAGE, MlplConfig, MlplForCTC, MlplProcessor, 
 
 from .adapters import load_initial_model, parameter_counts, run_identity
 from .augment import SpecAugment
+from .checkpoint import CHECKPOINTS, RunCounters, TrainerState, checkpoint_steps, load_checkpoint, newest_checkpoint, save_checkpoint
 from .batching import DurationBatchSampler, DurationBucketingStream, LanguageBalancedBatchSampler, language_sampling_shares
 from .collate import MlplCollator
 from .config import MODEL_SIZES, ExperimentConfig, SourceConfig, config_to_dict, save_config
@@ -61,7 +65,6 @@ from .slimipl import (
 logger = logging.getLogger("mlpl.trainer")
 
 MODEL_INPUTS = ("input_features", "attention_mask", "labels", "language_ids")
-CHECKPOINTS = "checkpoints"
 BEST_MODEL = "best"
 FINAL_MODEL = "final"
 FINISHED_MARKER = "train_summary.json"  # written last: a run that has it is complete
@@ -215,14 +218,29 @@ def training_batches(dataset, sampler, collator, num_workers: int, position: dic
     return epoch_batches(dataset, sampler, collator, num_workers, position)
 
 
-def batches_state(sampler, position: dict) -> dict:
-    """What a checkpoint keeps of a batch source: a sampler's epoch and consumed batches, or a stream's state."""
-    return sampler.state_dict() if isinstance(sampler, DurationBucketingStream) else sampler.state_dict(position["consumed"])
+class BatchSource:
+    """A batch source of the loop: collated batches forever (`training_batches`), and what a checkpoint keeps
+    of it (a map-style sampler's epoch and consumed batches, or a stream's own state)."""
 
+    def __init__(self, dataset, sampler, collator, num_workers: int):
+        self.sampler = sampler
+        self.position = {"consumed": 0}  # batches of the epoch the loop has used (epoch_batches counts them)
+        self.batches = training_batches(dataset, sampler, collator, num_workers, self.position)
 
-def restore_batches(sampler, position: dict, state: dict) -> None:
-    sampler.load_state_dict(state)
-    position["consumed"] = state.get("position", 0)  # (a stream keeps its position in its own state)
+    def __iter__(self) -> Iterator[dict]:
+        return self
+
+    def __next__(self) -> dict:
+        return next(self.batches)
+
+    def state_dict(self) -> dict:
+        if isinstance(self.sampler, DurationBucketingStream):
+            return self.sampler.state_dict()
+        return self.sampler.state_dict(self.position["consumed"])
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)
+        self.position["consumed"] = state.get("position", 0)  # (a stream keeps its position in its own state)
 
 
 def evaluate(accelerator, model, processor, dev_sets: dict, collator, max_batch_seconds: float) -> dict:
@@ -267,87 +285,11 @@ def evaluate(accelerator, model, processor, dev_sets: dict, collator, max_batch_
     return results
 
 
+
+
 def average_dev_cer(results: dict) -> float:
     values = [r["cer"] for r in results.values() if r.get("cer") is not None]
     return sum(values) / len(values) if values else math.inf
-
-
-def checkpoint_steps(output_dir: Path) -> list[Path]:
-    """The finished `checkpoints/step_N/` folders, oldest first (`step_N.tmp` is a save in progress)."""
-    steps = [p for p in (output_dir / CHECKPOINTS).glob("step_*") if p.name[len("step_") :].isdigit()]
-    return sorted(steps, key=lambda p: int(p.name[len("step_") :]))
-
-
-def newest_checkpoint(output_dir: Path) -> Path | None:
-    steps = [p for p in checkpoint_steps(output_dir) if (p / "trainer_state_rank0.pt").is_file()]
-    return steps[-1] if steps else None
-
-
-def _unpickling_reason(error: Exception) -> str:
-    """The line of torch's weights_only error that says what the file asked for."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return next((line for line in lines if "GLOBAL" in line), lines[0] if lines else type(error).__name__)
-
-
-def _refusal(path: Path, error: Exception, what: str) -> ValueError:
-    return ValueError(
-        f"{path}: refusing to load this {what}: it holds objects other than tensors and plain values "
-        f"({_unpickling_reason(error)}). A genuine mlpl checkpoint never does; delete the checkpoint folder "
-        f"{path.parent} (or train into a new output_dir) and resume from an older one."
-    )
-
-
-def load_trainer_state(path: Path) -> dict:
-    """A process's trainer state (`trainer_state_rank{r}.pt`), read with `weights_only=True`.
-
-    The file holds only tensors, numbers, strings, lists and dicts, so the restricted unpickler reads a
-    genuine one; a file that asks for anything else (a crafted pickle that would run code on `--resume`)
-    is refused with an error naming it, and its payload never runs.
-    """
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise _refusal(path, error, "trainer state") from None
-
-
-def _offending_file(checkpoint: Path) -> tuple[Path, Exception] | tuple[None, None]:
-    """The first pickle of an accelerate checkpoint folder that the restricted unpickler refuses."""
-    from accelerate.utils import load as accelerate_load  # accelerate's own loader: weights_only + numpy RNG types
-
-    for path in sorted(checkpoint.iterdir()):
-        if path.suffix in (".bin", ".pkl", ".pt") and path.is_file():
-            try:
-                accelerate_load(path, map_location="cpu")
-            except pickle.UnpicklingError as error:
-                return path, error
-    return None, None
-
-
-def load_checkpoint(accelerator: Accelerator, checkpoint: Path) -> dict:
-    """accelerate's state (model, optimizer, RNG) and this process's trainer state from `checkpoint`.
-
-    Everything is read with the restricted unpickler (accelerate loads with `weights_only=True`): a crafted
-    file is refused with an error naming it, and its payload never runs. accelerate skips random states
-    it cannot read with an INFO line only; here that is a WARNING naming the file, since the resumed run
-    then draws other dropout masks and augmentations than an uninterrupted one.
-    """
-    from accelerate.utils import load as accelerate_load
-
-    random_states = checkpoint / f"random_states_{accelerator.process_index}.pkl"
-    try:
-        accelerate_load(random_states)
-    except Exception as error:  # accelerate catches every error here too, and goes on
-        logger.warning(
-            "could not load the random states %s (%s): resuming without them, so this run is no longer an exact "
-            "continuation of the interrupted one (dropout masks and augmentation will differ)",
-            random_states, str(error).splitlines()[0] if str(error) else type(error).__name__,
-        )
-    try:
-        accelerator.load_state(str(checkpoint))
-    except pickle.UnpicklingError as error:
-        path, refused = _offending_file(checkpoint)
-        raise _refusal(path or checkpoint, refused or error, "checkpoint file") from None
-    return load_trainer_state(checkpoint / f"trainer_state_rank{accelerator.process_index}.pt")
 
 
 @dataclass
@@ -358,11 +300,6 @@ class TrainResult:
     final_model: Path
     output_dir: Path
     model: Any = None  # the trained model (unwrapped), as this process holds it
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The training function.
-# ---------------------------------------------------------------------------------------------------------
 
 
 # What may change between invocations of one run: the run folder's identity (training.run_folder) ignores it.
@@ -398,6 +335,11 @@ def truncate_metrics(path: Path, update: int) -> int:
     return len(lines) - len(kept)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# The training function.
+# ---------------------------------------------------------------------------------------------------------
+
+
 def train(config: ExperimentConfig, resume: bool = False, overwrite: bool = False) -> TrainResult:
     """Train as `config` says into `train.output_dir`; `resume` continues from its newest checkpoint.
 
@@ -415,10 +357,63 @@ def train(config: ExperimentConfig, resume: bool = False, overwrite: bool = Fals
 
 
 def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
+    run = _set_up(config)
+    resumed = run.resume() if resume else False
+    run.start_logging(resumed)
+    if config.train.eval_before_training and run.counters.num_updates == 0:
+        run.evaluate_and_keep_best()  # the starting point of the dev curve (and of the stage table)
+    run.model.train()
+    while run.counters.num_updates < config.train.max_updates:
+        # 1. What kind of step (docs/design.md §5): labeled, or unlabeled from the pseudo-label cache.
+        kind, batch = run.next_batch()
+        if batch is None:
+            continue  # a filling step of the cache: pseudo-labels made, no update
+        # 2-3. SpecAugment, forward, the all-process non-finite vote, backward, clip, optimizer step.
+        outputs, grad_norm = run.train_step(batch)
+        if outputs is None:
+            continue  # a non-finite loss on some process: the batch is skipped on all of them
+        run.count_step(kind, batch, outputs)
+        if not run.accelerator.sync_gradients:
+            continue  # gradient accumulation: more micro-batches before the update
+        run.finish_update()
+
+        # 4. Log, evaluate, checkpoint.
+        if run.due(config.train.log_every):
+            run.log_training(grad_norm)
+        if run.due(config.train.eval_every):
+            run.evaluate_and_keep_best()
+            run.model.train()
+        if run.due(config.train.save_every):
+            run.save_checkpoint()
+    return run.finish()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Setting up a run: accelerator -> data -> processor + model -> batches -> optimizer + schedule -> prepare.
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _TrainingData:
+    """The datasets of a run: map-style sets, or streams for `streaming: true` sources (training.streaming)."""
+
+    train_set: Any  # map-style data.train, or None when streamed
+    train_stream: Any
+    stream_mix: dict | None  # streamed data.train with a language temperature: its target mix
+    dev_sets: dict
+    unlabeled_set: Any
+    unlabeled_stream: Any
+    transcripts: list | None  # (language, sentence) of the streamed data.train, no audio
+    languages: list[str]  # of every set, sorted
+    streaming: bool  # data.train is streamed
+    unlabeled_streaming: bool
+
+
+def _accelerator(config: ExperimentConfig) -> Accelerator:
+    """The Accelerator of the run, the seed set, and the run folder with the run's config.yaml."""
     output_dir = Path(config.train.output_dir)
-    slimipl = config.slimipl
     # Layerdrop skips whole branches, so some parameters get no gradient in a step: DDP must be told.
-    layerdrop_possible = (config.model.layerdrop or 0) > 0 or slimipl.enabled or config.model.layerdrop is None
+    layerdrop_possible = (config.model.layerdrop or 0) > 0 or config.slimipl.enabled or config.model.layerdrop is None
     accelerator = Accelerator(
         gradient_accumulation_steps=config.optim.gradient_accumulation_steps,
         mixed_precision=config.train.mixed_precision,
@@ -428,20 +423,21 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=layerdrop_possible)],
     )
     set_seed(config.train.seed)
-    main = accelerator.is_main_process
-    if main:
+    if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, output_dir / "config.yaml")
     logger.info("training into %s with %d process(es) on %s", output_dir, accelerator.num_processes, accelerator.device)
+    return accelerator
 
-    # ---- data -------------------------------------------------------------------------------------------
-    max_seconds = config.data.max_clip_seconds
-    scan = HeaderScan(config.data.duration_cache_dir or output_dir / DURATION_CACHE, config.data.scan_workers)
+
+def _load_data(config: ExperimentConfig, accelerator: Accelerator) -> _TrainingData:
+    max_seconds, slimipl = config.data.max_clip_seconds, config.slimipl
+    scan = HeaderScan(config.data.duration_cache_dir or Path(config.train.output_dir) / DURATION_CACHE, config.data.scan_workers)
     if not config.data.train:
         raise ValueError("data.train is empty: the trainer needs labeled data (add a source under data.train)")
     streaming = streams_requested(config.data.train, "train")
     temperature = config.data.language_temperature
-    stream_mix = None  # streamed data.train with a language temperature: its target mix (training.streaming)
+    stream_mix = None
     with accelerator.main_process_first():  # the first process reads the headers, the others find them cached
         train_set = None if streaming else load_map_style(config.data.train, "train", max_seconds, scan)
         if streaming and temperature != 1:
@@ -455,19 +451,26 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
         unlabeled_set = load_map_style(config.data.unlabeled, "unlabeled", max_seconds, scan) if slimipl.enabled and not unlabeled_streaming else None
         unlabeled_stream = load_training_stream(config.data.unlabeled, max_seconds, "unlabeled") if unlabeled_streaming else None
 
-    # ---- processor and model --------------------------------------------------------------------------
-    transcripts = stream_transcripts(config.data.train) if streaming else None  # (language, sentence), no audio
+    transcripts = stream_transcripts(config.data.train) if streaming else None
     train_languages = sorted({language for language, _ in transcripts}) if streaming else dataset_languages(train_set)
-    data_languages = sorted(
+    languages = sorted(
         set(train_languages).union(
             *(dataset_languages(d) for d in dev_sets.values()),
             stream_languages(config.data.unlabeled) if unlabeled_streaming else dataset_languages(unlabeled_set),
         )
     )
+    return _TrainingData(
+        train_set, train_stream, stream_mix, dev_sets, unlabeled_set, unlabeled_stream, transcripts, languages, streaming, unlabeled_streaming
+    )
+
+
+def _processor_and_model(config: ExperimentConfig, data: _TrainingData) -> tuple[MlplProcessor, MlplForCTC]:
+    """The initial model (`model.init_from`, + a LoRA adapter with adapters.enabled) or a new one sized by the
+    config for the data's symbols and languages, with the run's regularization and loss settings."""
     if config.model.init_from:
         processor = MlplProcessor.from_pretrained(config.model.init_from)
-        model = load_initial_model(config.model.init_from, config.adapters)  # + a LoRA adapter with adapters.enabled
-        missing = sorted(set(data_languages) - set(model.config.language_codes))
+        model = load_initial_model(config.model.init_from, config.adapters)
+        missing = sorted(set(data.languages) - set(model.config.language_codes))
         if model.lid_head is not None and missing:
             raise ValueError(
                 f"the data has languages {missing} that {config.model.init_from} has no LID class for "
@@ -477,12 +480,12 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
     else:
         if config.adapters.enabled:
             raise ValueError("adapters.enabled needs model.init_from: the model folder (or adapter folder) to adapt")
-        sentences = [sentence for _, sentence in transcripts] if streaming else records_of(train_set)["sentence"]
+        sentences = [sentence for _, sentence in data.transcripts] if data.streaming else records_of(data.train_set)["sentence"]
         processor = MlplProcessor.from_transcripts(sentences)
-        model = MlplForCTC(new_model_config(config, len(processor.tokenizer), data_languages))
+        model = MlplForCTC(new_model_config(config, len(processor.tokenizer), data.languages))
         logger.info(
             "new %s model: %d parameters, %d symbols, languages %s",
-            config.model.size, model.num_parameters(), len(processor.tokenizer), data_languages,
+            config.model.size, model.num_parameters(), len(processor.tokenizer), data.languages,
         )
     model.config.language_characters = training_language_characters(config.data.train, model.config.language_characters)
     model.set_regularization(dropout=config.model.dropout, layerdrop=config.model.layerdrop)
@@ -490,320 +493,397 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
         model.config.lid_loss_weight = config.model.lid_loss_weight
     if config.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    return processor, model
+
+
+def _batch_sources(config: ExperimentConfig, data: _TrainingData, collator, world: int, rank: int) -> tuple[BatchSource, BatchSource | None]:
+    """This process's labeled batches and, with slimIPL, its unlabeled ones (seed + 1)."""
+    if (data.streaming or data.unlabeled_streaming) and config.data.num_workers:
+        logger.warning(
+            "data.num_workers=%d is not used for streamed data: streams decode in the training process "
+            "(training/streaming.py, stream_batches); map-style sources use the workers", config.data.num_workers,
+        )  # fmt: skip
+    if data.streaming:
+        train_sampler = training_stream(data.train_stream, config.data, config.train.seed, world, rank)
+    else:
+        train_sampler = training_sampler(data.train_set, config.data, config.train.seed, world, rank)
+    unlabeled_sampler = None
+    if data.unlabeled_streaming:
+        unlabeled_sampler = training_stream(data.unlabeled_stream, config.data, config.train.seed + 1, world, rank)
+    elif config.slimipl.enabled:
+        unlabeled_sampler = DurationBatchSampler.from_dataset(
+            data.unlabeled_set, config.data.max_batch_seconds, seed=config.train.seed + 1, num_replicas=world, rank=rank,
+            max_batch_size=config.data.max_batch_size,
+        )  # fmt: skip
+    if data.streaming:
+        logger.info("train: streamed, %d transcripts, buffers of %d examples", len(data.transcripts), config.data.stream_buffer_size)
+    else:
+        logger.info(
+            "train: %d utterances, %.2f h, %d batches per process per epoch",
+            len(data.train_set), example_durations(data.train_set).sum() / 3600, len(train_sampler),
+        )
+    temperature = config.data.language_temperature
+    if temperature != 1:
+        mix = data.stream_mix
+        target, natural = (mix["target_share"], mix["natural_share"]) if data.streaming else (train_sampler.target_shares, train_sampler.natural_shares)
+        logger.info(
+            "language temperature %g: target shares of the training %s %s (natural %s)", temperature, "utterances" if data.streaming else "audio",
+            {k: round(v, 4) for k, v in target.items()}, {k: round(v, 4) for k, v in natural.items()},
+        )  # fmt: skip
+    labeled = BatchSource(data.train_set, train_sampler, collator, config.data.num_workers)
+    unlabeled = BatchSource(data.unlabeled_set, unlabeled_sampler, collator, config.data.num_workers) if config.slimipl.enabled else None
+    return labeled, unlabeled
+
+
+def _set_up(config: ExperimentConfig) -> _TrainingRun:
+    accelerator = _accelerator(config)
+    data = _load_data(config, accelerator)
+    processor, model = _processor_and_model(config, data)
     language_to_id = {code: i for i, code in enumerate(model.config.language_codes)}
     collator = MlplCollator(
         processor.feature_extractor, processor.tokenizer, language_to_id, on_unknown_characters=config.data.on_unknown_characters
     )
+    rank = accelerator.process_index
+    labeled, unlabeled = _batch_sources(config, data, collator, accelerator.num_processes, rank)
 
-    world, rank = accelerator.num_processes, accelerator.process_index
-    if (streaming or unlabeled_streaming) and config.data.num_workers:
-        logger.warning(
-            "data.num_workers=%d is not used for streamed data: streams decode in the training process "
-            "(training/streaming.py, stream_batches); map-style sources use the workers", config.data.num_workers,
-        )
-    if streaming:
-        train_sampler = training_stream(train_stream, config.data, config.train.seed, world, rank)
-    else:
-        train_sampler = training_sampler(train_set, config.data, config.train.seed, world, rank)
-    train_position = {"consumed": 0}
-    unlabeled_sampler, unlabeled_position = None, {"consumed": 0}
-    if unlabeled_streaming:
-        unlabeled_sampler = training_stream(unlabeled_stream, config.data, config.train.seed + 1, world, rank)
-    elif slimipl.enabled:
-        unlabeled_sampler = DurationBatchSampler.from_dataset(
-            unlabeled_set, config.data.max_batch_seconds, seed=config.train.seed + 1, num_replicas=world, rank=rank, max_batch_size=config.data.max_batch_size
-        )
-    if streaming:
-        logger.info("train: streamed, %d transcripts, buffers of %d examples", len(transcripts), config.data.stream_buffer_size)
-    else:
-        logger.info(
-            "train: %d utterances, %.2f h, %d batches per process per epoch",
-            len(train_set), example_durations(train_set).sum() / 3600, len(train_sampler),
-        )
-    if temperature != 1:
-        target, natural = (stream_mix["target_share"], stream_mix["natural_share"]) if streaming else (train_sampler.target_shares, train_sampler.natural_shares)
-        logger.info(
-            "language temperature %g: target shares of the training %s %s (natural %s)", temperature, "utterances" if streaming else "audio",
-            {k: round(v, 4) for k, v in target.items()}, {k: round(v, 4) for k, v in natural.items()},
-        )  # fmt: skip
-
-    # ---- optimisation ---------------------------------------------------------------------------------
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], config.optim)  # (an adapter's base is frozen)
     # Stepped by hand once per update (accelerate's prepared scheduler steps once per process).
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_with_halving(config.optim.warmup_updates, config.optim.halve_lr_at))
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
-    spec = config.spec_augment
+    spec, slimipl = config.spec_augment, config.slimipl
     spec_augment = (
         SpecAugment(spec.num_freq_masks, spec.freq_mask_width, spec.num_time_masks, spec.time_mask_width, spec.time_mask_max_ratio, spec.start_update)
         if spec.enabled
         else None
     )
-    augment_generator = torch.Generator().manual_seed(config.train.seed)
-    schedule = SlimIPLSchedule(slimipl.supervised_warmup_updates, slimipl.unlabeled_ratio, slimipl.cropping_warmup_updates, seed=config.train.seed)
-    cache = PseudoLabelCache(slimipl.cache_size, slimipl.replace_probability, seed=config.train.seed + rank)
-    teacher = None
-    state = {
-        "num_updates": 0,
-        "best_dev_cer": math.inf,
-        "skipped_non_finite": 0,
-        "regularization_lowered": False,
-        "pseudo_labeled_batches": 0,
-        "cropped_pseudo_labeled_batches": 0,  # made during the cropping warm-up (docs/design.md §5)
-        "language_seconds": [0.0] * len(unwrapped.config.language_codes),  # this process's labeled audio trained on
-    }
+    return _TrainingRun(
+        config=config, accelerator=accelerator, data=data, processor=processor, collator=collator,
+        model=model, unwrapped=unwrapped, optimizer=optimizer, scheduler=scheduler, labeled=labeled, unlabeled=unlabeled,
+        spec_augment=spec_augment, augment_generator=torch.Generator().manual_seed(config.train.seed),
+        schedule=SlimIPLSchedule(slimipl.supervised_warmup_updates, slimipl.unlabeled_ratio, slimipl.cropping_warmup_updates, seed=config.train.seed),
+        cache=PseudoLabelCache(slimipl.cache_size, slimipl.replace_probability, seed=config.train.seed + rank),
+        counters=RunCounters(language_seconds=[0.0] * len(unwrapped.config.language_codes)),
+        vocabulary=processor.tokenizer.get_vocab(),
+    )  # fmt: skip
 
-    # ---- resume ---------------------------------------------------------------------------------------
-    checkpoint = newest_checkpoint(output_dir) if resume else None
-    if resume and checkpoint is None:
-        logger.info("--resume: no checkpoint in %s, starting from scratch", output_dir / CHECKPOINTS)
-    if checkpoint is not None:
-        saved = load_checkpoint(accelerator, checkpoint)
-        state.update(saved["state"])
-        scheduler.load_state_dict(saved["scheduler"])
-        restore_batches(train_sampler, train_position, saved["train_sampler"])
-        augment_generator.set_state(saved["augment_generator"])
-        schedule.load_state_dict(saved["schedule"])
-        cache.load_state_dict(saved["cache"])
-        if unlabeled_sampler is not None:
-            restore_batches(unlabeled_sampler, unlabeled_position, saved["unlabeled_sampler"])
-        if state["regularization_lowered"]:
-            lower_regularization(unwrapped, slimipl.dropout, slimipl.layerdrop)
-        if saved.get("teacher") is not None:
-            teacher = EmaTeacher(unwrapped, slimipl.ema_decay)
-            teacher.load_state_dict(saved["teacher"])
-        logger.info("resumed from %s at update %d", checkpoint, state["num_updates"])
 
-    def save_checkpoint() -> None:
-        """accelerate's save_state (model, optimizer, RNG of every process) + each process's own trainer
-        state (sampler position, schedule, its slimIPL cache, ...), written to step_N.tmp then renamed."""
-        final = output_dir / CHECKPOINTS / f"step_{state['num_updates']}"
-        temporary = final.with_name(final.name + ".tmp")
-        if main:
-            shutil.rmtree(temporary, ignore_errors=True)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(temporary))
-        saved = {
-            "state": dict(state),
-            "scheduler": scheduler.state_dict(),
-            "train_sampler": batches_state(train_sampler, train_position),
-            "augment_generator": augment_generator.get_state(),
-            "schedule": schedule.state_dict(),
-            "cache": cache.state_dict(),
-            "unlabeled_sampler": batches_state(unlabeled_sampler, unlabeled_position) if unlabeled_sampler else None,
-            "teacher": teacher.state_dict() if teacher is not None else None,
-        }
-        torch.save(saved, temporary / f"trainer_state_rank{rank}.pt")
-        accelerator.wait_for_everyone()
-        if main:
-            save_config(config, temporary / "config.yaml")
-            replace_directory(temporary, final)
-            steps = checkpoint_steps(output_dir)
-            for old in steps[: -config.train.keep_last] if config.train.keep_last > 0 else []:
-                shutil.rmtree(old, ignore_errors=True)
-            logger.info("checkpoint %s", final)
-        accelerator.wait_for_everyone()
+# ---------------------------------------------------------------------------------------------------------
+# A run in progress: what the loop holds between updates, and what it does at each stage of one.
+# ---------------------------------------------------------------------------------------------------------
 
-    # ---- pseudo-labels (slimIPL): the model in eval mode, no SpecAugment, greedy, no LM (docs/design.md §5) ---------
-    vocabulary = processor.tokenizer.get_vocab()
 
-    def pseudo_label(batch: dict) -> torch.Tensor:
-        crop_frames = int(slimipl.crop_seconds * FRAMES_PER_SECOND) if schedule.crops_unlabeled(state["num_updates"]) else None
-        state["pseudo_labeled_batches"] += 1
-        state["cropped_pseudo_labeled_batches"] += crop_frames is not None
-        labeler = teacher.model if teacher is not None else unwrapped
-        with pseudo_labeling_mode(labeler):
-            features = batch["input_features"].to(accelerator.device)
-            mask = batch["attention_mask"].to(accelerator.device)
-            logits, lengths, lid_logits = chunked_logits(labeler, features, mask, crop_frames)
-            if slimipl.language_constraint:  # docs/design.md §3.1: the source's language, the LID's guess if unknown
-                codes = labeler.config.language_codes
-                languages = [codes[index] if index >= 0 else AUTO_LANGUAGE for index in batch["language_ids"].tolist()]
-                logits = constrain_to_language(logits, labeler.config, vocabulary, languages, lid_logits)
-            return pad_labels(greedy_token_ids(logits, lengths, labeler.config.pad_token_id))
+@dataclass
+class _LossWindow:
+    """The training losses and audio since the last log row."""
 
-    labeled_batches = training_batches(train_set, train_sampler, collator, config.data.num_workers, train_position)
-    unlabeled_batches = (
-        training_batches(unlabeled_set, unlabeled_sampler, collator, config.data.num_workers, unlabeled_position) if slimipl.enabled else None
-    )
+    loss: float = 0.0
+    ctc_loss: float = 0.0
+    lid_loss: float = 0.0
+    steps: int = 0
+    audio_seconds: float = 0.0
+    start: float = field(default_factory=time.time)
 
-    trackers = bool(config.train.log_with)
-    if trackers:
-        accelerator.init_trackers(output_dir.name, config=flatten_metrics(config_to_dict(config), "."))
-    log_path = output_dir / "metrics.jsonl"
-    if main and checkpoint is not None:
-        dropped = truncate_metrics(log_path, state["num_updates"])
-        if dropped:
-            logger.info("metrics.jsonl: dropped %d row(s) logged after update %d (they are logged again)", dropped, state["num_updates"])
 
-    def log(record: dict) -> None:
-        record = {"update": state["num_updates"], **record}
-        if main:
-            with open(log_path, "a", encoding="utf-8") as log_file:
+@dataclass(eq=False)
+class _TrainingRun:
+    """One process's run: the pieces `_set_up` built, the counters a checkpoint keeps, and the stages of an update."""
+
+    config: ExperimentConfig
+    accelerator: Accelerator
+    data: _TrainingData
+    processor: MlplProcessor
+    collator: MlplCollator
+    model: Any  # as prepared by accelerate (DDP-wrapped with several processes)
+    unwrapped: MlplForCTC
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    labeled: BatchSource
+    unlabeled: BatchSource | None
+    spec_augment: SpecAugment | None
+    augment_generator: torch.Generator
+    schedule: SlimIPLSchedule
+    cache: PseudoLabelCache
+    counters: RunCounters
+    vocabulary: dict[str, int]  # the tokenizer's, for script-constrained pseudo-labels
+    teacher: EmaTeacher | None = None
+    window: _LossWindow = field(default_factory=_LossWindow)
+    progress: Any = None  # the tqdm bar, from start_logging on
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.config.train.output_dir)
+
+    @property
+    def log_path(self) -> Path:
+        return self.output_dir / "metrics.jsonl"
+
+    def due(self, every: int) -> bool:
+        """Whether the update just made is one of every `every` (or the last one)."""
+        updates = self.counters.num_updates
+        return updates % every == 0 or updates == self.config.train.max_updates
+
+    # ---- checkpoints (training.checkpoint) ---------------------------------------------------------------
+
+    def trainer_state(self) -> TrainerState:
+        return TrainerState(
+            counters=self.counters,
+            scheduler=self.scheduler.state_dict(),
+            train_sampler=self.labeled.state_dict(),
+            augment_generator=self.augment_generator.get_state(),
+            schedule=self.schedule.state_dict(),
+            cache=self.cache.state_dict(),
+            unlabeled_sampler=self.unlabeled.state_dict() if self.unlabeled is not None else None,
+            teacher=self.teacher.state_dict() if self.teacher is not None else None,
+        )
+
+    def save_checkpoint(self) -> None:
+        save_checkpoint(self.accelerator, self.output_dir, self.trainer_state(), self.config)
+
+    def resume(self) -> bool:
+        """Continue from the newest checkpoint of the run folder, if there is one."""
+        checkpoint = newest_checkpoint(self.output_dir)
+        if checkpoint is None:
+            logger.info("--resume: no checkpoint in %s, starting from scratch", self.output_dir / CHECKPOINTS)
+            return False
+        saved = TrainerState.from_dict(load_checkpoint(self.accelerator, checkpoint), self.counters)
+        self.counters = saved.counters
+        self.scheduler.load_state_dict(saved.scheduler)
+        self.labeled.load_state_dict(saved.train_sampler)
+        self.augment_generator.set_state(saved.augment_generator)
+        self.schedule.load_state_dict(saved.schedule)
+        self.cache.load_state_dict(saved.cache)
+        if self.unlabeled is not None:
+            self.unlabeled.load_state_dict(saved.unlabeled_sampler)
+        slimipl = self.config.slimipl
+        if self.counters.regularization_lowered:
+            lower_regularization(self.unwrapped, slimipl.dropout, slimipl.layerdrop)
+        if saved.teacher is not None:
+            self.teacher = EmaTeacher(self.unwrapped, slimipl.ema_decay)
+            self.teacher.load_state_dict(saved.teacher)
+        logger.info("resumed from %s at update %d", checkpoint, self.counters.num_updates)
+        return True
+
+    # ---- logging ------------------------------------------------------------------------------------------
+
+    def start_logging(self, resumed: bool) -> None:
+        """Trackers, metrics.jsonl (a resumed run drops the rows after its checkpoint), the progress bar."""
+        config = self.config
+        if config.train.log_with:
+            self.accelerator.init_trackers(self.output_dir.name, config=flatten_metrics(config_to_dict(config), "."))
+        updates = self.counters.num_updates
+        if self.accelerator.is_main_process and resumed:
+            dropped = truncate_metrics(self.log_path, updates)
+            if dropped:
+                logger.info("metrics.jsonl: dropped %d row(s) logged after update %d (they are logged again)", dropped, updates)
+        self.progress = tqdm(
+            total=config.train.max_updates, initial=updates, desc="train", unit="update", disable=not self.accelerator.is_local_main_process
+        )
+        self.window = _LossWindow()
+
+    def log(self, record: dict) -> None:
+        """One metrics.jsonl row (main process) and the trackers' numbers, at the current update."""
+        record = {"update": self.counters.num_updates, **record}
+        if self.accelerator.is_main_process:
+            with open(self.log_path, "a", encoding="utf-8") as log_file:
                 log_file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        if trackers:
-            accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=state["num_updates"])
+        if self.config.train.log_with:
+            self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=self.counters.num_updates)
 
-    def evaluate_and_keep_best() -> None:
-        if not dev_sets:
+    def log_training(self, grad_norm) -> None:
+        """The window's average losses, lr, throughput, slimIPL counters and hours per language; a new window."""
+        window, accelerator = self.window, self.accelerator
+        elapsed = time.time() - window.start
+        record = {
+            "loss": window.loss / window.steps,
+            "ctc_loss": window.ctc_loss / window.steps,
+            "lid_loss": window.lid_loss / window.steps,
+            "lr": self.scheduler.get_last_lr()[0],
+            "grad_norm": float(grad_norm) if grad_norm is not None else None,
+            "audio_seconds_per_second": window.audio_seconds * accelerator.num_processes / max(elapsed, 1e-9),
+            "skipped_non_finite": self.counters.skipped_non_finite,
+        }
+        if self.config.slimipl.enabled:
+            record.update({f"slimipl/{k}": v for k, v in {**self.schedule.counters(), **self.cache.counters()}.items()})
+        record.update({f"train_hours/{code}": hours for code, hours in self.language_hours().items()})
+        self.log(record)
+        self.progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2g}")
+        self.window = _LossWindow()
+
+    def language_hours(self) -> dict[str, float]:
+        """Hours of labeled audio trained on so far per language, summed over processes (a collective)."""
+        accelerator = self.accelerator
+        seconds = accelerator.reduce(torch.tensor(self.counters.language_seconds, dtype=torch.float64, device=accelerator.device), reduction="sum")
+        return {code: value / 3600 for code, value in zip(self.unwrapped.config.language_codes, seconds.tolist()) if value > 0}
+
+    # ---- evaluation ---------------------------------------------------------------------------------------
+
+    def evaluate_and_keep_best(self) -> None:
+        """Dev CER on every process (`evaluate`), logged; a new best is saved as the `best/` model folder."""
+        if not self.data.dev_sets:
             return
-        results = evaluate(accelerator, model, processor, dev_sets, collator, config.data.eval_max_batch_seconds or config.data.max_batch_seconds)
+        config, counters = self.config, self.counters
+        results = evaluate(
+            self.accelerator, self.model, self.processor, self.data.dev_sets, self.collator,
+            config.data.eval_max_batch_seconds or config.data.max_batch_seconds,
+        )  # fmt: skip
         dev_cer = average_dev_cer(results)
         record = {"dev_cer": dev_cer}
         for name, result in results.items():
             record.update({f"dev/{name}/{k}": v for k, v in flatten_metrics(result).items()})
-        log(record)
+        self.log(record)
+        main = self.accelerator.is_main_process
         if main:
-            logger.info("update %d: dev CER %.4f (best %.4f)", state["num_updates"], dev_cer, state["best_dev_cer"])
-        if dev_cer < state["best_dev_cer"]:
-            state["best_dev_cer"] = dev_cer
+            logger.info("update %d: dev CER %.4f (best %.4f)", counters.num_updates, dev_cer, counters.best_dev_cer)
+        if dev_cer < counters.best_dev_cer:
+            counters.best_dev_cer = dev_cer
             if main:
-                metrics = {"update": state["num_updates"], "dev_cer": dev_cer, "dev": results}
-                save_model_folder(unwrapped, processor, output_dir / BEST_MODEL, {"dev_metrics.json": metrics})
-                save_config(config, output_dir / BEST_MODEL / "training_config.yaml")
-        accelerator.wait_for_everyone()
+                metrics = {"update": counters.num_updates, "dev_cer": dev_cer, "dev": results}
+                save_model_folder(self.unwrapped, self.processor, self.output_dir / BEST_MODEL, {"dev_metrics.json": metrics})
+                save_config(config, self.output_dir / BEST_MODEL / "training_config.yaml")
+        self.accelerator.wait_for_everyone()
 
-    def language_hours() -> dict[str, float]:
-        """Hours of labeled audio trained on so far per language, summed over processes (a collective)."""
-        seconds = accelerator.reduce(torch.tensor(state["language_seconds"], dtype=torch.float64, device=accelerator.device), reduction="sum")
-        return {code: value / 3600 for code, value in zip(unwrapped.config.language_codes, seconds.tolist()) if value > 0}
+    # ---- one update ---------------------------------------------------------------------------------------
 
-    # ---- the loop -------------------------------------------------------------------------------------
-    progress = tqdm(
-        total=config.train.max_updates, initial=state["num_updates"], desc="train", unit="update", disable=not accelerator.is_local_main_process
-    )
-    window = {"loss": 0.0, "ctc_loss": 0.0, "lid_loss": 0.0, "steps": 0, "audio_seconds": 0.0, "start": time.time()}
-    if config.train.eval_before_training and state["num_updates"] == 0:
-        evaluate_and_keep_best()  # the starting point of the dev curve (and of the stage table)
-    model.train()
-    while state["num_updates"] < config.train.max_updates:
-        # 1. What kind of step (docs/design.md §5): labeled, or unlabeled from the pseudo-label cache.
-        kind = schedule.next_step(state["num_updates"]) if slimipl.enabled else LABELED_STEP
+    def next_batch(self) -> tuple[str, dict | None]:
+        """The step's kind (docs/design.md §5) and its batch: labeled, or a cached batch with its pseudo-labels;
+        None for a step that fills the cache."""
+        slimipl = self.config.slimipl
+        kind = self.schedule.next_step(self.counters.num_updates) if slimipl.enabled else LABELED_STEP
         if kind == LABELED_STEP:
-            batch = next(labeled_batches)
-        else:
-            if not state["regularization_lowered"]:
-                lower_regularization(unwrapped, slimipl.dropout, slimipl.layerdrop)  # docs/design.md §5: from slimIPL's start
-                state["regularization_lowered"] = True
-                if slimipl.ema_decay is not None and teacher is None:
-                    teacher = EmaTeacher(unwrapped, slimipl.ema_decay)
-            cache_step = cache.step(lambda: next(unlabeled_batches), pseudo_label)
-            if not cache_step.trains:
-                continue  # a filling step: pseudo-labels made, no update
-            batch = dict(cache_step.batch, labels=cache_step.labels)
-        inputs = {k: batch[k].to(accelerator.device) for k in MODEL_INPUTS if k in batch}
-        # 2. SpecAugment on labeled and on pseudo-labeled batches (the same masks for the whole batch).
-        if spec_augment is not None:
-            inputs["input_features"] = spec_augment(
-                inputs["input_features"], inputs["attention_mask"], num_updates=state["num_updates"], generator=augment_generator
-            )
+            return kind, next(self.labeled)
+        if not self.counters.regularization_lowered:
+            lower_regularization(self.unwrapped, slimipl.dropout, slimipl.layerdrop)  # docs/design.md §5: from slimIPL's start
+            self.counters.regularization_lowered = True
+            if slimipl.ema_decay is not None and self.teacher is None:
+                self.teacher = EmaTeacher(self.unwrapped, slimipl.ema_decay)
+        cache_step = self.cache.step(lambda: next(self.unlabeled), self.pseudo_label)
+        if not cache_step.trains:
+            return kind, None
+        return kind, dict(cache_step.batch, labels=cache_step.labels)
 
-        # 3. Forward, the all-process non-finite vote, backward, clip, update.
-        with accelerator.accumulate(model):
-            outputs = model(**inputs)
+    def pseudo_label(self, batch: dict) -> torch.Tensor:
+        """slimIPL's pseudo-labels of an unlabeled batch: the model (or its EMA teacher) in eval mode, no
+        SpecAugment, greedy, no LM; cropped during the cropping warm-up (docs/design.md §5)."""
+        slimipl, counters, device = self.config.slimipl, self.counters, self.accelerator.device
+        crop_frames = int(slimipl.crop_seconds * FRAMES_PER_SECOND) if self.schedule.crops_unlabeled(counters.num_updates) else None
+        counters.pseudo_labeled_batches += 1
+        counters.cropped_pseudo_labeled_batches += crop_frames is not None
+        labeler = self.teacher.model if self.teacher is not None else self.unwrapped
+        with pseudo_labeling_mode(labeler):
+            features, mask = batch["input_features"].to(device), batch["attention_mask"].to(device)
+            logits, lengths, lid_logits = chunked_logits(labeler, features, mask, crop_frames)
+            if slimipl.language_constraint:  # docs/design.md §3.1: the source's language, the LID's guess if unknown
+                codes = labeler.config.language_codes
+                languages = [codes[index] if index >= 0 else AUTO_LANGUAGE for index in batch["language_ids"].tolist()]
+                logits = constrain_to_language(logits, labeler.config, self.vocabulary, languages, lid_logits)
+            return pad_labels(greedy_token_ids(logits, lengths, labeler.config.pad_token_id))
+
+    def train_step(self, batch: dict) -> tuple[Any, torch.Tensor | None]:
+        """SpecAugment (labeled and pseudo-labeled batches alike, one set of masks per batch), forward, the
+        all-process non-finite vote, backward, clip, optimizer step (docs/design.md §4).
+
+        Returns the model's outputs and the gradient norm (None without clipping or between accumulated
+        micro-batches); the outputs are None when some process's loss was not finite: then every process
+        skips the batch.
+        """
+        accelerator, counters = self.accelerator, self.counters
+        inputs = {k: batch[k].to(accelerator.device) for k in MODEL_INPUTS if k in batch}
+        if self.spec_augment is not None:
+            inputs["input_features"] = self.spec_augment(
+                inputs["input_features"], inputs["attention_mask"], num_updates=counters.num_updates, generator=self.augment_generator
+            )
+        with accelerator.accumulate(self.model):
+            outputs = self.model(**inputs)
             finite = torch.isfinite(outputs.loss.detach()).float()
             all_finite = bool(accelerator.reduce(finite, reduction="sum").item() == accelerator.num_processes)  # sync point
             if not all_finite:
-                state["skipped_non_finite"] += 1
+                counters.skipped_non_finite += 1
                 logger.warning(
                     "non-finite loss at update %d (batch %s...): batch skipped, %d so far",
-                    state["num_updates"], batch["ids"][:3], state["skipped_non_finite"],
-                )
-                optimizer.zero_grad(set_to_none=True)
-                continue
+                    counters.num_updates, batch["ids"][:3], counters.skipped_non_finite,
+                )  # fmt: skip
+                self.optimizer.zero_grad(set_to_none=True)
+                return None, None
             accelerator.backward(outputs.loss)
             grad_norm = None
-            if accelerator.sync_gradients and config.optim.max_grad_norm:
-                grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            max_grad_norm = self.config.optim.max_grad_norm
+            if accelerator.sync_gradients and max_grad_norm:
+                grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return outputs, grad_norm
 
-        window["loss"] += outputs.loss.item()
-        window["ctc_loss"] += outputs.ctc_loss.item() if outputs.ctc_loss is not None else 0.0
-        window["lid_loss"] += outputs.lid_loss.item() if outputs.lid_loss is not None else 0.0
-        window["steps"] += 1
-        window["audio_seconds"] += float(batch["durations"].sum())
+    def count_step(self, kind: str, batch: dict, outputs) -> None:
+        """A trained step's losses and audio into the log window; a labeled one's seconds per language."""
+        window = self.window
+        window.loss += outputs.loss.item()
+        window.ctc_loss += outputs.ctc_loss.item() if outputs.ctc_loss is not None else 0.0
+        window.lid_loss += outputs.lid_loss.item() if outputs.lid_loss is not None else 0.0
+        window.steps += 1
+        window.audio_seconds += float(batch["durations"].sum())
         if kind == LABELED_STEP:
             for language_id, seconds in zip(batch["language_ids"].tolist(), batch["durations"].tolist()):
-                state["language_seconds"][language_id] += seconds
-        if not accelerator.sync_gradients:
-            continue  # gradient accumulation: more micro-batches before the update
-        scheduler.step()
-        state["num_updates"] += 1
-        if teacher is not None:
-            teacher.update(unwrapped)
-        progress.update(1)
+                self.counters.language_seconds[language_id] += seconds
 
-        # 4. Log, evaluate, checkpoint.
-        updates = state["num_updates"]
-        if updates % config.train.log_every == 0 or updates == config.train.max_updates:
-            elapsed = time.time() - window["start"]
-            record = {
-                "loss": window["loss"] / window["steps"],
-                "ctc_loss": window["ctc_loss"] / window["steps"],
-                "lid_loss": window["lid_loss"] / window["steps"],
-                "lr": scheduler.get_last_lr()[0],
-                "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                "audio_seconds_per_second": window["audio_seconds"] * accelerator.num_processes / max(elapsed, 1e-9),
-                "skipped_non_finite": state["skipped_non_finite"],
-            }
-            if slimipl.enabled:
-                record.update({f"slimipl/{k}": v for k, v in {**schedule.counters(), **cache.counters()}.items()})
-            record.update({f"train_hours/{code}": hours for code, hours in language_hours().items()})
-            log(record)
-            progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2g}")
-            window.update(loss=0.0, ctc_loss=0.0, lid_loss=0.0, steps=0, audio_seconds=0.0, start=time.time())
-        if updates % config.train.eval_every == 0 or updates == config.train.max_updates:
-            evaluate_and_keep_best()
-            model.train()
-        if updates % config.train.save_every == 0 or updates == config.train.max_updates:
-            save_checkpoint()
-    progress.close()
+    def finish_update(self) -> None:
+        """After the optimizer step of an update: the lr schedule, the count, the EMA teacher, the bar."""
+        self.scheduler.step()
+        self.counters.num_updates += 1
+        if self.teacher is not None:
+            self.teacher.update(self.unwrapped)
+        self.progress.update(1)
 
-    # ---- the end: final model, summary (written last: it marks the run as finished) -------------------------
-    final_model = output_dir / FINAL_MODEL
-    realized_seconds = {code: hours * 3600 for code, hours in language_hours().items()}
-    summary = {
-        "num_updates": state["num_updates"],
-        "best_dev_cer": state["best_dev_cer"] if math.isfinite(state["best_dev_cer"]) else None,
-        "skipped_non_finite": state["skipped_non_finite"],
-        "unknown_characters": collator.unknown_character_summary(),
-        "slimipl": (
-            {**schedule.counters(), **cache.counters(), **{k: state[k] for k in ("pseudo_labeled_batches", "cropped_pseudo_labeled_batches")}}
-            if slimipl.enabled
-            else None
-        ),
-        "languages": language_hours_report(train_set, temperature, realized_seconds) if not streaming else {
-            **(stream_mix or {"temperature": 1.0}), "realized_hours": {code: value / 3600 for code, value in sorted(realized_seconds.items())},
-        },  # fmt: skip
-        "parameters": parameter_counts(unwrapped),
-        "best_model": str(output_dir / BEST_MODEL) if dev_sets else None,
-        "final_model": str(final_model),
-    }
-    if main:
-        save_model_folder(unwrapped, processor, final_model)
-        write_json_atomically(output_dir / FINISHED_MARKER, summary)
-        logger.info("finished %d updates; final model %s; summary %s", state["num_updates"], final_model, output_dir / FINISHED_MARKER)
-    accelerator.wait_for_everyone()
-    if trackers:
-        accelerator.end_training()
-    return TrainResult(
-        state["num_updates"], state["best_dev_cer"], output_dir / BEST_MODEL if dev_sets else None, final_model, output_dir, unwrapped
-    )
+    # ---- the end ------------------------------------------------------------------------------------------
+
+    def finish(self) -> TrainResult:
+        """The final model folder and the summary, written last: it marks the run as finished."""
+        self.progress.close()
+        config, data, counters, output_dir = self.config, self.data, self.counters, self.output_dir
+        final_model = output_dir / FINAL_MODEL
+        realized_seconds = {code: hours * 3600 for code, hours in self.language_hours().items()}
+        summary = {
+            "num_updates": counters.num_updates,
+            "best_dev_cer": counters.best_dev_cer if math.isfinite(counters.best_dev_cer) else None,
+            "skipped_non_finite": counters.skipped_non_finite,
+            "unknown_characters": self.collator.unknown_character_summary(),
+            "slimipl": (
+                {
+                    **self.schedule.counters(), **self.cache.counters(),
+                    "pseudo_labeled_batches": counters.pseudo_labeled_batches,
+                    "cropped_pseudo_labeled_batches": counters.cropped_pseudo_labeled_batches,
+                }
+                if config.slimipl.enabled
+                else None
+            ),  # fmt: skip
+            "languages": language_hours_report(data.train_set, config.data.language_temperature, realized_seconds) if not data.streaming else {
+                **(data.stream_mix or {"temperature": 1.0}), "realized_hours": {code: value / 3600 for code, value in sorted(realized_seconds.items())},
+            },  # fmt: skip
+            "parameters": parameter_counts(self.unwrapped),
+            "best_model": str(output_dir / BEST_MODEL) if data.dev_sets else None,
+            "final_model": str(final_model),
+        }
+        if self.accelerator.is_main_process:
+            save_model_folder(self.unwrapped, self.processor, final_model)
+            write_json_atomically(output_dir / FINISHED_MARKER, summary)
+            logger.info("finished %d updates; final model %s; summary %s", counters.num_updates, final_model, output_dir / FINISHED_MARKER)
+        self.accelerator.wait_for_everyone()
+        if config.train.log_with:
+            self.accelerator.end_training()
+        best_model = output_dir / BEST_MODEL if data.dev_sets else None
+        return TrainResult(counters.num_updates, counters.best_dev_cer, best_model, final_model, output_dir, self.unwrapped)
 
 
 __all__ = [
+    "BatchSource",
     "TrainResult",
     "average_dev_cer",
     "build_optimizer",
-    "checkpoint_steps",
     "dataset_languages",
     "evaluate",
     "linear_warmup_with_halving",
-    "load_checkpoint",
     "load_map_style",
     "new_model_config",
-    "newest_checkpoint",
     "save_model_folder",
     "language_hours_report",
     "train",
