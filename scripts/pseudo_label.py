@@ -111,7 +111,7 @@ def build_source(arguments: argparse.Namespace):
         )  # fmt: skip
     except ValueError as error:
         raise SystemExit(str(error)) from None
-    return config.load(keep_audio_reference=True, num_shards=arguments.num_shards)
+    return sources.load_source(config, keep_audio_reference=True, num_shards=arguments.num_shards)
 
 
 def main(argv=None) -> None:

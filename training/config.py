@@ -21,7 +21,9 @@ from typing import Any
 
 import yaml
 
-SOURCE_KINDS = ("common_voice", "voxpopuli", "flashlight", "hub", "pseudo_labels")
+# The kinds of data source (docs/design.md §8): the one vocabulary of `SourceConfig.kind`, `--data` detection and
+# every dispatch on kind (training.sources.SOURCE_KIND_READERS reads each).
+SOURCE_KINDS = COMMON_VOICE, VOXPOPULI, FLASHLIGHT_LIST, HUB, PSEUDO_LABELS = ("common_voice", "voxpopuli", "flashlight", "hub", "pseudo_labels")
 
 # Model size presets (docs/design.md §2): MlplConfig's defaults are the base model; `model.overrides` apply on top.
 MODEL_SIZES = {"base": {}, "large": {"hidden_size": 1536, "intermediate_size": 6144}}
@@ -58,7 +60,7 @@ def check_ranges(config, section: str, ranges: dict) -> None:
 
 @dataclass
 class SourceConfig:
-    """One data source of the data layer (training.data, docs/design.md §8).
+    """One data source of the data layer (training.data, docs/design.md §8); `training.sources.load_source` reads it.
 
     kind: "common_voice" (local release folder), "voxpopuli" (local unlabeled folder), "flashlight"
         (list file; needs `language`), "hub" (dataset id or local parquet folder; `name`, `columns`,
@@ -81,38 +83,8 @@ class SourceConfig:
             raise ValueError(f"source kind {self.kind!r} is not one of {SOURCE_KINDS}")
         if not self.path:
             raise ValueError(f"a {self.kind} source needs a path (got path={self.path!r})")
-        if self.kind == "flashlight" and not self.language:
+        if self.kind == FLASHLIGHT_LIST and not self.language:
             raise ValueError(f"flashlight list {self.path}: set `language:` (lists carry no language column)")
-
-    def load(self, keep_audio_reference: bool = False, num_shards: int | None = None, header_scan=None):
-        """The source as a datasets Dataset / IterableDataset in the data layer's example schema.
-
-        The one place that maps a source description to its loader: the trainer, the recipe and the
-        command-line scripts (through `training.sources.source_config`) all load data here.
-        `keep_audio_reference` keeps each clip's undecoded reference (pseudo-labeling); `num_shards`
-        sets the shard count of local streams; `header_scan` (a `training.header_index.HeaderScan`) how
-        map-style sources read their clips' durations (worker processes, cache folder).
-        """
-        from . import data
-
-        options = {"streaming": self.streaming, "keep_audio_reference": keep_audio_reference, "header_scan": header_scan}
-        local = {**options, **({"num_shards": num_shards} if num_shards else {})}
-        if self.kind == "common_voice":
-            return data.load_common_voice_folder(self.path, self.split, languages=self.languages, **local)
-        if self.kind == "voxpopuli":
-            return data.load_voxpopuli_folder(self.path, languages=self.languages, **local)
-        if self.kind == "flashlight":
-            dataset = data.load_flashlight_list(self.path, language=self.language, labeled=self.labeled, **local)
-        elif self.kind == "pseudo_labels":
-            from .pseudo_label import load_pseudo_label_set
-
-            return load_pseudo_label_set(self.path, languages=self.languages, streaming=self.streaming)
-        else:
-            # A local folder of parquet files, or a Hub id; unlabeled: ignore any transcript column.
-            path, extra = ("parquet", {"data_dir": self.path}) if Path(self.path).is_dir() else (self.path, {})
-            columns = dict(self.columns or {}) if self.labeled else {**(self.columns or {}), "sentence": None}
-            dataset = data.load_hub_dataset(path, self.name, self.split, columns=columns, language=self.language, **options, **extra)
-        return data.select_languages(dataset, self.languages, f"{self.path} ({self.split})")
 
 
 @dataclass
@@ -492,9 +464,15 @@ __all__ = [
     "SourceConfig",
     "SpecAugmentConfig",
     "TrainConfig",
+    "COMMON_VOICE",
+    "FLASHLIGHT_LIST",
+    "HUB",
     "MASKED",
     "MODEL_SIZES",
+    "PSEUDO_LABELS",
     "SECRET_KEYS",
+    "SOURCE_KINDS",
+    "VOXPOPULI",
     "apply_override",
     "check_model_overrides",
     "build_dataclass",
