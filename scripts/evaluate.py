@@ -34,6 +34,7 @@ A model saved before character inventories existed takes them from a labeled sou
 """
 
 import argparse
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -133,10 +134,10 @@ def main(argv=None) -> None:
     # lm_decoding.json lives next to the model when the model is a folder we may write to.
     lm_decoding_path = model_folder if model_folder is not None and os.access(model_folder, os.W_OK) else output_dir
 
-    decoder_settings = dict(SLIMIPL_BEAM_SETTINGS) if arguments.slimipl_beam else {}
-    for name in ("beam_size", "beam_size_token", "beam_threshold"):
-        if getattr(arguments, name) is not None:
-            decoder_settings[name] = getattr(arguments, name)
+    given = {name: getattr(arguments, name) for name in ("beam_size", "beam_size_token", "beam_threshold") if getattr(arguments, name) is not None}
+    beam = None
+    if arguments.slimipl_beam or given:
+        beam = dataclasses.replace(SLIMIPL_BEAM_SETTINGS if arguments.slimipl_beam else DEFAULT_BEAM_SETTINGS, **given)
 
     result = evaluate_model(
         model,
@@ -154,7 +155,7 @@ def main(argv=None) -> None:
         grid_search=arguments.grid_search,
         alphas=arguments.alphas,
         betas=arguments.betas,
-        decoder_settings=decoder_settings,
+        beam=beam,
         lm_decoding_path=lm_decoding_path,
         plots=not arguments.no_plots,
         description={"model": model_name, "model_revision": revision, "data": str(arguments.data), "split": arguments.split},
