@@ -395,16 +395,23 @@ def _resolve_paths(config: ExperimentConfig, base: Path) -> None:
     config.model.init_from = resolve(config.model.init_from)
 
 
+def read_yaml_mapping(path: str | os.PathLike, what: str = "sections") -> dict:
+    """The mapping a YAML config file holds (empty file: {}); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: the top level must be a mapping of {what}, got {type(values).__name__}")
+    return values
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """The YAML file (or the defaults) with `overrides` applied, checked and typed."""
     values: dict = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: the top level must be a mapping of sections, got {type(values).__name__}")
+        values = read_yaml_mapping(path)
     for override in overrides:
         apply_override(values, override)
     config = build_dataclass(ExperimentConfig, values, str(path or "config"))
@@ -479,5 +486,6 @@ __all__ = [
     "config_to_dict",
     "load_config",
     "mask_secrets",
+    "read_yaml_mapping",
     "save_config",
 ]

@@ -83,12 +83,11 @@ class RecipeConfig:
 
 
 def load_recipe_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> RecipeConfig:
-    import yaml
-
-    from .config import apply_override
+    """The recipe YAML with dotted `key=value` overrides applied, checked and typed (as `config.load_config`)."""
+    from .config import apply_override, read_yaml_mapping
 
     path = Path(path)
-    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    values = read_yaml_mapping(path)
     for override in overrides:
         apply_override(values, override)
     config = build_dataclass(RecipeConfig, values, str(path))
