@@ -1,8 +1,8 @@
-"""Experiment configuration: dataclasses whose defaults are the paper's values (STYLE 5).
+"""Experiment configuration: dataclasses whose defaults are the paper's values (docs/design.md §4-5).
 
 One YAML file per experiment, overridden from the command line with dotted `key=value` pairs:
 
-    accelerate launch scripts/train.py --config configs/demo.yaml optim.lr=0.01 train.max_updates=2000
+    accelerate launch scripts/train.py --config my_run.yaml optim.lr=0.01 train.max_updates=2000
 
 `load_config` checks every key against the dataclasses (a typo is an error naming the key and the
 valid ones) and converts values to the field's type; `save_config` writes the resolved config beside

@@ -1,6 +1,6 @@
 """Train an mlpl model: supervised CTC + LID, or slimIPL (training/trainer.py, docs/design.md §4-5).
 
-    accelerate launch scripts/train.py --config training/configs/demo_supervised.yaml
+    accelerate launch scripts/train.py --config my_run.yaml     # sections: training/config.py ExperimentConfig
     accelerate launch --multi_gpu --num_processes 8 scripts/train.py --config my.yaml optim.lr=0.01
     accelerate launch scripts/train.py --config my.yaml --resume        # continue from the newest step_N/
     accelerate launch scripts/train.py --config other.yaml --overwrite  # replace the run in train.output_dir
