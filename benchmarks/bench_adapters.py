@@ -20,6 +20,7 @@ from modeling_mlpl import MlplForCTC, MlplProcessor
 from training.adapters import add_training_adapter, parameter_counts
 from training.collate import MlplCollator
 from training.config import AdapterConfig, SourceConfig
+from training.sources import load_source
 from training.trainer import MODEL_INPUTS
 
 def main():
@@ -34,7 +35,7 @@ def main():
     base, rounds, per_round = arguments.base, arguments.rounds, arguments.updates
     torch.manual_seed(0)
     processor = MlplProcessor.from_pretrained(base)
-    dataset = SourceConfig(kind="common_voice", path=arguments.data, split="train", languages=[arguments.language]).load()
+    dataset = load_source(SourceConfig(kind="common_voice", path=arguments.data, split="train", languages=[arguments.language]))
     models = {"full": MlplForCTC.from_pretrained(base)}
     settings = AdapterConfig(enabled=True, rank=arguments.rank, alpha=2.0 * arguments.rank)
     models["adapter"] = add_training_adapter(MlplForCTC.from_pretrained(base), settings, base)

@@ -9,7 +9,8 @@ from decoding_fixtures import LANGUAGES, load_script, partly_trained_model
 from training.data import common_voice_records
 from training.evaluation import evaluate_model
 from training.metrics import compute_asr_metrics
-from training.sources import COMMON_VOICE, FLASHLIGHT_LIST, HUB, load_labeled_source, resolve_source
+from training.config import COMMON_VOICE, FLASHLIGHT_LIST, HUB
+from training.sources import load_labeled_source, resolve_source
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -1,8 +1,8 @@
-"""Experiment configuration: dataclasses whose defaults are the paper's values (STYLE 5).
+"""Experiment configuration: dataclasses whose defaults are the paper's values (docs/design.md §4-5).
 
 One YAML file per experiment, overridden from the command line with dotted `key=value` pairs:
 
-    accelerate launch scripts/train.py --config configs/demo.yaml optim.lr=0.01 train.max_updates=2000
+    accelerate launch scripts/train.py --config my_run.yaml optim.lr=0.01 train.max_updates=2000
 
 `load_config` checks every key against the dataclasses (a typo is an error naming the key and the
 valid ones) and converts values to the field's type; `save_config` writes the resolved config beside
@@ -21,7 +21,9 @@ from typing import Any
 
 import yaml
 
-SOURCE_KINDS = ("common_voice", "voxpopuli", "flashlight", "hub", "pseudo_labels")
+# The kinds of data source (docs/design.md §8): the one vocabulary of `SourceConfig.kind`, `--data` detection and
+# every dispatch on kind (training.sources.SOURCE_KIND_READERS reads each).
+SOURCE_KINDS = COMMON_VOICE, VOXPOPULI, FLASHLIGHT_LIST, HUB, PSEUDO_LABELS = ("common_voice", "voxpopuli", "flashlight", "hub", "pseudo_labels")
 
 # Model size presets (docs/design.md §2): MlplConfig's defaults are the base model; `model.overrides` apply on top.
 MODEL_SIZES = {"base": {}, "large": {"hidden_size": 1536, "intermediate_size": 6144}}
@@ -58,7 +60,7 @@ def check_ranges(config, section: str, ranges: dict) -> None:
 
 @dataclass
 class SourceConfig:
-    """One data source of the data layer (training.data, docs/design.md §8).
+    """One data source of the data layer (training.data, docs/design.md §8); `training.sources.load_source` reads it.
 
     kind: "common_voice" (local release folder), "voxpopuli" (local unlabeled folder), "flashlight"
         (list file; needs `language`), "hub" (dataset id or local parquet folder; `name`, `columns`,
@@ -81,38 +83,8 @@ class SourceConfig:
             raise ValueError(f"source kind {self.kind!r} is not one of {SOURCE_KINDS}")
         if not self.path:
             raise ValueError(f"a {self.kind} source needs a path (got path={self.path!r})")
-        if self.kind == "flashlight" and not self.language:
+        if self.kind == FLASHLIGHT_LIST and not self.language:
             raise ValueError(f"flashlight list {self.path}: set `language:` (lists carry no language column)")
-
-    def load(self, keep_audio_reference: bool = False, num_shards: int | None = None, header_scan=None):
-        """The source as a datasets Dataset / IterableDataset in the data layer's example schema.
-
-        The one place that maps a source description to its loader: the trainer, the recipe and the
-        command-line scripts (through `training.sources.source_config`) all load data here.
-        `keep_audio_reference` keeps each clip's undecoded reference (pseudo-labeling); `num_shards`
-        sets the shard count of local streams; `header_scan` (a `training.header_index.HeaderScan`) how
-        map-style sources read their clips' durations (worker processes, cache folder).
-        """
-        from . import data
-
-        options = {"streaming": self.streaming, "keep_audio_reference": keep_audio_reference, "header_scan": header_scan}
-        local = {**options, **({"num_shards": num_shards} if num_shards else {})}
-        if self.kind == "common_voice":
-            return data.load_common_voice_folder(self.path, self.split, languages=self.languages, **local)
-        if self.kind == "voxpopuli":
-            return data.load_voxpopuli_folder(self.path, languages=self.languages, **local)
-        if self.kind == "flashlight":
-            dataset = data.load_flashlight_list(self.path, language=self.language, labeled=self.labeled, **local)
-        elif self.kind == "pseudo_labels":
-            from .pseudo_label.reader import load_pseudo_label_set
-
-            return load_pseudo_label_set(self.path, languages=self.languages, streaming=self.streaming)
-        else:
-            # A local folder of parquet files, or a Hub id; unlabeled: ignore any transcript column.
-            path, extra = ("parquet", {"data_dir": self.path}) if Path(self.path).is_dir() else (self.path, {})
-            columns = dict(self.columns or {}) if self.labeled else {**(self.columns or {}), "sentence": None}
-            dataset = data.load_hub_dataset(path, self.name, self.split, columns=columns, language=self.language, **options, **extra)
-        return data.select_languages(dataset, self.languages, f"{self.path} ({self.split})")
 
 
 @dataclass
@@ -423,16 +395,23 @@ def _resolve_paths(config: ExperimentConfig, base: Path) -> None:
     config.model.init_from = resolve(config.model.init_from)
 
 
+def read_yaml_mapping(path: str | os.PathLike, what: str = "sections") -> dict:
+    """The mapping a YAML config file holds (empty file: {}); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: the top level must be a mapping of {what}, got {type(values).__name__}")
+    return values
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """The YAML file (or the defaults) with `overrides` applied, checked and typed."""
     values: dict = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: the top level must be a mapping of sections, got {type(values).__name__}")
+        values = read_yaml_mapping(path)
     for override in overrides:
         apply_override(values, override)
     config = build_dataclass(ExperimentConfig, values, str(path or "config"))
@@ -492,14 +471,21 @@ __all__ = [
     "SourceConfig",
     "SpecAugmentConfig",
     "TrainConfig",
+    "COMMON_VOICE",
+    "FLASHLIGHT_LIST",
+    "HUB",
     "MASKED",
     "MODEL_SIZES",
+    "PSEUDO_LABELS",
     "SECRET_KEYS",
+    "SOURCE_KINDS",
+    "VOXPOPULI",
     "apply_override",
     "check_model_overrides",
     "build_dataclass",
     "config_to_dict",
     "load_config",
     "mask_secrets",
+    "read_yaml_mapping",
     "save_config",
 ]

@@ -28,8 +28,10 @@ Conventions (those of Flashlight and wav2letter, so published weights carry over
   and without it the last word would never be closed (lexicon mode drops or mangles it). On the greedy
   path that frame only adds a trailing space, which decoding strips.
 
-Settings of the slimIPL recipe's decoder (docs/design.md §7) are `SLIMIPL_BEAM_SETTINGS`; the defaults are smaller
-so that decoding a dev set takes seconds, not hours.
+How the search runs and scores is one `BeamSettings` (LM weight, word score, beams, threshold, ...): the
+decoder's keyword arguments, what `lm_decoding.json` records and what callers pass. The slimIPL recipe's
+decoder (docs/design.md §7) is `SLIMIPL_BEAM_SETTINGS`; the defaults are smaller so that decoding a dev set
+takes seconds, not hours.
 
 Scale: decoding runs utterance by utterance on the calling thread; for the real vocabulary (8065
 characters) keep `beam_size_token` small (it bounds the tokens tried per frame).
@@ -61,10 +63,56 @@ from .ngram_lm import BOS, EOS, UNK, arpa_vocabulary
 
 logger = logging.getLogger(__name__)
 
+
+
+@dataclasses.dataclass(frozen=True)
+class BeamSettings:
+    """Everything that defines a beam search besides the LM file, the lexicon and the model (docs/design.md §7).
+
+    alpha: LM weight on log10 p_LM (wav2letter's `lmweight`).
+    beta: score added per word (wav2letter's `wordscore`).
+    beam_size: hypotheses kept per frame.
+    beam_size_token: tokens tried per frame (the most likely ones); None = all.
+    beam_threshold: hypotheses scoring more than this below the best are dropped.
+    unk_score: score of an out-of-vocabulary word instead of `beta`. None: -inf with a lexicon (Flashlight's
+        default: only lexicon words), `beta` without one (the LM term already makes OOV words expensive:
+        p(<unk>) times the spelling's character-model probability).
+    sil_score: score added per "|" token (Flashlight's `silscore`).
+    smearing: "max" (docs/design.md §7), "logadd" or "none": how LM scores of words are spread over the lexicon trie.
+    log_add: merge equal hypotheses by log-add instead of max (breaks beam = greedy at alpha = beta = 0).
+
+    The defaults are ours: small enough for a CPU (speeds per beam size: benchmarks/bench_decoding.py).
+    """
+
+    alpha: float = 0.5
+    beta: float = 1.0
+    beam_size: int = 50
+    beam_size_token: int | None = 20
+    beam_threshold: float = 25.0
+    unk_score: float | None = None
+    sil_score: float = 0.0
+    smearing: str = "max"
+    log_add: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings as `lm_decoding.json` records them (an infinite unk_score as "-inf")."""
+        values = dataclasses.asdict(self)
+        values["unk_score"] = "-inf" if self.unk_score == -math.inf else self.unk_score
+        return values
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> "BeamSettings":
+        """The settings of a `to_json` mapping (other keys, e.g. lm_path, ignored; missing ones: the defaults)."""
+        known = {item.name for item in dataclasses.fields(cls)}
+        settings = {name: value for name, value in values.items() if name in known}
+        if settings.get("unk_score") == "-inf":
+            settings["unk_score"] = -math.inf
+        return cls(**settings)
+
+
 # docs/design.md §7 (slimIPL recipe's decoding flags): beam 1000, token beam 100, threshold 100000, smearing max.
-SLIMIPL_BEAM_SETTINGS = {"beam_size": 1000, "beam_size_token": 100, "beam_threshold": 100000.0, "smearing": "max"}
-# Our defaults: small enough for a CPU (speeds per beam size: benchmarks/bench_decoding.py).
-DEFAULT_BEAM_SETTINGS = {"beam_size": 50, "beam_size_token": 20, "beam_threshold": 25.0, "smearing": "max"}
+SLIMIPL_BEAM_SETTINGS = BeamSettings(beam_size=1000, beam_size_token=100, beam_threshold=100000.0, smearing="max")
+DEFAULT_BEAM_SETTINGS = BeamSettings()
 # Grid of the alpha / beta search (paper: "a small grid search on dev"); alpha is in log10 units.
 DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0)
 DEFAULT_BETAS = (-1.0, 0.0, 1.0, 2.0, 3.0)
@@ -265,17 +313,8 @@ class MlplBeamSearchDecoder:
             None decodes without an LM.
         lexicon: None (lexicon-free), a file (one word per line, or Flashlight's `word<TAB>spelling`),
             a sequence of words, or "lm" (every word of the ARPA file).
-        alpha: LM weight on log10 p_LM (wav2letter's `lmweight`).
-        beta: score added per word (wav2letter's `wordscore`).
-        beam_size: hypotheses kept per frame.
-        beam_size_token: tokens tried per frame (the most likely ones); None = all.
-        beam_threshold: hypotheses scoring more than this below the best are dropped.
-        unk_score: score of an out-of-vocabulary word instead of `beta`. Default: -inf with a lexicon
-            (Flashlight's default: only lexicon words), `beta` without one (the LM term already makes OOV
-            words expensive: p(<unk>) times the spelling's character-model probability).
-        sil_score: score added per "|" token (Flashlight's `silscore`).
-        smearing: "max" (docs/design.md §7), "logadd" or "none": how LM scores of words are spread over the lexicon trie.
-        log_add: merge equal hypotheses by log-add instead of max (breaks beam = greedy at alpha = beta = 0).
+        alpha, beta, beam_size, beam_size_token, beam_threshold, unk_score, sil_score, smearing, log_add: the
+            fields of `BeamSettings` (defaults and meaning there); `from_settings` takes one `BeamSettings`.
         config: the model's `MlplConfig`, for script-constrained decoding (`decode(..., language=)`,
             docs/design.md §3.1: its `language_characters`).
     """
@@ -286,15 +325,15 @@ class MlplBeamSearchDecoder:
         lm_path: str | os.PathLike | None = None,
         lexicon: str | os.PathLike | Sequence[str] | None = None,
         *,
-        alpha: float = 0.5,
-        beta: float = 1.0,
-        beam_size: int = DEFAULT_BEAM_SETTINGS["beam_size"],
-        beam_size_token: int | None = DEFAULT_BEAM_SETTINGS["beam_size_token"],
-        beam_threshold: float = DEFAULT_BEAM_SETTINGS["beam_threshold"],
-        unk_score: float | None = None,
-        sil_score: float = 0.0,
-        smearing: str = DEFAULT_BEAM_SETTINGS["smearing"],
-        log_add: bool = False,
+        alpha: float = BeamSettings.alpha,
+        beta: float = BeamSettings.beta,
+        beam_size: int = BeamSettings.beam_size,
+        beam_size_token: int | None = BeamSettings.beam_size_token,
+        beam_threshold: float = BeamSettings.beam_threshold,
+        unk_score: float | None = BeamSettings.unk_score,
+        sil_score: float = BeamSettings.sil_score,
+        smearing: str = BeamSettings.smearing,
+        log_add: bool = BeamSettings.log_add,
         config=None,
     ):
         decoder = _flashlight()
@@ -353,6 +392,20 @@ class MlplBeamSearchDecoder:
         self._trie = self._build_trie() if self.uses_lexicon else None
         self._open_vocabulary = None  # built on first use by the lexicon-free word LM
         self._decoder = self._build_decoder()
+
+    @classmethod
+    def from_settings(cls, tokenizer, lm_path=None, lexicon=None, settings: BeamSettings = DEFAULT_BEAM_SETTINGS, *, config=None):
+        """The decoder of one `BeamSettings`."""
+        return cls(tokenizer, lm_path, lexicon, **dataclasses.asdict(settings), config=config)
+
+    @property
+    def beam_settings(self) -> BeamSettings:
+        """This decoder's settings as used (unk_score resolved, beam_size_token capped at the vocabulary)."""
+        return BeamSettings(
+            alpha=self.alpha, beta=self.beta, beam_size=self.beam_size, beam_size_token=self.beam_size_token,
+            beam_threshold=self.beam_threshold, unk_score=self.unk_score, sil_score=self.sil_score,
+            smearing=self.smearing, log_add=self.log_add,
+        )  # fmt: skip
 
     # ---- construction --------------------------------------------------------------------
 
@@ -458,15 +511,7 @@ class MlplBeamSearchDecoder:
         return {
             "lm_path": self.lm_path,
             "lexicon": None if lexicon is None else os.fspath(lexicon),
-            "alpha": self.alpha,
-            "beta": self.beta,
-            "beam_size": self.beam_size,
-            "beam_size_token": self.beam_size_token,
-            "beam_threshold": self.beam_threshold,
-            "unk_score": "-inf" if self.unk_score == -math.inf else self.unk_score,
-            "sil_score": self.sil_score,
-            "smearing": self.smearing,
-            "log_add": self.log_add,
+            **self.beam_settings.to_json(),
             "lm_units": "log10",
         }
 
@@ -633,7 +678,8 @@ def grid_search_lm_weights(
     output_path: str | os.PathLike | None = None,
     key: str = ALL_LANGUAGES,
     progress: bool = True,
-    **decoder_settings,
+    settings: BeamSettings = DEFAULT_BEAM_SETTINGS,
+    **setting_changes,
 ) -> GridSearchResult:
     """Pick the LM weight alpha and word score beta with the lowest dev WER (the paper's procedure).
 
@@ -645,7 +691,8 @@ def grid_search_lm_weights(
         references: the reference transcripts, parallel to `log_probs`.
         tokenizer: the model's tokenizer (not needed when `decoder` is given).
         decoder: a ready `MlplBeamSearchDecoder` to take the LM, lexicon and beam settings from; else one is
-            built from `tokenizer`, `lm_path`, `lexicon` and `decoder_settings`.
+            built from `tokenizer`, `lm_path`, `lexicon` and `settings` (a `BeamSettings`, with
+            `setting_changes`: BeamSettings fields as keywords, e.g. `beam_size=16`).
         languages: reference language per utterance (WER/CER are averaged over languages, as everywhere).
         alphas, betas: the grid.
         output_path: a `lm_decoding.json` to write (or update: the entry `key` is replaced, other keys kept).
@@ -661,7 +708,7 @@ def grid_search_lm_weights(
     if decoder is None:
         if tokenizer is None:
             raise ValueError("pass the model's tokenizer (or a ready decoder)")
-        decoder = MlplBeamSearchDecoder(tokenizer, lm_path, lexicon, **decoder_settings)
+        decoder = MlplBeamSearchDecoder.from_settings(tokenizer, lm_path, lexicon, dataclasses.replace(settings, **setting_changes))
     languages = list(languages) if languages is not None else ["all"] * len(references)
     points = [(float(alpha), float(beta)) for alpha in alphas for beta in betas]
     if not points:
@@ -715,21 +762,7 @@ def load_lm_decoding(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
 def decoder_from_settings(tokenizer, settings: Mapping[str, Any], **overrides) -> MlplBeamSearchDecoder:
     """Rebuild the decoder an `lm_decoding.json` entry describes (`overrides` replace its values)."""
     values = {**settings, **overrides}
-    unk = values.get("unk_score")
-    return MlplBeamSearchDecoder(
-        tokenizer,
-        values.get("lm_path"),
-        values.get("lexicon"),
-        alpha=values["alpha"],
-        beta=values["beta"],
-        beam_size=values.get("beam_size", DEFAULT_BEAM_SETTINGS["beam_size"]),
-        beam_size_token=values.get("beam_size_token", DEFAULT_BEAM_SETTINGS["beam_size_token"]),
-        beam_threshold=values.get("beam_threshold", DEFAULT_BEAM_SETTINGS["beam_threshold"]),
-        unk_score=-math.inf if unk == "-inf" else unk,
-        sil_score=values.get("sil_score", 0.0),
-        smearing=values.get("smearing", DEFAULT_BEAM_SETTINGS["smearing"]),
-        log_add=values.get("log_add", False),
-    )
+    return MlplBeamSearchDecoder.from_settings(tokenizer, values.get("lm_path"), values.get("lexicon"), BeamSettings.from_json(values))
 
 
 __all__ = [
@@ -739,6 +772,7 @@ __all__ = [
     "DEFAULT_BETAS",
     "LM_DECODING_FILE",
     "SLIMIPL_BEAM_SETTINGS",
+    "BeamSettings",
     "GridSearchResult",
     "LogProbCache",
     "MlplBeamSearchDecoder",

@@ -28,6 +28,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,10 @@ from .data import records_of
 from .decoding import (
     ALL_LANGUAGES,
     DEFAULT_ALPHAS,
+    DEFAULT_BEAM_SETTINGS,
     DEFAULT_BETAS,
     LM_DECODING_FILE,
+    BeamSettings,
     LogProbCache,
     MlplBeamSearchDecoder,
     grid_search_lm_weights,
@@ -160,7 +163,7 @@ def evaluate_model(
     grid_search: bool = False,
     alphas: Sequence[float] = DEFAULT_ALPHAS,
     betas: Sequence[float] = DEFAULT_BETAS,
-    decoder_settings: Mapping[str, Any] | None = None,
+    beam: BeamSettings | None = None,
     lm_decoding_path: str | os.PathLike | None = None,
     normalized: bool = True,
     plots: bool = True,
@@ -183,7 +186,8 @@ def evaluate_model(
         alpha, beta: LM weight and word score; both None and no grid search: `lm_decoding.json` or defaults.
         grid_search: choose alpha and beta on this dataset from `alphas` x `betas` and save them to
             `lm_decoding_path` (or `output_dir`) as `lm_decoding.json`.
-        decoder_settings: beam settings for `MlplBeamSearchDecoder` (beam_size, beam_size_token, ...).
+        beam: the beam search's `BeamSettings` (its alpha and beta unless `alpha`/`beta` or `lm_decoding.json`
+            give them); None: `lm_decoding.json`'s settings, else the defaults.
         lm_decoding_path: the `lm_decoding.json` (or its folder) to read weights from / write them to.
         normalized: also report the normalized variant (lowercase, no punctuation) beside the raw scores.
         plots: write the PNG plots (matplotlib).
@@ -214,7 +218,7 @@ def evaluate_model(
 
     language_models = resolve_language_models(lm, languages)
     decoders, caches, cache_rows = _prepare_lm_decoding(
-        tokenizer, language_models, lexicon, alpha, beta, grid_search, decoder_settings or {}, lm_decoding_path,
+        tokenizer, language_models, lexicon, alpha, beta, grid_search, beam, lm_decoding_path,
     )
 
     collator = MlplCollator(processor.feature_extractor, tokenizer, language_to_id)
@@ -294,21 +298,21 @@ def _lm_decoding_file(lm_decoding_path, output_dir) -> Path | None:
     return folder if folder.suffix == ".json" else folder / LM_DECODING_FILE
 
 
-def _prepare_lm_decoding(tokenizer, language_models, lexicon, alpha, beta, grid_search, settings, lm_decoding_path):
-    """One decoder per LM (and a log-probability cache per LM when searching the weights)."""
+def _prepare_lm_decoding(tokenizer, language_models, lexicon, alpha, beta, grid_search, beam, lm_decoding_path):
+    """One decoder per LM (and a log-probability cache per LM when searching the weights). Settings: `beam`
+    (else the stored ones, else the defaults), with the stored alpha and beta, and `alpha` / `beta` over all."""
     decoders, caches, cache_rows = {}, {}, {}
     for key, path in language_models.items():
-        values = dict(settings)
+        settings = beam or DEFAULT_BEAM_SETTINGS
         stored = None if grid_search or (alpha is not None and beta is not None) else _stored_settings(lm_decoding_path, key, path)
         if stored is not None:
-            for name in ("alpha", "beta", "beam_size", "beam_size_token", "beam_threshold", "smearing", "sil_score"):
-                if name in stored and name not in settings:
-                    values[name] = stored[name]
+            stored_names = ("alpha", "beta") if beam is not None else ("alpha", "beta", "beam_size", "beam_size_token", "beam_threshold", "smearing", "sil_score")
+            settings = dataclasses.replace(settings, **{name: stored[name] for name in stored_names if name in stored})
         if alpha is not None:
-            values["alpha"] = alpha
+            settings = dataclasses.replace(settings, alpha=alpha)
         if beta is not None:
-            values["beta"] = beta
-        decoders[key] = MlplBeamSearchDecoder(tokenizer, path, lexicon, **values)
+            settings = dataclasses.replace(settings, beta=beta)
+        decoders[key] = MlplBeamSearchDecoder.from_settings(tokenizer, path, lexicon, settings)
         if grid_search:
             decoder = decoders[key]
             caches[key] = LogProbCache(decoder.vocab_size, (decoder.blank_index, decoder.sil_index), top_k=max(128, decoder.beam_size_token))

@@ -30,6 +30,7 @@ from typing import Any
 
 from .files import replace_directory, write_json_atomically
 from .config import ExperimentConfig, SourceConfig, build_dataclass, config_to_dict, save_config
+from .sources import load_source
 from .stages import CONTROL_FOLDERS, STAGE_FOLDERS, TABLE_STAGES, unit_folder_name
 
 logger = logging.getLogger("mlpl.recipe")
@@ -72,12 +73,11 @@ class RecipeConfig:
 
 
 def load_recipe_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> RecipeConfig:
-    import yaml
-
-    from .config import apply_override
+    """The recipe YAML with dotted `key=value` overrides applied, checked and typed (as `config.load_config`)."""
+    from .config import apply_override, read_yaml_mapping
 
     path = Path(path)
-    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    values = read_yaml_mapping(path)
     for override in overrides:
         apply_override(values, override)
     config = build_dataclass(RecipeConfig, values, str(path))
@@ -198,17 +198,10 @@ class Recipe:
 
     @staticmethod
     def _languages(source: SourceConfig) -> list[str]:
-        """The languages a source holds; local folders are listed from their metadata, without reading audio
-        (loading would probe every clip's header, which the training stages do anyway)."""
-        from . import data
+        """The languages a source holds (`training.sources.source_languages`: from metadata where it can)."""
+        from .sources import source_languages
 
-        if source.kind == "common_voice":
-            records = data.common_voice_records(source.path, source.split, source.languages)
-        elif source.kind == "voxpopuli":
-            records = data.voxpopuli_records(source.path, source.languages)
-        else:
-            return sorted(data.records_of(source.load()).unique("language"))
-        return sorted({record["language"] for record in records})
+        return source_languages(source)
 
     @staticmethod
     def read_json(path: Path):
@@ -337,7 +330,7 @@ class Recipe:
 
                 model_folder = self.model_of(3, language)
                 model, processor, name, revision = load_model_for_pseudo_labeling(str(model_folder))
-                source = _source(self.config.unlabeled, languages=[language]).load(keep_audio_reference=True)
+                source = load_source(_source(self.config.unlabeled, languages=[language]), keep_audio_reference=True)
                 pl_config = build_dataclass(PseudoLabelConfig, {"overwrite": True, **self._pseudo_label_options()}, "pseudo_labels")
                 output = unit / "pseudo_labels"
                 summary = generate_pseudo_labels(
@@ -371,7 +364,7 @@ class Recipe:
                 parts.append(_source(self.config.unlabeled, languages=unknown))
         if not parts:
             return None, []
-        loaded = [part.load(keep_audio_reference=True) for part in parts]
+        loaded = [load_source(part, keep_audio_reference=True) for part in parts]
         if len(loaded) == 1:
             return loaded[0], [part.path for part in parts]
         from datasets import Dataset, concatenate_datasets
@@ -506,7 +499,7 @@ class Recipe:
             model = MlplForCTC.from_pretrained(model_folder)
             processor = MlplProcessor.from_pretrained(model_folder)
             for split in self.config.evaluation_splits:
-                dataset = _source(self.config.labeled, split=split, languages=languages).load()
+                dataset = load_source(_source(self.config.labeled, split=split, languages=languages))
                 result = evaluate_model(
                     model, processor, dataset, output_dir=output_dir / split, max_batch_seconds=self.config.evaluation_max_batch_seconds,
                     plots=False, progress=True, description={"model": str(model_folder), "split": split},

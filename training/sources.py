@@ -1,17 +1,23 @@
-# Copyright 2026 The mlpl authors. Licensed under the Apache License, Version 2.0.
-"""A data source named on the command line -> the data layer's loader (`training.data`).
+"""Data sources: the one place that dispatches on `SourceConfig.kind` (docs/design.md §8).
 
-Scripts take one string, `--data SOURCE`, and this module decides what it is:
+`SOURCE_KIND_READERS` maps each kind of the vocabulary `training.config.SOURCE_KINDS` to how it is read:
+its loader (`load_source`: the trainer, the recipe and the command-line scripts all load data there), how
+its languages are listed without reading audio (`source_languages`) and how its transcripts are read
+without audio (`source_transcripts`). The kind names live in the schema (`training.config`), so that a
+config naming an unknown kind fails when it is built.
+
+Scripts take one string, `--data SOURCE`, and `resolve_source` decides what it is:
 
 | SOURCE                                                   | kind              | loader                        |
 |----------------------------------------------------------|-------------------|-------------------------------|
-| folder with `<lang>/clips/` + `<split>.tsv` (or one lang) | Common Voice      | `load_common_voice_folder`    |
-| folder holding such a release as `cv/` (the demo corpus)  | Common Voice      | `load_common_voice_folder`    |
-| folder of `<lang>/**/*.ogg`                               | VoxPopuli         | `load_voxpopuli_folder`       |
-| folder of parquet files                                   | Hub layout, local | `load_hub_dataset`            |
-| a file                                                    | Flashlight list   | `load_flashlight_list`        |
-| anything else (`owner/name`)                              | Hub dataset id    | `load_hub_dataset`            |
+| folder with `<lang>/clips/` + `<split>.tsv` (or one lang) | `common_voice`    | `load_common_voice_folder`    |
+| folder holding such a release as `cv/` (the demo corpus)  | `common_voice`    | `load_common_voice_folder`    |
+| folder of `<lang>/**/*.ogg`                               | `voxpopuli`       | `load_voxpopuli_folder`       |
+| folder of parquet files                                   | `hub` (local)     | `load_hub_dataset`            |
+| a file                                                    | `flashlight`      | `load_flashlight_list`        |
+| anything else (`owner/name`)                              | `hub` (dataset id)| `load_hub_dataset`            |
 
+(`pseudo_labels`, a folder written by training.pseudo_label, is named in configs only.)
 `load_labeled_source` gives a map-style dataset with transcripts (evaluation: VoxPopuli folders are
 unlabeled and refused); `source_transcripts` reads only the text of a source (building an LM), without
 touching audio.
@@ -19,20 +25,16 @@ touching audio.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-from datasets import Dataset
+from datasets import Dataset, IterableDataset
 
 from . import data as data_layer
-from .config import SourceConfig
-
-COMMON_VOICE = "common voice folder"
-VOXPOPULI = "voxpopuli folder"
-FLASHLIGHT_LIST = "flashlight list"
-HUB = "hub dataset"
-LOCAL_PARQUET = "parquet folder"
+from .config import COMMON_VOICE, FLASHLIGHT_LIST, HUB, PSEUDO_LABELS, SOURCE_KINDS, VOXPOPULI, SourceConfig
 
 
 def _is_common_voice(folder: Path) -> bool:
@@ -58,7 +60,7 @@ def resolve_source(source: str | os.PathLike) -> tuple[str, Path | str]:
         if _has_files(path, "*.ogg"):
             return VOXPOPULI, path
         if _has_files(path, "*.parquet"):
-            return LOCAL_PARQUET, path
+            return HUB, path
         raise ValueError(
             f"{path} is a folder, but not a Common Voice release (<lang>/clips/ + <split>.tsv), a VoxPopuli folder "
             "(<lang>/**/*.ogg) or a folder of parquet files; point --data at one of those"
@@ -69,7 +71,116 @@ def resolve_source(source: str | os.PathLike) -> tuple[str, Path | str]:
     return HUB, text
 
 
-_KINDS = {COMMON_VOICE: "common_voice", VOXPOPULI: "voxpopuli", FLASHLIGHT_LIST: "flashlight", HUB: "hub", LOCAL_PARQUET: "hub"}
+# ---------------------------------------------------------------------------------------------------------
+# The readers of each kind
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _hub_location(source: SourceConfig) -> tuple[str, dict]:
+    """`load_dataset`'s path and extra arguments: a local folder of parquet files, or a Hub id."""
+    return ("parquet", {"data_dir": source.path}) if Path(source.path).is_dir() else (source.path, {})
+
+
+def _load_common_voice(source: SourceConfig, options: dict):
+    return data_layer.load_common_voice_folder(source.path, source.split, languages=source.languages, **options)
+
+
+def _load_voxpopuli(source: SourceConfig, options: dict):
+    return data_layer.load_voxpopuli_folder(source.path, languages=source.languages, **options)
+
+
+def _load_flashlight(source: SourceConfig, options: dict):
+    dataset = data_layer.load_flashlight_list(source.path, language=source.language, labeled=source.labeled, **options)
+    return data_layer.select_languages(dataset, source.languages, f"{source.path} ({source.split})")
+
+
+def _load_hub(source: SourceConfig, options: dict):
+    options = {key: value for key, value in options.items() if key != "num_shards"}  # Hub streams bring their own shards
+    path, extra = _hub_location(source)
+    # unlabeled: ignore any transcript column
+    columns = dict(source.columns or {}) if source.labeled else {**(source.columns or {}), "sentence": None}
+    dataset = data_layer.load_hub_dataset(path, source.name, source.split, columns=columns, language=source.language, **options, **extra)
+    return data_layer.select_languages(dataset, source.languages, f"{source.path} ({source.split})")
+
+
+def _load_pseudo_labels(source: SourceConfig, options: dict):
+    from .pseudo_label import load_pseudo_label_set
+
+    return load_pseudo_label_set(source.path, languages=source.languages, streaming=source.streaming)
+
+
+def _common_voice_records(source: SourceConfig) -> Iterable[dict]:
+    return data_layer.common_voice_records(source.path, source.split, source.languages)
+
+
+def _voxpopuli_records(source: SourceConfig) -> Iterable[dict]:
+    return data_layer.voxpopuli_records(source.path, source.languages)
+
+
+def _flashlight_records(source: SourceConfig) -> Iterable[dict]:
+    return data_layer.read_flashlight_list(source.path, language=source.language)
+
+
+def _hub_records(source: SourceConfig) -> Iterable[dict]:
+    """The text columns of a Hub / parquet dataset, streamed, audio left undecoded."""
+    from datasets import load_dataset
+
+    path, extra = _hub_location(source)
+    stream = load_dataset(path, source.name, split=source.split, streaming=True, **extra)
+    # The data layer's column detection (sentence/normalized_text/..., language/locale/...).
+    stream = data_layer.standardize_hub_columns(stream, dict(source.columns or {}), source.language)
+    return stream.select_columns(["sentence", "language"])
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceKindReader:
+    """How one kind of source is read.
+
+    load: `(source, options)` -> the Dataset / IterableDataset in the data layer's example schema; `options`
+        are `streaming`, `keep_audio_reference`, `header_scan` and (local streams) `num_shards`.
+    metadata_records: `source` -> records with a `language`, read from the metadata without touching audio;
+        None: the kind's languages are those of the loaded dataset.
+    transcript_records: `source` -> records with `language` and `sentence`, read without touching audio;
+        None: the kind holds no transcripts (VoxPopuli folders are unlabeled audio).
+    """
+
+    load: Callable[[SourceConfig, dict], Any]
+    metadata_records: Callable[[SourceConfig], Iterable[dict]] | None
+    transcript_records: Callable[[SourceConfig], Iterable[dict]] | None
+
+
+SOURCE_KIND_READERS: dict[str, SourceKindReader] = {
+    COMMON_VOICE: SourceKindReader(_load_common_voice, _common_voice_records, _common_voice_records),
+    VOXPOPULI: SourceKindReader(_load_voxpopuli, _voxpopuli_records, None),
+    FLASHLIGHT_LIST: SourceKindReader(_load_flashlight, None, _flashlight_records),
+    HUB: SourceKindReader(_load_hub, None, _hub_records),
+    PSEUDO_LABELS: SourceKindReader(_load_pseudo_labels, None, None),
+}
+assert tuple(SOURCE_KIND_READERS) == SOURCE_KINDS, "every source kind needs a reader"
+
+
+def load_source(
+    source: SourceConfig, *, keep_audio_reference: bool = False, num_shards: int | None = None, header_scan=None
+) -> Dataset | IterableDataset:
+    """The source as a datasets Dataset / IterableDataset in the data layer's example schema.
+
+    `keep_audio_reference` keeps each clip's undecoded reference (pseudo-labeling); `num_shards` sets the
+    shard count of local streams; `header_scan` (a `training.header_index.HeaderScan`) how map-style
+    sources read their clips' durations (worker processes, cache folder).
+    """
+    options = {"streaming": source.streaming, "keep_audio_reference": keep_audio_reference, "header_scan": header_scan}
+    if num_shards:
+        options["num_shards"] = num_shards
+    return SOURCE_KIND_READERS[source.kind].load(source, options)
+
+
+def source_languages(source: SourceConfig) -> list[str]:
+    """The languages a source holds, sorted; local folders are listed from their metadata, without reading
+    audio (loading would probe every clip's header, which the training stages do anyway)."""
+    records = SOURCE_KIND_READERS[source.kind].metadata_records
+    if records is None:
+        return sorted(data_layer.records_of(load_source(source)).unique("language"))
+    return sorted({record["language"] for record in records(source)})
 
 
 def source_config(
@@ -87,7 +198,7 @@ def source_config(
     if kind == FLASHLIGHT_LIST and language is None:
         raise ValueError(f"{location} is a Flashlight list, which names no language; pass its language (--language xx)")
     return SourceConfig(
-        kind=_KINDS[kind], path=os.fspath(location), split=split, languages=list(languages) if languages else None,
+        kind=kind, path=os.fspath(location), split=split, languages=list(languages) if languages else None,
         language=language, name=hub_config, streaming=streaming, labeled=labeled,
     )  # fmt: skip
 
@@ -110,13 +221,13 @@ def load_labeled_source(
         hub_config: the Hub dataset's configuration (e.g. a language of a per-language mirror).
     """
     config = source_config(source, split, languages=languages, language=language, hub_config=hub_config)
-    if config.kind == "voxpopuli":
+    if SOURCE_KIND_READERS[config.kind].transcript_records is None:
         raise ValueError(
             f"{config.path} is a VoxPopuli folder: unlabeled audio, with no transcripts to score against. Evaluate on a "
             "labeled source (a Common Voice folder, a Flashlight list with transcripts, or a Hub dataset with a "
             "transcript column); to transcribe unlabeled audio, generate pseudo-labels instead (training.pseudo_label)."
         )
-    dataset = config.load()
+    dataset = load_source(config)
     sentences = data_layer.records_of(dataset).select_columns(["sentence"])[:]["sentence"]
     unlabeled = sum(sentence is None for sentence in sentences)
     if unlabeled:
@@ -141,37 +252,24 @@ def source_transcripts(
     columns. Empty transcripts are skipped.
     """
     kind, location = resolve_source(source)
-    if kind == VOXPOPULI:
+    read = SOURCE_KIND_READERS[kind].transcript_records
+    if read is None:
         raise ValueError(f"{location} is a VoxPopuli folder of unlabeled audio: it has no transcripts to read")
-    if kind == COMMON_VOICE:
-        records = data_layer.common_voice_records(location, split, languages)
-    elif kind == FLASHLIGHT_LIST:
-        if language is None:
-            raise ValueError(f"{location} is a Flashlight list, which names no language; pass its language (--language xx)")
-        records = data_layer.read_flashlight_list(location, language=language)
-    else:
-        from datasets import load_dataset
-
-        path, extra = (location, {}) if kind == HUB else ("parquet", {"data_dir": os.fspath(location)})
-        stream = load_dataset(path, hub_config, split=split, streaming=True, **extra)
-        # The data layer's column detection (sentence/normalized_text/..., language/locale/...), audio left undecoded.
-        stream = data_layer.standardize_hub_columns(stream, {}, language)
-        records = stream.select_columns(["sentence", "language"])
+    config = source_config(source, split, languages=languages, language=language, hub_config=hub_config)
     wanted = set(languages) if languages else None
-    for record in records:
+    for record in read(config):
         sentence = record.get("sentence")
         if sentence and sentence.strip() and (wanted is None or record["language"] in wanted):
             yield record["language"], sentence.strip()
 
 
 __all__ = [
-    "COMMON_VOICE",
-    "FLASHLIGHT_LIST",
-    "HUB",
-    "LOCAL_PARQUET",
-    "VOXPOPULI",
+    "SOURCE_KIND_READERS",
+    "SourceKindReader",
     "load_labeled_source",
+    "load_source",
     "resolve_source",
     "source_config",
+    "source_languages",
     "source_transcripts",
 ]

@@ -43,6 +43,7 @@ import torch
 from datasets import IterableDataset, interleave_datasets
 
 from .batching import DurationBucketingStream, language_sampling_shares
+from .sources import load_source
 
 logger = logging.getLogger("mlpl.trainer")
 
@@ -57,7 +58,7 @@ def streams_requested(sources, what: str) -> bool:
 
 
 def _load_stream(source, what: str) -> IterableDataset:
-    stream = source.load()
+    stream = load_source(source)
     if not isinstance(stream, IterableDataset):
         raise ValueError(f"data.{what} source {source.path} ({source.kind}) did not load as a stream; it cannot be read with streaming: true")
     return stream

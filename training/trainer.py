@@ -53,6 +53,7 @@ from .inference import FRAMES_PER_SECOND, chunked_logits, greedy_token_ids, pad_
 from .metrics import compute_asr_metrics, flatten_metrics
 from .run_folder import claim_run_folder
 from .streaming import load_balanced_stream, load_training_stream, stream_batches, stream_languages, stream_transcripts, streams_requested, training_stream
+from .sources import load_source
 from .slimipl import (
     LABELED_STEP,
     EmaTeacher,
@@ -89,7 +90,7 @@ def load_map_style(sources: list[SourceConfig], what: str, max_clip_seconds: flo
                 f"{what} source {source.path} has streaming: true; only data.train can be streamed (training.streaming). "
                 f"Load the {what} data map-style (streaming: false)"
             )
-        datasets.append(source.load(header_scan=header_scan))
+        datasets.append(load_source(source, header_scan=header_scan))
     if len(datasets) == 1:
         dataset = datasets[0]
     else:

@@ -1,0 +1,49 @@
+"""Run the mling_pl recipe (training/recipe.py, docs/design.md §6): stages 1-6, each safe to re-run.
+
+    accelerate launch scripts/run_recipe.py --config training/configs/demo_recipe.yaml
+    accelerate launch scripts/run_recipe.py --config my.yaml --stages 2-4 --languages el,fi
+    accelerate launch scripts/run_recipe.py --config my.yaml --controls     # + labeled-only controls, CIs
+    python scripts/run_recipe.py --config my.yaml stage1.train.max_updates=500    # overrides
+
+(`mlpl-recipe` is the same command.) Finished units are skipped (DONE.json); a unit killed halfway resumes
+from its newest checkpoint. Ends with results.md / results.json (per-language CER after each stage),
+cer_by_stage.png, dev_cer_curves.png and final_model/ under the config's output_dir.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import process_state, setup_logging
+from .arguments import CommandLine, option
+
+
+@dataclass(kw_only=True)
+class RecipeOptions:
+    stages: str | None = option(None, help="stages to run, e.g. 1-6 (default), 2,3 or 5")
+    languages: str | None = option(None, help="restrict stages 2-4 to these languages, e.g. el,fi")
+    controls: bool = option(False, help="also train the labeled-only control of every unit that uses unlabeled audio (same as controls=true)")
+
+
+def main(argv=None) -> None:
+    from ..recipe import Recipe, load_recipe_config, parse_stages
+
+    command = CommandLine(__doc__, RecipeOptions, config=load_recipe_config, config_required=True)
+    parsed = command.parse(argv)
+    (options,) = parsed.sections
+    setup_logging()
+    state = process_state()
+    config = parsed.config
+    if options.controls:
+        config.controls = True
+    languages = options.languages.split(",") if options.languages else None
+    files = Recipe(config).run(parse_stages(options.stages), languages)
+    if state.is_main_process:
+        report = files.get("results.md")
+        if report is not None:
+            print(report.read_text(encoding="utf-8"))
+        for name, path in files.items():
+            print(f"{name}: {path}")
+
+
+__all__ = ["RecipeOptions", "main"]
