@@ -83,7 +83,7 @@ def first_batch(release: Path, run: Path, workers: int) -> dict:
     from training.config import DataConfig, SourceConfig
     from training.data import records_of
     from training.header_index import HeaderScan
-    from training.trainer import DURATION_CACHE, load_map_style, training_sampler
+    from training.trainer_data import DURATION_CACHE, load_map_style, training_sampler
 
     logging.disable(logging.WARNING)  # the per-source INFO lines would flood the output
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -18,7 +18,7 @@ from training.decoding import MlplBeamSearchDecoder
 from training.inference import chunked_logits, transcribe_batch
 from training.pseudo_label import PseudoLabelConfig, generate_pseudo_labels
 from training.sources import source_transcripts
-from training.trainer import training_language_characters
+from training.trainer_data import training_language_characters
 
 
 LANGUAGES = ["bg", "de", "el", "en", "es", "fi", "ru"]

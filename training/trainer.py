@@ -10,7 +10,8 @@
 
 `_TrainingRun` holds what the loop carries between updates (the prepared model and optimizer, the batch
 sources, the slimIPL schedule, cache and teacher, the counters) and does each stage of an update as one
-method; the checkpoint's content, save and safe load are training.checkpoint's.
+method; the checkpoint's content, save and safe load are training.checkpoint's, the loading of the data
+training.trainer_data's.
 
 Launch with `accelerate launch scripts/train.py --config CONFIG.yaml [key=value ...]`, one process or many.
 
@@ -35,25 +36,23 @@ from typing import Any, Iterator
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
-from datasets import concatenate_datasets
 from tqdm.auto import tqdm
 
-from modeling_mlpl import AUTO_LANGUAGE, MlplConfig, MlplForCTC, MlplProcessor, build_language_characters, constrain_to_language
+from modeling_mlpl import AUTO_LANGUAGE, MlplConfig, MlplForCTC, MlplProcessor, constrain_to_language
 
 from .adapters import load_initial_model, parameter_counts, run_identity
 from .augment import SpecAugment
 from .checkpoint import CHECKPOINTS, RunCounters, TrainerState, checkpoint_steps, load_checkpoint, newest_checkpoint, save_checkpoint
-from .batching import DurationBatchSampler, DurationBucketingStream, LanguageBalancedBatchSampler, language_sampling_shares
+from .batching import DurationBatchSampler, DurationBucketingStream
 from .collate import MlplCollator
-from .config import MODEL_SIZES, ExperimentConfig, SourceConfig, config_to_dict, save_config
+from .config import MODEL_SIZES, ExperimentConfig, config_to_dict, save_config
 from .files import replace_directory, write_json_atomically, write_text_atomically
-from .header_index import HeaderScan
-from .data import EXAMPLE_COLUMNS, DecodeTransform, drop_long_clips, example_durations, example_languages, records_of
+from .data import example_durations, records_of
 from .inference import FRAMES_PER_SECOND, chunked_logits, greedy_token_ids, pad_labels, transcribe_batch
 from .metrics import compute_asr_metrics, flatten_metrics
 from .run_folder import claim_run_folder
-from .streaming import load_balanced_stream, load_training_stream, stream_batches, stream_languages, stream_transcripts, streams_requested, training_stream
-from .sources import load_source
+from .streaming import stream_batches, training_stream
+from .trainer_data import TrainingData, language_hours_report, load_training_data, training_language_characters, training_sampler
 from .slimipl import (
     LABELED_STEP,
     EmaTeacher,
@@ -69,7 +68,6 @@ MODEL_INPUTS = ("input_features", "attention_mask", "labels", "language_ids")
 BEST_MODEL = "best"
 FINAL_MODEL = "final"
 FINISHED_MARKER = "train_summary.json"  # written last: a run that has it is complete
-DURATION_CACHE = "duration_cache"  # clip durations of local folders, per clip folder (training.header_index)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -77,74 +75,10 @@ DURATION_CACHE = "duration_cache"  # clip durations of local folders, per clip f
 # ---------------------------------------------------------------------------------------------------------
 
 
-def load_map_style(sources: list[SourceConfig], what: str, max_clip_seconds: float | None = None, header_scan: HeaderScan | None = None):
-    """The sources as ONE map-style dataset (records concatenated, decoded on access), or None; clips longer
-    than `max_clip_seconds` (data.max_clip_seconds) are counted skips. `header_scan`: how clip durations are
-    read (worker processes, cache folder)."""
-    if not sources:
-        return None
-    datasets = []
-    for source in sources:
-        if source.streaming:
-            raise ValueError(
-                f"{what} source {source.path} has streaming: true; only data.train can be streamed (training.streaming). "
-                f"Load the {what} data map-style (streaming: false)"
-            )
-        datasets.append(load_source(source, header_scan=header_scan))
-    if len(datasets) == 1:
-        dataset = datasets[0]
-    else:
-        records = [records_of(d).select_columns(list(EXAMPLE_COLUMNS)) for d in datasets]
-        records = [r.cast(records[0].features) for r in records]
-        dataset = concatenate_datasets(records).with_transform(DecodeTransform())
-    return drop_long_clips(dataset, max_clip_seconds, f"{what} data", "data.max_clip_seconds")
-
-
-def training_sampler(dataset, data, seed: int, num_replicas: int, rank: int) -> DurationBatchSampler:
-    """The batch sampler of the labeled training data: natural proportions (`data.language_temperature` 1),
-    or language-balanced by temperature (`LanguageBalancedBatchSampler`)."""
-    options = {"seed": seed, "num_replicas": num_replicas, "rank": rank, "max_batch_size": data.max_batch_size}
-    if data.language_temperature == 1:
-        return DurationBatchSampler.from_dataset(dataset, data.max_batch_seconds, **options)
-    return LanguageBalancedBatchSampler.from_dataset(dataset, data.max_batch_seconds, data.language_temperature, **options)
-
-
-def language_hours_report(dataset, temperature: float, realized_seconds: dict[str, float]) -> dict:
-    """What the run summary says about the languages of the training data: the natural and target shares
-    of its audio, and the hours (and shares) of it that training steps actually used."""
-    seconds: dict[str, float] = {}
-    for language, duration in zip(example_languages(dataset), example_durations(dataset)):
-        seconds[language] = seconds.get(language, 0.0) + float(duration)
-    realized_total = sum(realized_seconds.values())
-    return {
-        "temperature": temperature,
-        "hours": {code: value / 3600 for code, value in sorted(seconds.items())},
-        "natural_share": language_sampling_shares(dict(sorted(seconds.items())), 1.0),
-        "target_share": language_sampling_shares(dict(sorted(seconds.items())), temperature),
-        "realized_hours": {code: realized_seconds.get(code, 0.0) / 3600 for code in sorted(seconds)},
-        "realized_share": {code: realized_seconds.get(code, 0.0) / realized_total if realized_total else 0.0 for code in sorted(seconds)},
-    }
-
-
-def dataset_languages(dataset) -> list[str]:
-    return sorted(records_of(dataset).unique("language")) if dataset is not None else []
-
-
 def new_model_config(config: ExperimentConfig, vocab_size: int, languages: list[str]) -> MlplConfig:
     """MlplConfig for a model trained from scratch: the size preset, the overrides, the data's symbols and languages."""
     values = {**MODEL_SIZES[config.model.size], **config.model.overrides, "vocab_size": vocab_size, "languages": languages}
     return MlplConfig(**values)
-
-
-def training_language_characters(sources, existing: dict[str, str] | None = None) -> dict[str, str] | None:
-    """Each language's character inventory for the model's config (docs/design.md §3.1): the characters of the
-    labeled training transcripts (pseudo-label sets left out: their stray letters are what script-constrained
-    decoding removes), added to those the initial model already has."""
-    labeled = [source for source in sources if source.kind != "pseudo_labels"]
-    merged = dict(existing or {})
-    for code, characters in (build_language_characters(stream_transcripts(labeled)) if labeled else {}).items():
-        merged[code] = "".join(sorted(set(merged.get(code, "")) | set(characters)))
-    return merged or None
 
 
 def save_model_folder(model, processor, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
@@ -286,8 +220,6 @@ def evaluate(accelerator, model, processor, dev_sets: dict, collator, max_batch_
     return results
 
 
-
-
 def average_dev_cer(results: dict) -> float:
     values = [r["cer"] for r in results.values() if r.get("cer") is not None]
     return sum(values) / len(values) if values else math.inf
@@ -394,22 +326,6 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
 # ---------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _TrainingData:
-    """The datasets of a run: map-style sets, or streams for `streaming: true` sources (training.streaming)."""
-
-    train_set: Any  # map-style data.train, or None when streamed
-    train_stream: Any
-    stream_mix: dict | None  # streamed data.train with a language temperature: its target mix
-    dev_sets: dict
-    unlabeled_set: Any
-    unlabeled_stream: Any
-    transcripts: list | None  # (language, sentence) of the streamed data.train, no audio
-    languages: list[str]  # of every set, sorted
-    streaming: bool  # data.train is streamed
-    unlabeled_streaming: bool
-
-
 def _accelerator(config: ExperimentConfig) -> Accelerator:
     """The Accelerator of the run, the seed set, and the run folder with the run's config.yaml."""
     output_dir = Path(config.train.output_dir)
@@ -431,41 +347,7 @@ def _accelerator(config: ExperimentConfig) -> Accelerator:
     return accelerator
 
 
-def _load_data(config: ExperimentConfig, accelerator: Accelerator) -> _TrainingData:
-    max_seconds, slimipl = config.data.max_clip_seconds, config.slimipl
-    scan = HeaderScan(config.data.duration_cache_dir or Path(config.train.output_dir) / DURATION_CACHE, config.data.scan_workers)
-    if not config.data.train:
-        raise ValueError("data.train is empty: the trainer needs labeled data (add a source under data.train)")
-    streaming = streams_requested(config.data.train, "train")
-    temperature = config.data.language_temperature
-    stream_mix = None
-    with accelerator.main_process_first():  # the first process reads the headers, the others find them cached
-        train_set = None if streaming else load_map_style(config.data.train, "train", max_seconds, scan)
-        if streaming and temperature != 1:
-            train_stream, stream_mix = load_balanced_stream(config.data.train, max_seconds, temperature, config.train.seed)
-        else:
-            train_stream = load_training_stream(config.data.train, max_seconds) if streaming else None
-        dev_sets = {f"{s.kind}:{Path(s.path).name}:{s.split}": load_map_style([s], "dev", max_seconds, scan) for s in config.data.dev}
-        if slimipl.enabled and not config.data.unlabeled:
-            raise ValueError("slimipl.enabled is true but data.unlabeled is empty: add the unlabeled source(s)")
-        unlabeled_streaming = slimipl.enabled and streams_requested(config.data.unlabeled, "unlabeled")
-        unlabeled_set = load_map_style(config.data.unlabeled, "unlabeled", max_seconds, scan) if slimipl.enabled and not unlabeled_streaming else None
-        unlabeled_stream = load_training_stream(config.data.unlabeled, max_seconds, "unlabeled") if unlabeled_streaming else None
-
-    transcripts = stream_transcripts(config.data.train) if streaming else None
-    train_languages = sorted({language for language, _ in transcripts}) if streaming else dataset_languages(train_set)
-    languages = sorted(
-        set(train_languages).union(
-            *(dataset_languages(d) for d in dev_sets.values()),
-            stream_languages(config.data.unlabeled) if unlabeled_streaming else dataset_languages(unlabeled_set),
-        )
-    )
-    return _TrainingData(
-        train_set, train_stream, stream_mix, dev_sets, unlabeled_set, unlabeled_stream, transcripts, languages, streaming, unlabeled_streaming
-    )
-
-
-def _processor_and_model(config: ExperimentConfig, data: _TrainingData) -> tuple[MlplProcessor, MlplForCTC]:
+def _processor_and_model(config: ExperimentConfig, data: TrainingData) -> tuple[MlplProcessor, MlplForCTC]:
     """The initial model (`model.init_from`, + a LoRA adapter with adapters.enabled) or a new one sized by the
     config for the data's symbols and languages, with the run's regularization and loss settings."""
     if config.model.init_from:
@@ -497,7 +379,7 @@ def _processor_and_model(config: ExperimentConfig, data: _TrainingData) -> tuple
     return processor, model
 
 
-def _batch_sources(config: ExperimentConfig, data: _TrainingData, collator, world: int, rank: int) -> tuple[BatchSource, BatchSource | None]:
+def _batch_sources(config: ExperimentConfig, data: TrainingData, collator, world: int, rank: int) -> tuple[BatchSource, BatchSource | None]:
     """This process's labeled batches and, with slimIPL, its unlabeled ones (seed + 1)."""
     if (data.streaming or data.unlabeled_streaming) and config.data.num_workers:
         logger.warning(
@@ -538,7 +420,7 @@ def _batch_sources(config: ExperimentConfig, data: _TrainingData, collator, worl
 
 def _set_up(config: ExperimentConfig) -> _TrainingRun:
     accelerator = _accelerator(config)
-    data = _load_data(config, accelerator)
+    data = load_training_data(config, accelerator)
     processor, model = _processor_and_model(config, data)
     language_to_id = {code: i for i, code in enumerate(model.config.language_codes)}
     collator = MlplCollator(
@@ -592,7 +474,7 @@ class _TrainingRun:
 
     config: ExperimentConfig
     accelerator: Accelerator
-    data: _TrainingData
+    data: TrainingData
     processor: MlplProcessor
     collator: MlplCollator
     model: Any  # as prepared by accelerate (DDP-wrapped with several processes)
@@ -880,14 +762,10 @@ __all__ = [
     "TrainResult",
     "average_dev_cer",
     "build_optimizer",
-    "dataset_languages",
     "evaluate",
     "linear_warmup_with_halving",
-    "load_map_style",
     "new_model_config",
     "save_model_folder",
-    "language_hours_report",
     "train",
-    "training_sampler",
     "truncate_metrics",
 ]
