@@ -53,7 +53,7 @@ from .pseudo_label import (
     generate_pseudo_labels,
     load_model_for_pseudo_labeling,
 )
-from .pseudo_label.batches import MapStyleBatches, Prefetched, Processes, StreamBatches
+from .pseudo_label.batches import MapStyleBatches, Prefetched, Processes, StreamBatches, count_undecoded
 from .slimipl import pseudo_labeling_mode
 
 logger = logging.getLogger("mlpl.routing")
@@ -126,19 +126,12 @@ def route_utterances(
     batches = (MapStyleBatches if isinstance(source, Dataset) else StreamBatches)(source, config, processes, collator)
     unreadable, rows = SkipCounter(), []
     skips_before = data_layer.stream_skipped_total()
-    prefetched = Prefetched(batches, config.prefetch_batches) if config.num_workers == 0 and config.prefetch_batches else None
-    try:
-        total = len(batches)
-    except TypeError:
-        total = None
-    progress = tqdm(total=total, desc="routing by LID", unit="batch", disable=not processes.is_main or None)
+    read = Prefetched.of(batches, config)
+    progress = tqdm(total=read.total, desc="routing by LID", unit="batch", disable=not processes.is_main or None)
     router.to(processes.device)
     with pseudo_labeling_mode(router), torch.inference_mode():
-        for batch, requested_ids in prefetched if prefetched is not None else batches:
-            returned = [] if batch is None else batch["ids"]
-            for identifier in sorted(set(requested_ids or ()) - set(returned)):  # dropped by the decoder (logged)
-                unreadable.seen += 1
-                unreadable.skip(UNREADABLE, identifier)
+        for batch, requested_ids in read:
+            count_undecoded(requested_ids, batch, unreadable)
             if batch is not None:
                 _, _, lid_logits = forward_batch(router, batch, config.chunk_frames, config.max_chunks_per_forward)
                 indices, scores = predict_languages(lid_logits)
@@ -151,8 +144,7 @@ def route_utterances(
             progress.set_postfix(routed=sum(row["routed_to"] is not None for row in rows))
     progress.close()
     if isinstance(batches, StreamBatches) and config.num_workers == 0:  # the stream generator skipped these
-        stream_total = prefetched.stream_skips if prefetched is not None else data_layer.stream_skipped_total()
-        for _ in range(stream_total - skips_before):
+        for _ in range(read.stream_skips - skips_before):
             unreadable.skip(UNREADABLE, "a clip of the stream (see the data layer's log)")
     return rows, unreadable
 

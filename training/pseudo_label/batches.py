@@ -21,8 +21,8 @@ from .. import data as data_layer
 from ..audio import SAMPLING_RATE
 from ..batching import DurationBatchSampler, DurationBucketingStream
 from ..collate import MlplCollator
-from ..data import AUDIO_REFERENCE, DecodeTransform, example_durations, records_of
-from .config import PseudoLabelConfig
+from ..data import AUDIO_REFERENCE, DecodeTransform, SkipCounter, example_durations, records_of
+from .config import UNREADABLE, PseudoLabelConfig
 
 
 class PseudoLabelCollator(MlplCollator):
@@ -181,7 +181,8 @@ class Prefetched:
     features (torch) release the GIL, so they overlap the forward of the batch before. Each item comes with
     what was true right after the thread read it, `batches.state()` and the data layer's count of skipped
     stream clips (`state`, `stream_skips`), so a flush records what was consumed, not what was read ahead.
-    The thread's errors are raised here; leaving the loop stops the thread."""
+    The thread's errors are raised here; leaving the loop stops the thread. `depth` 0 reads in the calling
+    thread, with the same `state` and `stream_skips`."""
 
     _END = object()
 
@@ -189,7 +190,24 @@ class Prefetched:
         self.batches, self.depth = batches, depth
         self.state, self.stream_skips = copy.deepcopy(batches.state()), data_layer.stream_skipped_total()
 
+    @classmethod
+    def of(cls, batches, config: PseudoLabelConfig) -> "Prefetched":
+        """Without DataLoader workers, decoding and features run `config.prefetch_batches` batches ahead of the
+        forward; with workers (which decode ahead themselves), in turn."""
+        return cls(batches, config.prefetch_batches if config.num_workers == 0 else 0)
+
+    @property
+    def total(self) -> int | None:
+        """The number of batches (for a progress bar), None for a stream."""
+        try:
+            return len(self.batches)
+        except TypeError:
+            return None
+
     def __iter__(self):
+        if self.depth == 0:
+            yield from self._in_turn()
+            return
         items: queue.Queue = queue.Queue(maxsize=self.depth)
         stop = threading.Event()
 
@@ -228,3 +246,19 @@ class Prefetched:
         finally:
             stop.set()
             thread.join()
+
+    def _in_turn(self):
+        for item in self.batches:
+            self.state, self.stream_skips = copy.deepcopy(self.batches.state()), data_layer.stream_skipped_total()
+            yield item
+        self.state, self.stream_skips = copy.deepcopy(self.batches.state()), data_layer.stream_skipped_total()
+
+
+def count_undecoded(requested_ids: Sequence[str] | None, batch: Mapping | None, skips: SkipCounter) -> None:
+    """Count as unreadable the clips of a batch that DecodeTransform dropped (and logged): asked for
+    (`requested_ids`, map-style batches only) but not in the collated `batch` (their header read, their body did
+    not decode)."""
+    returned = [] if batch is None else batch["ids"]
+    for identifier in sorted(set(requested_ids or ()) - set(returned)):
+        skips.seen += 1
+        skips.skip(UNREADABLE, identifier)

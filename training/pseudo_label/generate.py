@@ -30,7 +30,7 @@ from .. import data as data_layer
 from ..data import SkipCounter
 from ..inference import transcribe_batch
 from ..slimipl import pseudo_labeling_mode
-from .batches import MapStyleBatches, Prefetched, Processes, PseudoLabelCollator, StreamBatches
+from .batches import MapStyleBatches, Prefetched, Processes, PseudoLabelCollator, StreamBatches, count_undecoded
 from .config import (
     DROP_EMPTY,
     DROP_LOW_CONFIDENCE,
@@ -164,36 +164,22 @@ def _pseudo_label_share(model, processor, batches, writer: RankWriter, config, n
     if isinstance(batches, StreamBatches) and not observes_stream_skips:
         counts.unreadable_counted = False  # decoded in the workers: the data layer logs them there
     started = time.monotonic() - counts.elapsed_seconds
-    try:
-        total = len(batches)
-    except TypeError:
-        total = None
-    progress = tqdm(total=total, initial=writer.position.get("batches", 0) if writer.position else 0,
+    read = Prefetched.of(batches, config)  # the thread decodes ahead of the forward (no DataLoader workers)
+    progress = tqdm(total=read.total, initial=writer.position.get("batches", 0) if writer.position else 0,
                     desc=f"pseudo-labeling ({name})", unit="batch", disable=not processes.is_main or None)  # fmt: skip
     model.to(processes.device)
-    # Without DataLoader workers, decoding and features run in a thread one or two batches ahead of the forward.
-    prefetched = Prefetched(batches, config.prefetch_batches) if config.num_workers == 0 and config.prefetch_batches else None
-
-    def position() -> dict:
-        return prefetched.state if prefetched is not None else batches.state()
 
     def count_stream_skips() -> None:
         nonlocal skips_before
         if observes_stream_skips:  # the data layer's stream generator skipped (and logged) these
-            total = prefetched.stream_skips if prefetched is not None else data_layer.stream_skipped_total()
-            skipped, skips_before = total - skips_before, total
+            skipped, skips_before = read.stream_skips - skips_before, read.stream_skips
             if skipped:
                 counts.dropped.seen += skipped
                 counts.dropped.counts[UNREADABLE] = counts.dropped.counts.get(UNREADABLE, 0) + skipped
 
     with pseudo_labeling_mode(model), torch.inference_mode():
-        for batch, requested_ids in prefetched if prefetched is not None else batches:
-            returned = [] if batch is None else batch["ids"]
-            if requested_ids is not None and len(returned) < len(requested_ids):
-                # DecodeTransform dropped (and logged) clips whose header read but whose body did not decode.
-                for identifier in sorted(set(requested_ids) - set(returned)):
-                    counts.dropped.seen += 1
-                    counts.dropped.skip(UNREADABLE, identifier)
+        for batch, requested_ids in read:
+            count_undecoded(requested_ids, batch, counts.dropped)
             if batch is not None:
                 _transcribe_and_keep(model, processor, batch, writer, config, name, revision, routes)
             count_stream_skips()
@@ -201,11 +187,11 @@ def _pseudo_label_share(model, processor, batches, writer: RankWriter, config, n
             progress.update(1)
             progress.set_postfix(kept=counts.kept, hours=f"{counts.audio_seconds / 3600:.2f}")
             if writer.pending >= config.rows_per_shard:
-                writer.flush(position())
-    count_stream_skips()  # clips skipped after the last batch (the thread's last snapshot, at its end)
+                writer.flush(read.state)
+    count_stream_skips()  # clips skipped after the last batch (the last snapshot, at the end)
     progress.close()
     counts.elapsed_seconds = time.monotonic() - started
-    writer.flush(position(), done=True)
+    writer.flush(read.state, done=True)
     logger.info(
         "process %d: %d pseudo-labels kept, %d dropped, in %d part(s) under %s",
         processes.rank, counts.kept, counts.dropped.skipped, len(writer.parts), writer.data_dir,
