@@ -30,12 +30,12 @@ def test_stage_ranges_parse_and_bad_ones_are_named():
 @pytest.mark.parametrize("name", ["demo_recipe", "cv_voxpopuli_base", "cv_voxpopuli_large"])
 def test_shipped_recipe_configs_are_valid(name):
     from training.config import ExperimentConfig, build_dataclass
-    from training.recipe import _merge, load_recipe_config
+    from training.recipe import merge_sections, load_recipe_config
     from training.stages import TABLE_STAGES
 
     config = load_recipe_config(REPOSITORY / "training" / "configs" / f"{name}.yaml")
     for stage in TABLE_STAGES:
-        build_dataclass(ExperimentConfig, _merge(config.common, getattr(config, f"stage{stage}")))
+        build_dataclass(ExperimentConfig, merge_sections(config.common, getattr(config, f"stage{stage}")))
 
 
 def test_a_typo_in_a_stage_is_reported_before_anything_runs(tmp_path):

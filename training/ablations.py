@@ -30,11 +30,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from .config import ExperimentConfig, build_dataclass
 from .files import write_json_atomically, write_text_atomically
-from .recipe import DONE, Recipe, _merge, _source
+from .recipe import DONE, Recipe, merge_sections
 
 logger = logging.getLogger("mlpl.ablations")
 
@@ -53,7 +54,7 @@ FOLDER = "ablations"
 
 def stage_settings(recipe: Recipe, stage: int) -> ExperimentConfig:
     """A stage's ExperimentConfig as the recipe builds it (common + stage values), data not filled in."""
-    return build_dataclass(ExperimentConfig, _merge(recipe.config.common, getattr(recipe.config, f"stage{stage}")), f"stage {stage}")
+    return build_dataclass(ExperimentConfig, merge_sections(recipe.config.common, getattr(recipe.config, f"stage{stage}")), f"stage {stage}")
 
 
 def parse_ablations(text: str | None) -> list[str]:
@@ -79,10 +80,10 @@ class Ablations:
         recipe, references, arms = self.recipe, [], []
         for language in recipe.pl_languages:
             folder = self.folder / name / language
-            labeled = _source(recipe.config.labeled, languages=[language])
+            labeled = replace(recipe.config.labeled, languages=[language])
             experiment = recipe.experiment(
-                3, {"slimipl": {"enabled": True, **slimipl_changes}}, train=[_source(labeled, split="train")], dev=[_source(labeled, split="dev")],
-                unlabeled=[_source(recipe.config.unlabeled, languages=[language])], init_from=recipe.model_of(2, language), folder=folder,
+                3, {"slimipl": {"enabled": True, **slimipl_changes}}, train=[replace(labeled, split="train")], dev=[replace(labeled, split="dev")],
+                unlabeled=[replace(recipe.config.unlabeled, languages=[language])], init_from=recipe.model_of(2, language), folder=folder,
             )  # fmt: skip
             recipe.unit(folder, f"ablation {name} ({language})", lambda f, e=experiment, code=language: recipe.train_unit(3, f, e, [code], {}, card=False))
             references.append(recipe.evaluation_dir("3", language))
@@ -100,11 +101,11 @@ class Ablations:
     def pooled_slimipl(self):
         recipe = self.recipe
         folder = self.folder / "pooled_slimipl"
-        labeled = _source(recipe.config.labeled, languages=recipe.labeled_languages)
+        labeled = replace(recipe.config.labeled, languages=recipe.labeled_languages)
         updates = stage_settings(recipe, 2).train.max_updates + stage_settings(recipe, 3).train.max_updates
         experiment = recipe.experiment(
-            3, {"slimipl": {"enabled": True}, "train": {"max_updates": updates}}, train=[_source(labeled, split="train")],
-            dev=[_source(labeled, split="dev")], unlabeled=[_source(recipe.config.unlabeled, languages=recipe.pl_languages)],
+            3, {"slimipl": {"enabled": True}, "train": {"max_updates": updates}}, train=[replace(labeled, split="train")],
+            dev=[replace(labeled, split="dev")], unlabeled=[replace(recipe.config.unlabeled, languages=recipe.pl_languages)],
             init_from=recipe.model_of(1), folder=folder,
         )  # fmt: skip
         recipe.unit(folder, "ablation pooled_slimipl", lambda f: recipe.train_unit(3, f, experiment, recipe.pl_languages, {}, card=False))
@@ -121,8 +122,8 @@ class Ablations:
         """Stage 1 retrained with `changes` (ExperimentConfig values over the stage's own) against stage 1."""
         recipe = self.recipe
         folder = self.folder / name
-        labeled = _source(recipe.config.labeled, languages=recipe.labeled_languages)
-        experiment = recipe.experiment(1, changes, train=[_source(labeled, split="train")], dev=[_source(labeled, split="dev")], folder=folder)
+        labeled = replace(recipe.config.labeled, languages=recipe.labeled_languages)
+        experiment = recipe.experiment(1, changes, train=[replace(labeled, split="train")], dev=[replace(labeled, split="dev")], folder=folder)
         recipe.unit(folder, f"ablation {name}", lambda f: recipe.train_unit(1, f, experiment, recipe.labeled_languages, {}, card=False))
         return [recipe.evaluation_dir("1", None)], [folder / "evaluation"], recipe.labeled_languages, [folder]
 

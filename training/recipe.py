@@ -24,7 +24,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -105,15 +105,12 @@ def parse_stages(text: str | None) -> list[int]:
     return sorted(stages)
 
 
-def _merge(base: dict, update: dict) -> dict:
+def merge_sections(base: dict, update: dict) -> dict:
+    """`update` laid over `base`, key by key and recursively into nested sections (a recipe's `common` + `stageN`)."""
     merged = copy.deepcopy(base)
     for key, value in update.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else copy.deepcopy(value)
+        merged[key] = merge_sections(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else copy.deepcopy(value)
     return merged
-
-
-def _source(source: SourceConfig, **changes) -> SourceConfig:
-    return dataclasses.replace(source, **changes)
 
 
 def labeled_only_control(experiment: ExperimentConfig, folder: str | os.PathLike) -> ExperimentConfig:
@@ -147,7 +144,7 @@ class Recipe:
 
     def __init__(self, config: RecipeConfig):
         for stage in TABLE_STAGES:  # a typo in any stage's settings fails now, not hours later
-            build_dataclass(ExperimentConfig, _merge(config.common, getattr(config, f"stage{stage}")), f"common + stage{stage}")
+            build_dataclass(ExperimentConfig, merge_sections(config.common, getattr(config, f"stage{stage}")), f"common + stage{stage}")
         from .config import AdapterConfig
 
         self.adapters = build_dataclass(AdapterConfig, config.adapters, "adapters")
@@ -168,7 +165,7 @@ class Recipe:
                 config.unlabeled_mixed = config.unlabeled_mixed or SourceConfig(kind="voxpopuli", path=str(corpus / "voxpopuli_mixed"))
         if config.labeled is None:
             raise ValueError("the recipe needs `labeled:` data (or `demo_corpus: default`)")
-        self.labeled_languages = config.languages or self._languages(_source(config.labeled, split="train"))
+        self.labeled_languages = config.languages or self._languages(replace(config.labeled, split="train"))
         if config.pseudo_label_languages is not None:
             self.pl_languages = list(config.pseudo_label_languages)
             from .data import require_languages  # issue 13.5: now, not in stage 3 after stage 2 has trained
@@ -228,8 +225,8 @@ class Recipe:
 
     # ---- training stages ------------------------------------------------------------------------------
     def experiment(self, stage: int, overrides: dict, *, train, dev, unlabeled=(), init_from=None, folder: Path) -> ExperimentConfig:
-        values = _merge(self.config.common, getattr(self.config, f"stage{stage}", {}))
-        values = _merge(values, overrides)
+        values = merge_sections(self.config.common, getattr(self.config, f"stage{stage}", {}))
+        values = merge_sections(values, overrides)
         values.setdefault("data", {})
         values["data"].update(
             train=[dataclasses.asdict(s) for s in train],
@@ -258,9 +255,9 @@ class Recipe:
 
     def stage1(self) -> None:
         folder = self.stages_dir / STAGE_FOLDERS[1]
-        labeled = _source(self.config.labeled, languages=self.labeled_languages)
+        labeled = replace(self.config.labeled, languages=self.labeled_languages)
         experiment = self.experiment(
-            1, {}, train=[_source(labeled, split="train")], dev=[_source(labeled, split="dev")], folder=folder
+            1, {}, train=[replace(labeled, split="train")], dev=[replace(labeled, split="dev")], folder=folder
         )
         self._record(1, None, self.unit(folder, "stage 1 (multilingual supervised)", lambda f: self.train_unit(1, f, experiment, self.labeled_languages, {"labeled": [labeled.path]})))
 
@@ -276,10 +273,10 @@ class Recipe:
     def stage2(self, languages: list[str]) -> None:
         for language in languages:
             folder = self.stages_dir / STAGE_FOLDERS[2] / language
-            labeled = _source(self.config.labeled, languages=[language])
+            labeled = replace(self.config.labeled, languages=[language])
             init = self.model_of(1)
             experiment = self.experiment(
-                2, self._adapter_overrides(), train=[_source(labeled, split="train")], dev=[_source(labeled, split="dev")], init_from=init, folder=folder
+                2, self._adapter_overrides(), train=[replace(labeled, split="train")], dev=[replace(labeled, split="dev")], init_from=init, folder=folder
             )
             lineage = {"initialized_from": str(init), "parent": [1, None], "labeled": [labeled.path]}
             self._record(2, language, self.unit(folder, f"stage 2 ({language} fine-tune)", lambda f: self.train_unit(2, f, experiment, [language], lineage)))
@@ -287,14 +284,14 @@ class Recipe:
     def stage3(self, languages: list[str]) -> None:
         for language in languages:
             folder = self.stages_dir / STAGE_FOLDERS[3] / language
-            labeled = _source(self.config.labeled, languages=[language])
-            unlabeled = _source(self.config.unlabeled, languages=[language])
+            labeled = replace(self.config.labeled, languages=[language])
+            unlabeled = replace(self.config.unlabeled, languages=[language])
             init = self.model_of(2, language)
             experiment = self.experiment(
                 3,
                 {"slimipl": {"enabled": True}, **self._adapter_overrides(base_model=self.model_of(1))},
-                train=[_source(labeled, split="train")],
-                dev=[_source(labeled, split="dev")],
+                train=[replace(labeled, split="train")],
+                dev=[replace(labeled, split="dev")],
                 unlabeled=[unlabeled],
                 init_from=init,
                 folder=folder,
@@ -330,7 +327,7 @@ class Recipe:
 
                 model_folder = self.model_of(3, language)
                 model, processor, name, revision = load_model_for_pseudo_labeling(str(model_folder))
-                source = load_source(_source(self.config.unlabeled, languages=[language]), keep_audio_reference=True)
+                source = load_source(replace(self.config.unlabeled, languages=[language]), keep_audio_reference=True)
                 pl_config = build_dataclass(PseudoLabelConfig, {"overwrite": True, **self._pseudo_label_options()}, "pseudo_labels")
                 output = unit / "pseudo_labels"
                 summary = generate_pseudo_labels(
@@ -361,7 +358,7 @@ class Recipe:
         if self.config.unlabeled is not None:
             unknown = sorted(set(self._languages(self.config.unlabeled)) & UNKNOWN_LANGUAGES)
             if unknown:
-                parts.append(_source(self.config.unlabeled, languages=unknown))
+                parts.append(replace(self.config.unlabeled, languages=unknown))
         if not parts:
             return None, []
         loaded = [load_source(part, keep_audio_reference=True) for part in parts]
@@ -443,11 +440,11 @@ class Recipe:
     def stage5(self, languages: list[str]) -> None:
         """Labeled data of all languages plus the pseudo-labels of `languages` (those of stages 2-4)."""
         folder = self.stages_dir / STAGE_FOLDERS[5]
-        labeled = _source(self.config.labeled, languages=self.labeled_languages)
+        labeled = replace(self.config.labeled, languages=self.labeled_languages)
         pseudo_labels = self._pseudo_label_sources(languages)
         init = None if self.config.stage5_from_scratch else self.model_of(1)
         experiment = self.experiment(
-            5, {}, train=[_source(labeled, split="train"), *pseudo_labels], dev=[_source(labeled, split="dev")], init_from=init, folder=folder
+            5, {}, train=[replace(labeled, split="train"), *pseudo_labels], dev=[replace(labeled, split="dev")], init_from=init, folder=folder
         )
         lineage = {
             "initialized_from": str(init) if init else None,
@@ -462,10 +459,10 @@ class Recipe:
 
     def stage6(self) -> None:
         folder = self.stages_dir / STAGE_FOLDERS[6]
-        labeled = _source(self.config.labeled, languages=self.labeled_languages)
+        labeled = replace(self.config.labeled, languages=self.labeled_languages)
         init = self.model_of(5)
         experiment = self.experiment(
-            6, {}, train=[_source(labeled, split="train")], dev=[_source(labeled, split="dev")], init_from=init, folder=folder
+            6, {}, train=[replace(labeled, split="train")], dev=[replace(labeled, split="dev")], init_from=init, folder=folder
         )
         lineage = {"initialized_from": str(init), "parent": [5, None], "labeled": [labeled.path]}
         self._record(6, None, self.unit(folder, "stage 6 (labeled fine-tune)", lambda f: self.train_unit(6, f, experiment, self.labeled_languages, lineage)))
@@ -473,7 +470,7 @@ class Recipe:
             # stage 6's control fine-tunes stage 5's control, with stage 6's settings
             control_init = self._unit_model(self.stages_dir / CONTROL_FOLDERS[5], "stage 5 control", 5)
             control = self.experiment(
-                6, {}, train=[_source(labeled, split="train")], dev=[_source(labeled, split="dev")], init_from=control_init,
+                6, {}, train=[replace(labeled, split="train")], dev=[replace(labeled, split="dev")], init_from=control_init,
                 folder=self.stages_dir / CONTROL_FOLDERS[6],
             )  # fmt: skip
             self._control(6, control, self.labeled_languages, {"initialized_from": str(control_init), "labeled": [labeled.path]})
@@ -499,7 +496,7 @@ class Recipe:
             model = MlplForCTC.from_pretrained(model_folder)
             processor = MlplProcessor.from_pretrained(model_folder)
             for split in self.config.evaluation_splits:
-                dataset = load_source(_source(self.config.labeled, split=split, languages=languages))
+                dataset = load_source(replace(self.config.labeled, split=split, languages=languages))
                 result = evaluate_model(
                     model, processor, dataset, output_dir=output_dir / split, max_batch_seconds=self.config.evaluation_max_batch_seconds,
                     plots=False, progress=True, description={"model": str(model_folder), "split": split},
