@@ -203,6 +203,27 @@ def predict_languages(lid_logits: torch.Tensor | None) -> tuple[torch.Tensor | N
 
 
 @torch.no_grad()
+def greedy_batch(
+    model,
+    batch: Mapping,
+    vocabulary: Mapping[str, int],
+    chunk_frames: int | None = None,
+    max_chunks_per_forward: int | None = None,
+    language=None,
+) -> tuple[list[list[int]], torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The greedy step that every transcriber shares (evaluation, pseudo-labeling, slimIPL's labels in training):
+    `forward_batch`, the logits in float32, the language constraint when `language` is given (a code, "auto",
+    or one per utterance; `modeling_mlpl.constrain_to_language`, docs/design.md §3.1), greedy CTC decoding.
+
+    Returns (token ids per utterance, the float32 logits, output lengths, LID logits or None)."""
+    logits, output_lengths, lid_logits = forward_batch(model, batch, chunk_frames, max_chunks_per_forward)
+    logits = logits.float()
+    if language is not None:
+        logits = constrain_to_language(logits, model.config, vocabulary, language, lid_logits)
+    return greedy_token_ids(logits, output_lengths, model.config.pad_token_id), logits, output_lengths, lid_logits
+
+
+@torch.no_grad()
 def transcribe_batch(
     model,
     batch: Mapping,
@@ -222,11 +243,9 @@ def transcribe_batch(
     float32. `return_logits` also returns those logits and the output lengths (on the model's device), for a
     caller that decodes them again (the LM beam search of `training.evaluation`).
     """
-    logits, output_lengths, lid_logits = forward_batch(model, batch, chunk_frames, max_chunks_per_forward)
-    logits = logits.float()
-    if language is not None:
-        logits = constrain_to_language(logits, model.config, tokenizer.get_vocab(), language, lid_logits)
-    token_ids = greedy_token_ids(logits, output_lengths, model.config.pad_token_id)
+    token_ids, logits, output_lengths, lid_logits = greedy_batch(
+        model, batch, tokenizer.get_vocab(), chunk_frames, max_chunks_per_forward, language
+    )
     language_ids, language_probabilities = predict_languages(lid_logits)
     result = BatchTranscription(
         texts=decode_token_ids(token_ids, tokenizer),
@@ -249,6 +268,7 @@ __all__ = [
     "greedy_token_ids",
     "decode_token_ids",
     "forward_batch",
+    "greedy_batch",
     "pad_labels",
     "predict_languages",
     "sequence_confidence",

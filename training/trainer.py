@@ -38,7 +38,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from tqdm.auto import tqdm
 
-from modeling_mlpl import AUTO_LANGUAGE, MlplConfig, MlplForCTC, MlplProcessor, constrain_to_language
+from modeling_mlpl import AUTO_LANGUAGE, MlplConfig, MlplForCTC, MlplProcessor
 
 from .adapters import load_initial_model, parameter_counts, run_identity
 from .augment import SpecAugment
@@ -48,7 +48,7 @@ from .collate import MlplCollator
 from .config import MODEL_SIZES, ExperimentConfig, config_to_dict, save_config
 from .files import replace_directory, write_json_atomically, write_text_atomically
 from .data import example_durations, records_of
-from .inference import FRAMES_PER_SECOND, chunked_logits, greedy_token_ids, pad_labels, transcribe_batch
+from .inference import FRAMES_PER_SECOND, greedy_batch, pad_labels, transcribe_batch
 from .metrics import compute_asr_metrics, flatten_metrics
 from .run_folder import claim_run_folder
 from .streaming import stream_batches, training_stream
@@ -648,19 +648,18 @@ class _TrainingRun:
     def pseudo_label(self, batch: dict) -> torch.Tensor:
         """slimIPL's pseudo-labels of an unlabeled batch: the model (or its EMA teacher) in eval mode, no
         SpecAugment, greedy, no LM; cropped during the cropping warm-up (docs/design.md §5)."""
-        slimipl, counters, device = self.config.slimipl, self.counters, self.accelerator.device
+        slimipl, counters = self.config.slimipl, self.counters
         crop_frames = int(slimipl.crop_seconds * FRAMES_PER_SECOND) if self.schedule.crops_unlabeled(counters.num_updates) else None
         counters.pseudo_labeled_batches += 1
         counters.cropped_pseudo_labeled_batches += crop_frames is not None
         labeler = self.teacher.model if self.teacher is not None else self.unwrapped
+        languages = None
+        if slimipl.language_constraint:  # docs/design.md §3.1: the source's language, the LID's guess if unknown
+            codes = labeler.config.language_codes
+            languages = [codes[index] if index >= 0 else AUTO_LANGUAGE for index in batch["language_ids"].tolist()]
         with pseudo_labeling_mode(labeler):
-            features, mask = batch["input_features"].to(device), batch["attention_mask"].to(device)
-            logits, lengths, lid_logits = chunked_logits(labeler, features, mask, crop_frames)
-            if slimipl.language_constraint:  # docs/design.md §3.1: the source's language, the LID's guess if unknown
-                codes = labeler.config.language_codes
-                languages = [codes[index] if index >= 0 else AUTO_LANGUAGE for index in batch["language_ids"].tolist()]
-                logits = constrain_to_language(logits, labeler.config, self.vocabulary, languages, lid_logits)
-            return pad_labels(greedy_token_ids(logits, lengths, labeler.config.pad_token_id))
+            token_ids = greedy_batch(labeler, batch, self.vocabulary, crop_frames, language=languages)[0]
+        return pad_labels(token_ids)
 
     def train_step(self, batch: dict) -> tuple[Any, torch.Tensor | None]:
         """SpecAugment (labeled and pseudo-labeled batches alike, one set of masks per batch), forward, the
