@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""CPU time of one training update, full fine-tune against a LoRA adapter (training.adapters; docs/design.md §6,
+"""CPU time of one training update, full fine-tune against a LoRA adapter (mlpl.adapters; docs/design.md §6,
 "Per-language adapters"), on a stage-1 model and real batches of one language (~30 s of audio each, the demo's
 max_batch_seconds), in interleaved rounds so both see the same machine load; the first round warms up.
 
@@ -17,11 +17,11 @@ import time
 import torch
 
 from modeling_mlpl import MlplForCTC, MlplProcessor
-from training.adapters import add_training_adapter, parameter_counts
-from training.collate import MlplCollator
-from training.config import AdapterConfig, SourceConfig
-from training.sources import load_source
-from training.trainer import MODEL_INPUTS
+from mlpl.adapters import add_training_adapter, parameter_counts
+from mlpl.collate import MlplCollator
+from mlpl.config import AdapterConfig, SourceConfig
+from mlpl.sources import load_source
+from mlpl.trainer import MODEL_INPUTS
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Decode + resample throughput of training.audio.load_audio, single core (issue 3, "Measured").
+"""Decode + resample throughput of mlpl.audio.load_audio, single core (issue 3, "Measured").
 
 Reports seconds of audio decoded to 16 kHz mono per second of wall time, for the two formats the data
 sources read: Common Voice mp3 (48 kHz) and VoxPopuli ogg/vorbis (16 kHz), plus ogg at 48 kHz to show
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from training.audio import load_audio, probe_duration
-from training.demo_corpus import make_demo_corpus
+from mlpl.audio import load_audio, probe_duration
+from mlpl.demo_corpus import make_demo_corpus
 
 
 def throughput(paths: list[Path], repeats: int) -> tuple[float, float]:

@@ -3,7 +3,7 @@
 
 Decoders compared (training/decoding.py), for each beam size (token beam = min(beam, 100), as the slimIPL
 settings pair beam 1000 with token beam 100):
-  greedy             argmax + collapse (training.inference)
+  greedy             argmax + collapse (mlpl.inference)
   beam, no LM        Flashlight's lexicon-free beam search, no LM (C++ only)
   beam + LM, lexicon Flashlight's lexicon decoder with KenLM (C++ only; words from the LM)
   beam + LM, free    lexicon-free with the word LM (a Python LM callback per hypothesis x token)
@@ -33,15 +33,15 @@ import numpy as np
 import torch
 
 from modeling_mlpl import build_tokenizer, build_vocabulary
-from training.decoding import MlplBeamSearchDecoder
-from training.inference import decode_token_ids, greedy_token_ids
-from training.metrics import compute_asr_metrics
-from training.ngram_lm import estimate_kneser_ney
+from mlpl.decoding import MlplBeamSearchDecoder
+from mlpl.inference import decode_token_ids, greedy_token_ids
+from mlpl.metrics import compute_asr_metrics
+from mlpl.ngram_lm import estimate_kneser_ney
 
 
 def synthetic_setup(vocab_size: int, utterances: int, seed: int, lm_path: Path):
     """(tokenizer, list of (T, V) logits, references) of English demo-style sentences, and an LM written to lm_path."""
-    from training.demo_corpus import LANGUAGES, make_sentence, vocabulary
+    from mlpl.demo_corpus import LANGUAGES, make_sentence, vocabulary
 
     rng = np.random.default_rng(seed)
     words = vocabulary(LANGUAGES[0])
@@ -77,12 +77,12 @@ def synthetic_setup(vocab_size: int, utterances: int, seed: int, lm_path: Path):
 
 def model_setup(arguments):
     """(tokenizer, logits per utterance, references) from a real model on a real labeled set."""
-    from training.batching import DurationBatchSampler
-    from training.collate import MlplCollator
-    from training.data import records_of
-    from training.inference import chunked_logits
-    from training.pseudo_label import load_model_for_pseudo_labeling
-    from training.sources import load_labeled_source
+    from mlpl.batching import DurationBatchSampler
+    from mlpl.collate import MlplCollator
+    from mlpl.data import records_of
+    from mlpl.inference import chunked_logits
+    from mlpl.pseudo_label import load_model_for_pseudo_labeling
+    from mlpl.sources import load_labeled_source
 
     model, processor, _, _ = load_model_for_pseudo_labeling(arguments.model)
     model.eval()

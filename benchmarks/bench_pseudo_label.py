@@ -29,12 +29,12 @@ from pathlib import Path
 import torch
 
 from modeling_mlpl import MlplConfig, MlplForCTC, MlplProcessor
-from training import pseudo_label
-from training.pseudo_label.batches import MapStyleBatches, Processes
-from training.data import common_voice_records, load_voxpopuli_folder
-from training.demo_corpus import make_demo_corpus
-from training.inference import transcribe_batch
-from training.slimipl import pseudo_labeling_mode
+from mlpl import pseudo_label
+from mlpl.pseudo_label.batches import MapStyleBatches, Processes
+from mlpl.data import common_voice_records, load_voxpopuli_folder
+from mlpl.demo_corpus import make_demo_corpus
+from mlpl.inference import transcribe_batch
+from mlpl.slimipl import pseudo_labeling_mode
 
 MODELS = {
     "demo": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512, max_relative_positions=128),

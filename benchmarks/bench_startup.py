@@ -79,19 +79,19 @@ def first_batch(release: Path, run: Path, workers: int) -> dict:
     import torch
 
     from modeling_mlpl import MlplProcessor
-    from training.collate import MlplCollator
-    from training.config import DataConfig, SourceConfig
-    from training.data import records_of
-    from training.header_index import HeaderScan
-    from training.trainer_data import DURATION_CACHE, load_map_style, training_sampler
+    from mlpl.collate import MlplCollator
+    from mlpl.config import DataConfig, SourceConfig
+    from mlpl.data import records_of
+    from mlpl.header_index import HeaderScan
+    from mlpl.trainer_data import DURATION_CACHE, load_map_style, training_sampler
 
     logging.disable(logging.WARNING)  # the per-source INFO lines would flood the output
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     timings = {}
-    import training.data
+    import mlpl.data
 
-    original = training.data.read_headers
+    original = mlpl.data.read_headers
 
     def timed_read_headers(*args, **kwargs):
         began = time.perf_counter()
@@ -99,7 +99,7 @@ def first_batch(release: Path, run: Path, workers: int) -> dict:
         timings["headers_s"] = timings.get("headers_s", 0.0) + time.perf_counter() - began
         return result
 
-    training.data.read_headers = timed_read_headers  # what the data layer calls
+    mlpl.data.read_headers = timed_read_headers  # what the data layer calls
     data = DataConfig(train=[SourceConfig(kind="common_voice", path=str(release))], scan_workers=workers)
     dataset = load_map_style(data.train, "train", data.max_clip_seconds, HeaderScan(run / DURATION_CACHE, workers))
     timings["index_s"] = time.perf_counter() - start
@@ -132,14 +132,14 @@ def main() -> None:
     parser.add_argument("--corpus", default=os.path.join(tempfile.gettempdir(), "mlpl_demo_tiny"))
     parser.add_argument("--child", nargs=2, metavar=("RELEASE", "RUN"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    from training.header_index import default_workers
+    from mlpl.header_index import default_workers
 
     workers = args.workers or default_workers()
     if args.child:
         print(json.dumps(first_batch(Path(args.child[0]), Path(args.child[1]), workers)))
         return
 
-    from training.demo_corpus import make_demo_corpus
+    from mlpl.demo_corpus import make_demo_corpus
 
     corpus = make_demo_corpus(args.corpus, size="tiny", seed=0)
     root = Path(args.root)

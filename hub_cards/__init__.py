@@ -1,1 +1,1 @@
-"""Jinja2 templates of the model and dataset cards (package data, read by `training.hub.cards` through importlib.resources)."""
+"""Jinja2 templates of the model and dataset cards (package data, read by `mlpl.hub.cards` through importlib.resources)."""

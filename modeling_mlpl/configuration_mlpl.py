@@ -217,7 +217,7 @@ class MlplConfig(PreTrainedConfig):
                 "this model's config has no language_characters (it was trained before character inventories were "
                 "saved), so decoding cannot be constrained to a language's script; set them from the training "
                 "transcripts: config.language_characters = modeling_mlpl.build_language_characters(pairs of "
-                "(language, transcript)), e.g. training.streaming.stream_transcripts(train sources), then save the model "
+                "(language, transcript)), e.g. mlpl.streaming.stream_transcripts(train sources), then save the model "
                 "(or decode without language=)"
             )
         if language not in self.language_characters:

@@ -45,7 +45,7 @@ def compute_output_lengths(feature_lengths, conv_stride=3):
 
 # Longest input one forward takes whole (10 ms feature frames): attention costs memory quadratic in length
 # (a 10-minute clip would need a multi-GB attention bias per layer). Longer audio goes in crops: the ASR
-# pipeline's `chunk_length_s`, or `training.inference.chunked_logits` (evaluation and pseudo-labeling
+# pipeline's `chunk_length_s`, or `mlpl.inference.chunked_logits` (evaluation and pseudo-labeling
 # crop anything over 60 s by themselves).
 MAX_UNCROPPED_SECONDS = 120
 QUERY_BLOCK_ROWS = 128  # query rows per block of RelativePositionAttention's backward
@@ -608,7 +608,7 @@ class MlplModel(MlplPreTrainedModel):
                 f"input_features has {num_frames} frames ({num_frames / 100:.0f} s of audio), more than the "
                 f"{MAX_UNCROPPED_SECONDS} s one forward takes whole (attention memory grows with the square of the "
                 "length); run long audio in crops: pipeline(..., chunk_length_s=20, stride_length_s=4), or "
-                "training.inference.chunked_logits"
+                "mlpl.inference.chunked_logits"
             )
         if attention_mask is None:
             attention_mask = torch.ones(batch_size, num_frames, dtype=torch.long, device=input_features.device)

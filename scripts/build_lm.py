@@ -6,7 +6,7 @@ A thin wrapper (scripts/ is not a package); `--help` lists every option.
 
 import sys
 
-from training.cli.build_lm import main  # noqa: F401
+from mlpl.cli.build_lm import main  # noqa: F401
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -50,9 +50,9 @@ except ImportError:  # transformers < 4.30 had it at the top level
     from transformers.models.mctct import MCTCTConfig, MCTCTFeatureExtractor, MCTCTForCTC, MCTCTProcessor
 from transformers import Wav2Vec2CTCTokenizer
 
-# training.files (standard library only) from this checkout: the fixture's environment does not install mlpl.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from training.files import atomic_directory  # noqa: E402
+# mlpl's files.py (standard library only) from this checkout: the fixture's environment does not install mlpl.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+from files import atomic_directory  # noqa: E402
 
 
 SAMPLING_RATE = 16_000

@@ -6,7 +6,7 @@ A thin wrapper (scripts/ is not a package); `--help` lists every option.
 
 import sys
 
-from training.cli.pseudo_label import main, parse_arguments  # noqa: F401
+from mlpl.cli.pseudo_label import main, parse_arguments  # noqa: F401
 
 if __name__ == "__main__":
     sys.exit(main())

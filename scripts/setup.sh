@@ -19,4 +19,4 @@ if ! python -c "import torch" 2>/dev/null; then
   fi
 fi
 pip install -q -e ".[${EXTRAS}]" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
-python -c "import modeling_mlpl, training, torch, transformers; print('[setup] mlpl ready: torch', torch.__version__, '| transformers', transformers.__version__)"
+python -c "import modeling_mlpl, mlpl, torch, transformers; print('[setup] mlpl ready: torch', torch.__version__, '| transformers', transformers.__version__)"

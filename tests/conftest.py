@@ -10,6 +10,6 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_demo_corpus(tmp_path_factory):
     """The tiny demo corpus (7 languages, Common Voice + VoxPopuli layouts), built once per session (~2 s)."""
-    from training.demo_corpus import make_demo_corpus
+    from mlpl.demo_corpus import make_demo_corpus
 
     return make_demo_corpus(tmp_path_factory.mktemp("demo") / "tiny", size="tiny", seed=0)

@@ -9,8 +9,8 @@ import torch
 
 from modeling_mlpl import MlplForCTC, MlplProcessor
 from tiny_models import tiny_config
-from training.collate import MlplCollator
-from training.data import load_common_voice_folder
+from mlpl.collate import MlplCollator
+from mlpl.data import load_common_voice_folder
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 LANGUAGES = ("en", "de")

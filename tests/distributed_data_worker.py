@@ -18,7 +18,7 @@ import torch
 from accelerate import Accelerator
 from datasets import Dataset
 
-from training.batching import DurationBatchSampler, DurationBucketingStream
+from mlpl.batching import DurationBatchSampler, DurationBucketingStream
 
 
 NUM_EXAMPLES = 200

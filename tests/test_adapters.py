@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from hub_standin import HubStandIn
 from modeling_mlpl import MlplForCTC, MlplProcessor
-from training.adapters import (
+from mlpl.adapters import (
     ADAPTER_CONFIG_FILE,
     ADAPTER_WEIGHTS_FILE,
     add_training_adapter,
@@ -30,11 +30,11 @@ from training.adapters import (
     set_active_adapter,
     set_adapter_base_model,
 )
-from training.audio import load_audio
-from training.config import AdapterConfig, ExperimentConfig, build_dataclass, load_config
-from training.hub import HubConfig, HubFolderError, hub_ready_folder_check, publish_folder
-from training.recipe import DONE, Recipe, RecipeConfig
-from training.stages import STAGE_FOLDERS
+from mlpl.audio import load_audio
+from mlpl.config import AdapterConfig, ExperimentConfig, build_dataclass, load_config
+from mlpl.hub import HubConfig, HubFolderError, hub_ready_folder_check, publish_folder
+from mlpl.recipe import DONE, Recipe, RecipeConfig
+from mlpl.stages import STAGE_FOLDERS
 
 TOKEN = "hf_standInSecretToken0123456789"
 BASE_REPO = "demo-org/mlpl-test-stage1-supervised"
@@ -208,7 +208,7 @@ def test_one_base_model_switches_between_named_adapters(recipe):
 
 
 def test_stage_4_pseudo_labels_with_base_plus_adapter(recipe):
-    from training.pseudo_label import model_revision
+    from mlpl.pseudo_label import model_revision
 
     unit = recipe["stages"] / STAGE_FOLDERS[4] / "el"
     done = json.loads((unit / DONE).read_text())
@@ -237,7 +237,7 @@ def test_the_evaluation_script_takes_an_adapter_folder(recipe, tmp_path):
 
 def test_an_adapter_run_resumes_exactly(recipe, tmp_path):
     """Stage 2 again from its saved config: 2 updates, then resumed to 4, gives stage 2's adapter bit for bit."""
-    from training.trainer import train
+    from mlpl.trainer import train
 
     config = load_config(recipe["stage2"] / "config.yaml", [f"train.output_dir={tmp_path / 'run'}", "train.max_updates=2"])
     train(config)
@@ -257,7 +257,7 @@ def test_adapter_settings_are_checked_with_the_fix_named(recipe, tmp_path):
         load_initial_model(recipe["base"], AdapterConfig(enabled=True, modules_to_save=["ctc_haed"]))
     with pytest.raises(ValueError, match="is a PEFT adapter folder; set adapters.enabled: true"):
         load_initial_model(recipe["stage2"] / "best", AdapterConfig())
-    from training.trainer import train
+    from mlpl.trainer import train
 
     config = build_dataclass(ExperimentConfig, {
         "data": {"train": [{"kind": "common_voice", "path": str(recipe["corpus"] / "cv"), "languages": ["el"]}]},

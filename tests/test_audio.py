@@ -1,4 +1,4 @@
-"""training.audio: mp3/ogg/wav decoded to 16 kHz mono float32 with soundfile + soxr (docs/design.md §8-9)."""
+"""mlpl.audio: mp3/ogg/wav decoded to 16 kHz mono float32 with soundfile + soxr (docs/design.md §8-9)."""
 
 import csv
 import pickle
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from training.audio import AudioDecodeError, decode_audio_column, load_audio, probe_duration, resample_mono
+from mlpl.audio import AudioDecodeError, decode_audio_column, load_audio, probe_duration, resample_mono
 
 
 def tone(frequency, seconds, sampling_rate, amplitude=0.5):

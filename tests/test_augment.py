@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from training.augment import SpecAugment
+from mlpl.augment import SpecAugment
 
 
 NUM_BINS = 80

@@ -8,7 +8,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from training.batching import (
+from mlpl.batching import (
     DurationBatchSampler,
     DurationBucketingStream,
     even_out_batches,
@@ -64,7 +64,7 @@ def test_pack_by_duration_invariants():
 
 def test_pack_by_duration_oversized_utterance_gets_its_own_batch_and_is_logged(caplog):
     durations = [3.0, 45.0, 4.0, 2.0]
-    with caplog.at_level(logging.WARNING, logger="training.batching"):
+    with caplog.at_level(logging.WARNING, logger="mlpl.batching"):
         batches = pack_by_duration(durations, MAX_BATCH_SECONDS, names=["a", "long-one", "c", "d"])
     assert batches[0] == [1]
     assert sorted(index for batch in batches for index in batch) == [0, 1, 2, 3]
@@ -138,7 +138,7 @@ def test_sampler_drop_last_leaves_out_the_remainder_batches():
 
 
 def test_sampler_repeats_batches_only_when_too_few_examples(caplog):
-    with caplog.at_level(logging.WARNING, logger="training.batching"):
+    with caplog.at_level(logging.WARNING, logger="mlpl.batching"):
         shares = [
             list(DurationBatchSampler([1.0, 2.0], MAX_BATCH_SECONDS, num_replicas=4, rank=rank)) for rank in range(4)
         ]

@@ -8,8 +8,8 @@ import torch
 from datasets import Dataset
 
 from modeling_mlpl import MlplFeatureExtractor, build_tokenizer, build_vocabulary
-from training.batching import DurationBatchSampler
-from training.collate import MlplCollator
+from mlpl.batching import DurationBatchSampler
+from mlpl.collate import MlplCollator
 
 
 SAMPLING_RATE = 16000
@@ -105,7 +105,7 @@ def test_unknown_language_names_it_and_the_known_ones(collator):
 
 def test_unknown_characters_are_reported_with_the_example_id(collator, tokenizer, caplog):
     odd = example(0, "en", 1.0, sentence="Hello, wörld!")
-    with caplog.at_level(logging.WARNING, logger="training.collate"):
+    with caplog.at_level(logging.WARNING, logger="mlpl.collate"):
         batch = collator([odd, example(1, "en", 1.0, sentence="wörld ö")])
     assert "en-0" in caplog.text and "U+00F6" in caplog.text
     assert caplog.text.count("U+00F6") == 1  # each new character once, not per example

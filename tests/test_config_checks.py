@@ -3,7 +3,7 @@ and then crash after the first update (ZeroDivisionError), "finish" with 0 updat
 
 import pytest
 
-from training.config import ExperimentConfig, load_config
+from mlpl.config import ExperimentConfig, load_config
 
 
 @pytest.mark.parametrize(
@@ -45,8 +45,8 @@ def test_the_defaults_and_valid_edges_are_accepted():
 
 
 def test_a_pseudo_label_language_without_unlabeled_audio_is_refused_before_stage_1(tiny_demo_corpus, tmp_path):
-    from training.config import build_dataclass
-    from training.recipe import Recipe, RecipeConfig
+    from mlpl.config import build_dataclass
+    from mlpl.recipe import Recipe, RecipeConfig
 
     values = {
         "output_dir": str(tmp_path / "out"),

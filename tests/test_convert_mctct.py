@@ -24,7 +24,7 @@ from modeling_mlpl.convert_mctct_to_mlpl import (
     main,
     read_mctct_config,
 )
-from training.audio import load_audio
+from mlpl.audio import load_audio
 
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mctct_tiny"

@@ -1,4 +1,4 @@
-"""training.data: every source yields the same schema; bad clips are skipped, counted and named (docs/design.md §8)."""
+"""mlpl.data: every source yields the same schema; bad clips are skipped, counted and named (docs/design.md §8)."""
 
 import logging
 import pickle
@@ -11,7 +11,7 @@ import soundfile
 from datasets import Audio, ClassLabel, Dataset, Features, IterableDataset, Value
 from datasets.distributed import split_dataset_by_node
 
-from training.data import (
+from mlpl.data import (
     SKIP_EMPTY_AUDIO,
     SKIP_EMPTY_TRANSCRIPT,
     SKIP_UNDECODABLE,

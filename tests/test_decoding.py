@@ -10,8 +10,8 @@ import torch
 
 from decoding_fixtures import LANGUAGES, partly_trained_model
 from modeling_mlpl import MlplProcessor
-from training.data import common_voice_records, load_common_voice_folder
-from training.decoding import (
+from mlpl.data import common_voice_records, load_common_voice_folder
+from mlpl.decoding import (
     LM_DECODING_FILE,
     LogProbCache,
     MlplBeamSearchDecoder,
@@ -19,9 +19,9 @@ from training.decoding import (
     grid_search_lm_weights,
     load_lm_decoding,
 )
-from training.inference import chunked_logits, decode_token_ids, greedy_token_ids
-from training.metrics import compute_asr_metrics
-from training.ngram_lm import estimate_kneser_ney
+from mlpl.inference import chunked_logits, decode_token_ids, greedy_token_ids
+from mlpl.metrics import compute_asr_metrics
+from mlpl.ngram_lm import estimate_kneser_ney
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def real_outputs(trained, tiny_demo_corpus):
     """Logits of the partly trained model on its 4 training clips and on the 4 English/German dev clips."""
     model, processor, _, train_batch = trained
     dev = load_common_voice_folder(tiny_demo_corpus / "cv", "dev", languages=list(LANGUAGES))
-    from training.collate import MlplCollator
+    from mlpl.collate import MlplCollator
 
     collator = MlplCollator(processor.feature_extractor, processor.tokenizer, {code: i for i, code in enumerate(LANGUAGES)})
     outputs = []

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from training.demo_corpus import (
+from mlpl.demo_corpus import (
     DEMO_CORPUS_VERSION,
     LANGUAGES,
     MIXED_FOLDER,

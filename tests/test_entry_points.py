@@ -6,7 +6,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from setuptools import find_packages
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((REPOSITORY / "pyproject.toml").read_text(encoding="utf-8"))
@@ -25,7 +24,7 @@ def test_every_command_has_an_entry_point():
 def test_entry_point_resolves_to_a_main_that_answers_help(name, capsys):
     module_name, _, function = ENTRY_POINTS[name].partition(":")
     module = importlib.import_module(module_name)
-    packages = find_packages(str(REPOSITORY), **PYPROJECT["tool"]["setuptools"]["packages"]["find"])
+    packages = PYPROJECT["tool"]["setuptools"]["packages"]
     assert module_name.rpartition(".")[0] in packages  # installed, not only importable from a checkout
     with pytest.raises(SystemExit) as exit_info:
         getattr(module, function)(["--help"])
@@ -34,12 +33,20 @@ def test_entry_point_resolves_to_a_main_that_answers_help(name, capsys):
     assert "--config FILE" in help_text and "KEY=VALUE" in help_text  # the one dialect
 
 
+def test_every_subpackage_of_the_checkout_is_installed_under_its_mlpl_name():
+    """pyproject lists packages by name (training/ installs as `mlpl`): a new subpackage must be listed."""
+    listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
+    folders = {p.parent.relative_to(REPOSITORY / "training") for p in (REPOSITORY / "training").rglob("__init__.py")}
+    assert {".".join(("mlpl", *folder.parts)) for folder in folders} <= listed
+    assert PYPROJECT["tool"]["setuptools"]["package-dir"] == {"mlpl": "training"}
+
+
 def test_scripts_are_thin_wrappers_of_the_entry_points():
     wrapped = {}
     for script in sorted((REPOSITORY / "scripts").glob("*.py")):
         text = script.read_text(encoding="utf-8")
-        if "from training.cli." in text:
-            wrapped[script.name] = text.split("from training.cli.", 1)[1].split(" ", 1)[0]
-    commands = {target.partition(":")[0].removeprefix("training.cli.") for target in ENTRY_POINTS.values()}
+        if "from mlpl.cli." in text:
+            wrapped[script.name] = text.split("from mlpl.cli.", 1)[1].split(" ", 1)[0]
+    commands = {target.partition(":")[0].removeprefix("mlpl.cli.") for target in ENTRY_POINTS.values()}
     assert set(wrapped.values()) == commands - {"modeling_mlpl.convert_mctct_to_mlpl"}
     assert all(len(path.read_text().splitlines()) < 15 for path in (REPOSITORY / "scripts").glob("*.py") if path.name in wrapped)

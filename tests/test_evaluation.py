@@ -6,11 +6,11 @@ import json
 import pytest
 
 from decoding_fixtures import LANGUAGES, load_script, partly_trained_model
-from training.data import common_voice_records
-from training.evaluation import evaluate_model
-from training.metrics import compute_asr_metrics
-from training.config import COMMON_VOICE, FLASHLIGHT_LIST, HUB
-from training.sources import load_labeled_source, resolve_source
+from mlpl.data import common_voice_records
+from mlpl.evaluation import evaluate_model
+from mlpl.metrics import compute_asr_metrics
+from mlpl.config import COMMON_VOICE, FLASHLIGHT_LIST, HUB
+from mlpl.sources import load_labeled_source, resolve_source
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from training.data import write_flashlight_list
-from training.files import atomic_directory, atomic_path, atomic_writer, write_text_atomically
+from mlpl.data import write_flashlight_list
+from mlpl.files import atomic_directory, atomic_path, atomic_writer, write_text_atomically
 
 
 def umask() -> int:
@@ -68,7 +68,7 @@ def test_a_process_killed_mid_write_leaves_the_old_file(tmp_path):
     killed = subprocess.run(
         [sys.executable, "-c", (
             "import os, sys\n"
-            "from training.files import atomic_writer\n"
+            "from mlpl.files import atomic_writer\n"
             "with atomic_writer(sys.argv[1]) as output:\n"
             "    output.write('half of a new model'); output.flush()\n"
             "    os._exit(9)\n"
@@ -129,8 +129,8 @@ def test_the_package_s_writers_keep_the_old_result_on_bad_input(tmp_path):
 
 
 def test_a_resumed_pseudo_label_writer_removes_the_temporary_of_a_part_it_was_killed_writing(tmp_path):
-    from training.pseudo_label.layout import DATA_FOLDER, PSEUDO_LABEL_FEATURES
-    from training.pseudo_label.writer import RankWriter
+    from mlpl.pseudo_label.layout import DATA_FOLDER, PSEUDO_LABEL_FEATURES
+    from mlpl.pseudo_label.writer import RankWriter
 
     writer = RankWriter(tmp_path, rank=0, rows_per_shard=1)
     (tmp_path / DATA_FOLDER).mkdir()

@@ -19,7 +19,7 @@ import soundfile
 import soxr
 
 from test_trainer import ENVIRONMENT, REPOSITORY, write_config
-from training.audio import load_audio
+from mlpl.audio import load_audio
 
 ROW = "client\t{path}\t{n}\t{sentence}\t\t2\t0\t\t\t\t\ten\t\n"
 TIMEOUT = 300

@@ -6,9 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-import training.header_index as header_index
-from training.data import example_durations, load_common_voice_folder, scan_skips
-from training.header_index import HeaderScan, read_headers
+import mlpl.header_index as header_index
+from mlpl.data import example_durations, load_common_voice_folder, scan_skips
+from mlpl.header_index import HeaderScan, read_headers
 
 
 @pytest.fixture()

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from training.audio import NonFiniteAudioError, TruncatedAudioError, load_audio
-from training.data import (
+from mlpl.audio import NonFiniteAudioError, TruncatedAudioError, load_audio
+from mlpl.data import (
     SKIP_BAD_ROW,
     SKIP_NON_FINITE,
     SKIP_TOO_LONG,
@@ -128,7 +128,7 @@ def test_clips_over_the_length_limit_are_counted_skips_naming_the_option(english
 
 
 def test_an_epoch_without_a_usable_batch_is_an_error_not_a_hang():
-    from training.trainer import epoch_batches
+    from mlpl.trainer import epoch_batches
 
     class Sampler:
         seed, epoch = 0, 0

@@ -28,7 +28,7 @@ from huggingface_hub import constants as hub_constants
 from hub_standin import HubStandIn
 from modeling_mlpl import MlplForCTC, MlplProcessor
 from tiny_models import tiny_config
-from training.hub import (
+from mlpl.hub import (
     EvaluationSet,
     HubConfig,
     HubFolderError,
@@ -41,7 +41,7 @@ from training.hub import (
     write_dataset_card,
     write_model_card,
 )
-from training.metrics import compute_asr_metrics
+from mlpl.metrics import compute_asr_metrics
 
 
 def load_publish_script():
@@ -312,12 +312,12 @@ def test_dataset_card_describes_the_shards_and_loads_with_datasets(dataset_folde
 
 
 def test_dataset_card_of_a_real_pseudo_labeling_run(tmp_path, hub):
-    """Stage 4 as the recipe runs it (training.pseudo_label on unlabeled VoxPopuli-layout audio), then
+    """Stage 4 as the recipe runs it (mlpl.pseudo_label on unlabeled VoxPopuli-layout audio), then
     its card from the shards and summary.json, then its upload: every number agrees with the run."""
     from datasets import load_dataset
 
-    from training.data import load_voxpopuli_folder
-    from training.pseudo_label import generate_pseudo_labels
+    from mlpl.data import load_voxpopuli_folder
+    from mlpl.pseudo_label import generate_pseudo_labels
 
     unlabeled = tmp_path / "voxpopuli"
     for language, count in (("el", 2), ("fi", 1)):
@@ -380,7 +380,7 @@ def test_cards_are_replaced_atomically(model_folder, tmp_path, monkeypatch):
     def failing_replace(source, destination):
         raise OSError("disk full")
 
-    monkeypatch.setattr("training.files.os.replace", failing_replace)  # the one atomic writer
+    monkeypatch.setattr("mlpl.files.os.replace", failing_replace)  # the one atomic writer
     with pytest.raises(OSError, match="disk full"):
         write_model_card(folder, **LINEAGE)
     assert (folder / "README.md").read_text() == "old card"  # the old card, whole

@@ -5,7 +5,7 @@ import torch
 
 from modeling_mlpl import MlplForCTC, MlplProcessor
 from tiny_models import tiny_config
-from training.inference import chunked_logits, decode_token_ids, greedy_token_ids, pad_labels, sequence_confidence
+from mlpl.inference import chunked_logits, decode_token_ids, greedy_token_ids, pad_labels, sequence_confidence
 from test_modeling import random_batch
 
 

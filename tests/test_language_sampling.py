@@ -16,8 +16,8 @@ import pytest
 from safetensors.torch import load_file
 
 from test_trainer import TINY_MODEL, run_train, write_config
-from training.batching import DurationBatchSampler, LanguageBalancedBatchSampler, language_sampling_shares
-from training.data import example_durations, example_languages, load_common_voice_folder
+from mlpl.batching import DurationBatchSampler, LanguageBalancedBatchSampler, language_sampling_shares
+from mlpl.data import example_durations, example_languages, load_common_voice_folder
 
 MAX_BATCH_SECONDS = 12.0
 
@@ -104,8 +104,8 @@ def test_balanced_sampler_resumes_exactly_and_refuses_another_temperature(demo_t
 
 
 def test_temperature_is_a_stage_setting_of_the_recipe(tmp_path):
-    from training.config import build_dataclass
-    from training.recipe import Recipe, RecipeConfig
+    from mlpl.config import build_dataclass
+    from mlpl.recipe import Recipe, RecipeConfig
 
     labeled = tmp_path / "cv"
     (labeled / "fi" / "clips").mkdir(parents=True)

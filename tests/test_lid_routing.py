@@ -3,7 +3,7 @@ corpus's mixed folder (voxpopuli_mixed/und/: one clip of each of the 7 languages
 
 The router is a real tiny MlplForCTC whose LID output is set per clip (keyed by the clip's number of feature
 frames), so its decisions are known; everything after it is the real path: the data layer's loader, the
-router pass through training.inference, and generate_pseudo_labels with per-language models saved to folders.
+router pass through mlpl.inference, and generate_pseudo_labels with per-language models saved to folders.
 """
 
 import json
@@ -16,11 +16,11 @@ import torch
 
 from modeling_mlpl import MlplForCTC, MlplProcessor
 from tiny_models import tiny_config
-from training.data import common_voice_records, load_voxpopuli_folder, write_flashlight_list
-from training.demo_corpus import MIXED_FOLDER, MIXED_MANIFEST, read_mixed_manifest
-from training.pseudo_label import DROP_EMPTY, PseudoLabelConfig, iter_pseudo_labels, load_pseudo_label_set
-from training.report import routing_accuracy
-from training.routing import DROP_BELOW_THRESHOLD, DROP_NO_MODEL, read_routing, route_and_pseudo_label
+from mlpl.data import common_voice_records, load_voxpopuli_folder, write_flashlight_list
+from mlpl.demo_corpus import MIXED_FOLDER, MIXED_MANIFEST, read_mixed_manifest
+from mlpl.pseudo_label import DROP_EMPTY, PseudoLabelConfig, iter_pseudo_labels, load_pseudo_label_set
+from mlpl.report import routing_accuracy
+from mlpl.routing import DROP_BELOW_THRESHOLD, DROP_NO_MODEL, read_routing, route_and_pseudo_label
 
 LANGUAGES = ["en", "de", "es", "ru", "fi", "el", "bg"]
 MODEL_LANGUAGES = ["bg", "el", "fi"]  # the demo's languages with unlabeled audio: stage-3 models
@@ -175,9 +175,9 @@ def test_the_recipe_routes_unknown_language_audio_without_reading_the_manifest(t
     """Stage 4 of the recipe with `pseudo_labels.router`: a real tiny stage-1 router (random LID, threshold 0:
     every clip goes to its top-1 where there is a model), the mixed folder and a `language: und` Flashlight list
     of `unlabeled` routed together, routed sets in stage 5's sources and the report, and the manifest never opened."""
-    from training.config import build_dataclass
-    from training.recipe import DONE, Recipe, RecipeConfig
-    from training.stages import STAGE_FOLDERS
+    from mlpl.config import build_dataclass
+    from mlpl.recipe import DONE, Recipe, RecipeConfig
+    from mlpl.stages import STAGE_FOLDERS
 
     output = tmp_path / "out"
     stage1 = output / "stages" / STAGE_FOLDERS[1] / "best"

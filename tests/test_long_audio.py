@@ -8,7 +8,7 @@ import torch
 from modeling_mlpl import MlplForCTC
 from test_modeling import random_batch
 from tiny_models import tiny_config
-from training.inference import MAX_WHOLE_FRAMES, chunked_logits
+from mlpl.inference import MAX_WHOLE_FRAMES, chunked_logits
 
 
 def test_an_utterance_over_the_limit_is_cropped_and_stitched_without_being_asked():

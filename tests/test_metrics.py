@@ -12,7 +12,7 @@ os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
 import evaluate  # noqa: E402
 import pytest  # noqa: E402
 
-from training.metrics import (  # noqa: E402
+from mlpl.metrics import (  # noqa: E402
     ErrorCounts,
     compute_asr_metrics,
     compute_lid_metrics,
@@ -173,6 +173,6 @@ def test_evaluate_module_with_lid_config(metric_inputs):
 
 
 def test_evaluate_module_without_the_project_installed_says_what_to_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, "training.metrics", None)  # makes the import fail
+    monkeypatch.setitem(sys.modules, "mlpl.metrics", None)  # makes the import fail
     with pytest.raises(ImportError, match=r"pip install -e"):
         runpy.run_path(str(METRIC_PATH))

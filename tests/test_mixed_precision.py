@@ -63,7 +63,7 @@ def test_bf16_training_run_falls_resumes_and_its_model_runs_in_bf16_in_the_pipel
 
     from transformers import pipeline
 
-    from training.audio import load_audio
+    from mlpl.audio import load_audio
 
     recognizer = pipeline("automatic-speech-recognition", model=str(output_dir / "final"), dtype=torch.bfloat16)
     assert recognizer.model.dtype == torch.bfloat16

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from decoding_fixtures import load_script
 
-from training.ngram_lm import (
+from mlpl.ngram_lm import (
     ARPA_LOG10_ZERO,
     FALLBACK_DISCOUNTS,
     KneserNeyDiscounts,

@@ -5,9 +5,9 @@ import torch
 
 from modeling_mlpl import MlplForCTC, MlplProcessor
 from tiny_models import tiny_config
-from training.collate import MlplCollator
-from training.data import load_common_voice_folder
-from training.inference import transcribe_batch
+from mlpl.collate import MlplCollator
+from mlpl.data import load_common_voice_folder
+from mlpl.inference import transcribe_batch
 
 LANGUAGES = ["el", "ru"]  # two scripts, so the LID head has something to learn too
 

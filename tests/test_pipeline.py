@@ -141,7 +141,7 @@ CLEAN_PROCESS_PRELUDE = textwrap.dedent(
 
     class BlockProjectPackages(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {"modeling_mlpl", "training"}:
+            if name.split(".")[0] in {"modeling_mlpl", "mlpl"}:
                 raise ImportError(f"{name} must not be importable in this test")
             return None
 
@@ -163,7 +163,7 @@ REMOTE_CODE_SCRIPT = CLEAN_PROCESS_PRELUDE + textwrap.dedent(
         "module": type(model).__module__,
         "extractor": type(recognizer.feature_extractor).__module__,
         "text": recognizer(audio)["text"],
-        "loaded_packages": sorted(m for m in sys.modules if m.split(".")[0] in {"modeling_mlpl", "training"}),
+        "loaded_packages": sorted(m for m in sys.modules if m.split(".")[0] in {"modeling_mlpl", "mlpl"}),
     }))
     """
 )

@@ -24,7 +24,7 @@ from transformers.pipelines.automatic_speech_recognition import chunk_iter
 
 from modeling_mlpl import MlplAutomaticSpeechRecognitionPipeline, build_language_characters, build_tokenizer, build_vocabulary
 from test_pipeline import CLEAN_PROCESS_PRELUDE, TRANSCRIPTS, build_model, tone_sequence
-from training.data import load_common_voice_folder
+from mlpl.data import load_common_voice_folder
 
 TASK = "automatic-speech-recognition"
 CHUNK_SECONDS, STRIDE_SECONDS = 4.0, 0.5
@@ -199,7 +199,7 @@ REMOTE_SCRIPT = CLEAN_PROCESS_PRELUDE + textwrap.dedent(
         "batched": recognizer(clips, batch_size=2),
         "chunked": recognizer(long, chunk_length_s=2.0, stride_length_s=0.25),
         "constrained": recognizer(clips[0], language="el"),
-        "loaded_packages": sorted(m for m in sys.modules if m.split(".")[0] in {"modeling_mlpl", "training"}),
+        "loaded_packages": sorted(m for m in sys.modules if m.split(".")[0] in {"modeling_mlpl", "mlpl"}),
     }))
     """
 )

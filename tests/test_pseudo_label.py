@@ -1,5 +1,5 @@
 """Pseudo-label generation (recipe stage 4): real audio from the tiny demo corpus, a tiny model, and one
-reference path -- every clip alone through the data layer's decoder and training.inference -- that the
+reference path -- every clip alone through the data layer's decoder and mlpl.inference -- that the
 generated sets must reproduce, whatever the batching, streaming, cropping or number of processes.
 
 The tiny model is random with the CTC blank pushed down (bias -5), so every frame emits a character and a
@@ -22,11 +22,11 @@ import soundfile
 import torch
 from datasets import Dataset, load_dataset
 
-import training.pseudo_label.generate as pseudo_label
+import mlpl.pseudo_label.generate as pseudo_label
 from modeling_mlpl import MlplForCTC, MlplProcessor
 from test_distributed_data import free_port
 from tiny_models import tiny_config
-from training.data import (
+from mlpl.data import (
     AUDIO_REFERENCE,
     EXAMPLE_COLUMNS,
     SkipCounter,
@@ -40,8 +40,8 @@ from training.data import (
     voxpopuli_records,
     write_flashlight_list,
 )
-from training.inference import transcribe_batch
-from training.pseudo_label import (
+from mlpl.inference import transcribe_batch
+from mlpl.pseudo_label import (
     DROP_EMPTY,
     DROP_LOW_CONFIDENCE,
     DROP_TOO_LONG,
@@ -119,7 +119,7 @@ def mixed_source(mixed_parquet, streaming=False):
 
 def reference_path(model, processor, records, chunk_frames=CHUNK_FRAMES) -> dict:
     """id -> what the model says about that clip alone: decoded by the data layer, features by the processor,
-    greedy CTC + confidence + LID by training.inference. Undecodable clips are absent."""
+    greedy CTC + confidence + LID by mlpl.inference. Undecodable clips are absent."""
     reference = {}
     for record in records:
         example = decode_record({"sentence": None, **record}, SkipCounter())

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from training.pseudo_label import PseudoLabelConfig
-from training.pseudo_label.batches import Prefetched
+from mlpl.pseudo_label import PseudoLabelConfig
+from mlpl.pseudo_label.batches import Prefetched
 
 
 class CountingBatches:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from training.recipe import DONE, parse_stages
-from training.stages import CONTROL_FOLDERS, STAGE_FOLDERS
+from mlpl.recipe import DONE, parse_stages
+from mlpl.stages import CONTROL_FOLDERS, STAGE_FOLDERS
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 ENVIRONMENT = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -29,9 +29,9 @@ def test_stage_ranges_parse_and_bad_ones_are_named():
 
 @pytest.mark.parametrize("name", ["demo_recipe", "cv_voxpopuli_base", "cv_voxpopuli_large"])
 def test_shipped_recipe_configs_are_valid(name):
-    from training.config import ExperimentConfig, build_dataclass
-    from training.recipe import merge_sections, load_recipe_config
-    from training.stages import TABLE_STAGES
+    from mlpl.config import ExperimentConfig, build_dataclass
+    from mlpl.recipe import merge_sections, load_recipe_config
+    from mlpl.stages import TABLE_STAGES
 
     config = load_recipe_config(REPOSITORY / "training" / "configs" / f"{name}.yaml")
     for stage in TABLE_STAGES:
@@ -39,8 +39,8 @@ def test_shipped_recipe_configs_are_valid(name):
 
 
 def test_a_typo_in_a_stage_is_reported_before_anything_runs(tmp_path):
-    from training.config import build_dataclass
-    from training.recipe import Recipe, RecipeConfig
+    from mlpl.config import build_dataclass
+    from mlpl.recipe import Recipe, RecipeConfig
 
     config = build_dataclass(RecipeConfig, {"labeled": {"kind": "common_voice", "path": str(tmp_path)}, "stage3": {"slimipl": {"cache_sise": 4}}})
     with pytest.raises(ValueError, match=r"stage3.slimipl: unknown key\(s\) \['cache_sise'\]"):
@@ -135,7 +135,7 @@ def test_results_table_plots_and_final_model(recipe_run):
     from transformers import pipeline
 
     import modeling_mlpl  # noqa: F401  (registers the Auto classes, as the README says)
-    from training.audio import load_audio
+    from mlpl.audio import load_audio
 
     recognizer = pipeline("automatic-speech-recognition", model=str(output / "final_model"))
     mp3 = next(Path(yaml.safe_load((output / "recipe_config.yaml").read_text())["labeled"]["path"]).glob("el/clips/*.mp3"))
@@ -178,8 +178,8 @@ def test_controls_train_like_their_arms_without_unlabeled_audio(recipe_run):
 
 
 def test_labeled_only_control_keeps_everything_but_the_unlabeled_audio(tmp_path):
-    from training.config import ExperimentConfig, SourceConfig, build_dataclass
-    from training.recipe import labeled_only_control
+    from mlpl.config import ExperimentConfig, SourceConfig, build_dataclass
+    from mlpl.recipe import labeled_only_control
 
     labeled = {"kind": "common_voice", "path": str(tmp_path)}
     arm = build_dataclass(ExperimentConfig, {
@@ -232,7 +232,7 @@ def test_ablation_command_produces_its_table(recipe_run):
 def test_the_demo_config_runs_on_another_corpus_and_takes_its_languages_from_the_data(tiny_demo_corpus, tmp_path):
     """Nothing in the demo config names a language: pointed at a corpus in the same layouts with other
     languages (here two of the tiny corpus' seven, one with unlabeled audio), it picks them up."""
-    from training.recipe import Recipe, load_recipe_config
+    from mlpl.recipe import Recipe, load_recipe_config
 
     other = tmp_path / "other"
     for code in ("de", "bg"):

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from training.metrics import paired_bootstrap, utterance_char_edits
-from training.report import compare_predictions, comparison_markdown, read_predictions
+from mlpl.metrics import paired_bootstrap, utterance_char_edits
+from mlpl.report import compare_predictions, comparison_markdown, read_predictions
 
 
 def test_identical_systems_differ_by_exactly_zero():

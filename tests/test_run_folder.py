@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from test_trainer import ENVIRONMENT, REPOSITORY, records, run_train, write_config
-from training.run_folder import LOCK_FILE, RUN_FILE, RunFolderError, claim_run_folder
+from mlpl.run_folder import LOCK_FILE, RUN_FILE, RunFolderError, claim_run_folder
 
 CONFIG = {"optim": {"lr": 0.01, "betas": [0.9, 0.98]}, "train": {"seed": 0, "output_dir": "a", "max_updates": 10}}
 IGNORE = ("train.output_dir", "train.max_updates")
@@ -85,7 +85,7 @@ def test_a_live_lock_refuses_a_second_run_and_is_released_after_an_error(tmp_pat
 
 
 def test_the_recipe_holds_its_folder_and_refuses_another_config(tmp_path):
-    from training.run_folder import hold_run_folder, release_lock
+    from mlpl.run_folder import hold_run_folder, release_lock
 
     lock = hold_run_folder(tmp_path, CONFIG, ignore=IGNORE, what="recipe")
     release_lock(lock)
@@ -124,7 +124,7 @@ def test_train_py_refuses_another_run_and_a_resume_logs_each_update_once(tiny_de
 
 
 def test_metrics_are_truncated_to_the_checkpoint_and_a_partial_row_is_dropped(tmp_path):
-    from training.trainer import truncate_metrics
+    from mlpl.trainer import truncate_metrics
 
     path = tmp_path / "metrics.jsonl"
     path.write_text("".join(json.dumps({"update": n, "loss": 1.0 / n}) + "\n" for n in range(1, 6)) + '{"update": 6, "lo')

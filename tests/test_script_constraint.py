@@ -11,14 +11,14 @@ from transformers import AutoConfig, pipeline
 
 from modeling_mlpl import MlplForCTC, MlplProcessor, build_language_characters, constrain_to_language
 from tiny_models import tiny_config
-from training.collate import MlplCollator
-from training.config import SourceConfig
-from training.data import load_common_voice_folder, load_voxpopuli_folder
-from training.decoding import MlplBeamSearchDecoder
-from training.inference import chunked_logits, transcribe_batch
-from training.pseudo_label import PseudoLabelConfig, generate_pseudo_labels
-from training.sources import source_transcripts
-from training.trainer_data import training_language_characters
+from mlpl.collate import MlplCollator
+from mlpl.config import SourceConfig
+from mlpl.data import load_common_voice_folder, load_voxpopuli_folder
+from mlpl.decoding import MlplBeamSearchDecoder
+from mlpl.inference import chunked_logits, transcribe_batch
+from mlpl.pseudo_label import PseudoLabelConfig, generate_pseudo_labels
+from mlpl.sources import source_transcripts
+from mlpl.trainer_data import training_language_characters
 
 
 LANGUAGES = ["bg", "de", "el", "en", "es", "fi", "ru"]
@@ -159,8 +159,8 @@ def test_pipeline_language_argument_constrains_its_output(model_and_processor, d
 
 
 def test_the_trainer_saves_each_languages_inventory_in_the_model_config(tiny_demo_corpus, inventories, tmp_path):
-    from training.config import ExperimentConfig, build_dataclass
-    from training.trainer import train
+    from mlpl.config import ExperimentConfig, build_dataclass
+    from mlpl.trainer import train
 
     # One update from scratch: the inventory is fixed when the model is built, from the labeled transcripts.
     config = build_dataclass(ExperimentConfig, {
@@ -179,9 +179,9 @@ def test_the_trainer_saves_each_languages_inventory_in_the_model_config(tiny_dem
 
 def test_slimipl_pseudo_labels_with_language_constraint_stay_inside_the_inventory(model_and_processor, tiny_demo_corpus, inventories, tmp_path):
     """slimIPL's in-training PLs (`slimipl.language_constraint`), read back from the cache saved in the checkpoint."""
-    from training.config import ExperimentConfig, build_dataclass
-    from training.checkpoint import load_trainer_state, newest_checkpoint
-    from training.trainer import train
+    from mlpl.config import ExperimentConfig, build_dataclass
+    from mlpl.checkpoint import load_trainer_state, newest_checkpoint
+    from mlpl.trainer import train
 
     model, processor = model_and_processor
     model.save_pretrained(tmp_path / "init")

@@ -2,10 +2,10 @@
 
 import yaml
 
-from training.config import MASKED, save_config
-from training.hub import HubConfig
-from training.recipe import RecipeConfig, load_recipe_config
-from training.run_folder import claim_run_folder
+from mlpl.config import MASKED, save_config
+from mlpl.hub import HubConfig
+from mlpl.recipe import RecipeConfig, load_recipe_config
+from mlpl.run_folder import claim_run_folder
 
 TOKEN = "hf_NeverWriteMe0123456789abcdef"
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from training.slimipl import (
+from mlpl.slimipl import (
     FILL,
     LABELED_STEP,
     TRAIN,

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from test_data_sources import parquet_mirror  # noqa: F401 (a fixture)
 from test_trainer import SLIMIPL, TINY_MODEL, run_train, write_config
-from training.config import load_config
+from mlpl.config import load_config
 
 
 @pytest.fixture()
@@ -101,8 +101,8 @@ def test_two_processes_stream_and_resume_bit_exactly(stream_config, tmp_path):
 
 
 def test_balanced_stream_draws_languages_in_the_target_shares(tiny_demo_corpus):
-    from training.config import SourceConfig
-    from training.streaming import load_balanced_stream
+    from mlpl.config import SourceConfig
+    from mlpl.streaming import load_balanced_stream
 
     source = SourceConfig(kind="common_voice", path=str(tiny_demo_corpus / "cv"), split="train", streaming=True)
     stream, mix = load_balanced_stream([source], None, temperature=1e6, seed=3)  # ~uniform over the 7 languages
@@ -120,7 +120,7 @@ def test_balanced_stream_draws_languages_in_the_target_shares(tiny_demo_corpus):
 
 
 def test_streams_are_refused_where_they_do_not_apply(stream_config, tmp_path):
-    from training.trainer import train
+    from mlpl.trainer import train
 
     balanced = load_config(stream_config, [f"train.output_dir={tmp_path / 'a'}"])
     train_source = balanced.data.train[0]
@@ -133,9 +133,9 @@ def test_transcripts_of_a_streamed_pseudo_label_set_are_its_pseudo_labels(tmp_pa
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from training.config import SourceConfig
-    from training.pseudo_label import SUMMARY_FILE
-    from training.streaming import stream_transcripts
+    from mlpl.config import SourceConfig
+    from mlpl.pseudo_label import SUMMARY_FILE
+    from mlpl.streaming import stream_transcripts
 
     (tmp_path / "pl" / "data").mkdir(parents=True)
     (tmp_path / "pl" / SUMMARY_FILE).write_text("{}")

@@ -18,8 +18,8 @@ import yaml
 from safetensors.torch import load_file
 
 from test_distributed_data import free_port
-from training.config import ExperimentConfig, load_config, save_config
-from training.trainer import linear_warmup_with_halving
+from mlpl.config import ExperimentConfig, load_config, save_config
+from mlpl.trainer import linear_warmup_with_halving
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 ENVIRONMENT = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -143,7 +143,7 @@ def test_supervised_run_lowers_dev_cer_and_leaves_a_usable_model(tiny_demo_corpu
     # The best model folder is a pipeline-ready model, remote code included.
     from transformers import pipeline
 
-    from training.audio import load_audio
+    from mlpl.audio import load_audio
 
     clip = next((tiny_demo_corpus / "cv" / "en" / "clips").glob("*.mp3"))
     recognizer = pipeline("automatic-speech-recognition", model=str(output_dir / "best"))

@@ -55,7 +55,7 @@ def checkpoint(tmp_path):
 
 
 def test_a_genuine_checkpoint_loads(checkpoint, caplog):
-    from training.checkpoint import load_checkpoint
+    from mlpl.checkpoint import load_checkpoint
 
     accelerator, folder = checkpoint
     with caplog.at_level(logging.WARNING, logger="mlpl.trainer"):
@@ -65,7 +65,7 @@ def test_a_genuine_checkpoint_loads(checkpoint, caplog):
 
 @pytest.mark.parametrize("name", ["optimizer.bin", "trainer_state_rank0.pt"])
 def test_a_crafted_checkpoint_file_is_refused_by_name_and_never_runs(checkpoint, tmp_path, name):
-    from training.checkpoint import load_checkpoint
+    from mlpl.checkpoint import load_checkpoint
 
     accelerator, folder = checkpoint
     marker = tmp_path / "payload_ran"
@@ -79,7 +79,7 @@ def test_a_crafted_checkpoint_file_is_refused_by_name_and_never_runs(checkpoint,
 def test_crafted_random_states_never_run_and_are_reported_at_warning(checkpoint, tmp_path, caplog):
     """accelerate skips random states it cannot read with an INFO line (hidden by our logging): the resume
     silently stops being exact. It must be a WARNING naming the file."""
-    from training.checkpoint import load_checkpoint
+    from mlpl.checkpoint import load_checkpoint
 
     accelerator, folder = checkpoint
     marker = tmp_path / "payload_ran"

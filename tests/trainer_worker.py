@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from accelerate.state import PartialState
 
-from training.config import load_config
-from training.trainer import train
+from mlpl.config import load_config
+from mlpl.trainer import train
 
 
 def main() -> None:

@@ -63,7 +63,7 @@ def adapter_base_model(folder: str | os.PathLike, base_model: str | os.PathLike 
 
 
 def lora_config(settings, inference_mode: bool = False):
-    """The `peft.LoraConfig` of an `AdapterConfig` (training.config)."""
+    """The `peft.LoraConfig` of an `AdapterConfig` (mlpl.config)."""
     from peft import LoraConfig
 
     return LoraConfig(
@@ -208,7 +208,7 @@ def set_adapter_base_model(folder: str | os.PathLike, base_model: str) -> None:
 def run_identity(values: dict) -> dict:
     """A config dict (ExperimentConfig or RecipeConfig, as `config_to_dict` gives it) without its `adapters`
     section when adapters are off: a run folder made before adapters existed is still the same run
-    (training.run_folder compares every key)."""
+    (mlpl.run_folder compares every key)."""
     adapters = values.get("adapters")
     if adapters is not None and not (adapters or {}).get("enabled", False):
         values = {key: value for key, value in values.items() if key != "adapters"}

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 # The kinds of data source (docs/design.md §8): the one vocabulary of `SourceConfig.kind`, `--data` detection and
-# every dispatch on kind (training.sources.SOURCE_KIND_READERS reads each).
+# every dispatch on kind (mlpl.sources.SOURCE_KIND_READERS reads each).
 SOURCE_KINDS = COMMON_VOICE, VOXPOPULI, FLASHLIGHT_LIST, HUB, PSEUDO_LABELS = ("common_voice", "voxpopuli", "flashlight", "hub", "pseudo_labels")
 
 # Model size presets (docs/design.md §2): MlplConfig's defaults are the base model; `model.overrides` apply on top.
@@ -60,11 +60,11 @@ def check_ranges(config, section: str, ranges: dict) -> None:
 
 @dataclass
 class SourceConfig:
-    """One data source of the data layer (training.data, docs/design.md §8); `training.sources.load_source` reads it.
+    """One data source of the data layer (mlpl.data, docs/design.md §8); `mlpl.sources.load_source` reads it.
 
     kind: "common_voice" (local release folder), "voxpopuli" (local unlabeled folder), "flashlight"
         (list file; needs `language`), "hub" (dataset id or local parquet folder; `name`, `columns`,
-        `language`, `streaming`), or "pseudo_labels" (a folder written by training.pseudo_label).
+        `language`, `streaming`), or "pseudo_labels" (a folder written by mlpl.pseudo_label).
     path: folder, file or dataset id. Relative paths are resolved against the config file's folder.
     """
 
@@ -101,15 +101,15 @@ class DataConfig:
     num_workers: int = 0
     on_unknown_characters: str = "warn"  # labels the tokenizer cannot encode: "warn" (count, report) or "error"
     # Language-balanced sampling of data.train: language l's share of each epoch's audio is proportional to
-    # n_l ** (1 / T), n_l its hours (training.batching.LanguageBalancedBatchSampler). 1 = natural proportions
+    # n_l ** (1 / T), n_l its hours (mlpl.batching.LanguageBalancedBatchSampler). 1 = natural proportions
     # (every utterance once per epoch), 5 = common in multilingual ASR, .inf = uniform.
     language_temperature: float = 1.0
     # Clip durations of map-style sources are read from the headers by `scan_workers` processes (None: every
     # CPU) and cached per clip folder in `duration_cache_dir` (None: <train.output_dir>/duration_cache), so a
-    # second run reads no headers (training.header_index). Never inside the dataset folder.
+    # second run reads no headers (mlpl.header_index). Never inside the dataset folder.
     duration_cache_dir: str | None = None
     scan_workers: int | None = None
-    # data.train with `streaming: true` (training.streaming): examples per duration-bucketing buffer.
+    # data.train with `streaming: true` (mlpl.streaming): examples per duration-bucketing buffer.
     stream_buffer_size: int = 1000
 
     def __post_init__(self):
@@ -204,7 +204,7 @@ class SlimIPLConfig:
 
 @dataclass
 class AdapterConfig:
-    """Per-language LoRA adapters through peft instead of full model copies (training.adapters, docs/design.md §6,
+    """Per-language LoRA adapters through peft instead of full model copies (mlpl.adapters, docs/design.md §6,
     "Per-language adapters"). With `enabled`, training needs `model.init_from`: a model folder (its weights are
     frozen and a new adapter trains) or an adapter folder (that adapter trains on, on its base model)."""
 

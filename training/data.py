@@ -641,7 +641,7 @@ def load_hub_dataset(
         streaming: stream (the default: nothing downloaded up front) or load map-style.
         target_sr: sampling rate of the decoded audio in Hz.
         keep_audio_reference: also give each example its undecoded audio value under `"audio_reference"`
-            (what pseudo-label generation stores; see training.pseudo_label).
+            (what pseudo-label generation stores; see mlpl.pseudo_label).
         header_scan: map-style only: how clip files' durations are read (see `load_common_voice_folder`).
         load_dataset_kwargs: passed to `datasets.load_dataset` (data_files, revision, token...).
 
@@ -759,7 +759,7 @@ def load_common_voice_folder(
         target_sr: sampling rate of the decoded audio in Hz.
         keep_audio_reference: also give each example its audio path under `"audio_reference"` (undecoded).
         header_scan: map-style only: the worker processes that read the clips' durations and the folder that
-            caches them between runs (`training.header_index`; default: every CPU, no cache).
+            caches them between runs (`mlpl.header_index`; default: every CPU, no cache).
     """
     records = common_voice_records(roots, split, languages)
     description = f"common voice {split} ({', '.join(sorted({r['language'] for r in records}))})"

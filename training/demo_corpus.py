@@ -8,11 +8,11 @@ synthesizes a small corpus with the shape of the paper's data (issue 3):
 - text from the `wordfreq` word lists (data CC-BY-SA 4.0) turned into sentences;
 - a labeled part in Common Voice layout, `cv/<lang>/clips/*.mp3` (48 kHz) with `train/dev/test/validated.tsv`,
   and an unlabeled part in VoxPopuli layout, `voxpopuli/<lang>/<year>/*.ogg` (16 kHz, 10-30 s utterances of
-  several sentences), so that the real loaders (`training.data`, sources 2 and 3) are what reads it;
+  several sentences), so that the real loaders (`mlpl.data`, sources 2 and 3) are what reads it;
 - a small mixed-language unlabeled folder, `voxpopuli_mixed/und/<year>/*.ogg` (VoxPopuli layout, language
   "und": unknown), a few utterances of every language, for stage 4's LID routing (docs/design.md §10);
   the true language and text of each utterance are in `voxpopuli_mixed/manifest.tsv`, which no recipe code
-  reads (routing accuracy is scored against it by `training.report.routing_accuracy`);
+  reads (routing accuracy is scored against it by `mlpl.report.routing_accuracy`);
 - paper-like imbalance: "high" languages with over an hour of labeled training audio, "mid" ones with
   minutes, and "low" ones with a few minutes labeled plus unlabeled audio (the languages pseudo-labeling
   helps, docs/design.md §5);

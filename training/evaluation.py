@@ -6,13 +6,13 @@
     result.metrics["greedy"]["cer"], result.metrics["lm"]["wer"], result.predictions
 
 One pass over the data: duration batches (`DurationBatchSampler`, docs/design.md §4) -> `MlplCollator` ->
-`training.inference.transcribe_batch` (optionally cropped, `chunk_seconds`: greedy CTC + LID prediction)
-and, for utterances of a language with an LM, beam search on the same logits (`training.decoding`). With `grid_search=True` the log-probabilities are kept (`LogProbCache`) and the
+`mlpl.inference.transcribe_batch` (optionally cropped, `chunk_seconds`: greedy CTC + LID prediction)
+and, for utterances of a language with an LM, beam search on the same logits (`mlpl.decoding`). With `grid_search=True` the log-probabilities are kept (`LogProbCache`) and the
 LM weights are chosen on this set (the paper's procedure, on dev), then saved to `lm_decoding.json`;
 without it, alpha and beta come from the arguments, else from an `lm_decoding.json` found next to the
 model (`lm_decoding_path`), else the decoder's defaults.
 
-Metrics are `training.metrics.compute_asr_metrics`: corpus-level rates per language, their unweighted
+Metrics are `mlpl.metrics.compute_asr_metrics`: corpus-level rates per language, their unweighted
 average, raw strings (the paper's convention: case and punctuation count) with the normalized variant
 beside them. Which LM decodes an utterance is decided by its *reference* language (per-language test
 sets, as in the paper), not by the LID prediction.

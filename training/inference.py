@@ -1,9 +1,9 @@
 """Batched inference shared by evaluation, slimIPL pseudo-labeling and pseudo-label generation.
 
 One place turns model outputs into text (greedy CTC, docs/design.md §5/7: no LM). Every pass over collated
-batches (the trainer's dev evaluation, `training.evaluation.evaluate_model`, pseudo-label generation) calls
+batches (the trainer's dev evaluation, `mlpl.evaluation.evaluate_model`, pseudo-label generation) calls
 `transcribe_batch` once per batch and keeps only what is its own (metrics, rows, LM decoding); the router
-(training.routing), which needs only the LID, calls the two steps it needs (`forward_batch`,
+(mlpl.routing), which needs only the LID, calls the two steps it needs (`forward_batch`,
 `predict_languages`):
 
     transcribe_batch(model, batch, tokenizer, chunk_frames, ..., language)      -> BatchTranscription
@@ -125,7 +125,7 @@ def _blank_logits(like: torch.Tensor, num_frames: int, batch_size: int, blank_id
 def collapse_ctc_path(path: torch.Tensor | Sequence[int], blank_id: int) -> list[int]:
     """Token ids of a frame-level CTC path `(T,)`: repeats merged, then blanks removed.
 
-    The one collapse rule of the package: greedy decoding and the beam search (`training.decoding`) share it.
+    The one collapse rule of the package: greedy decoding and the beam search (`mlpl.decoding`) share it.
     """
     path = torch.as_tensor(path, dtype=torch.long)
     if len(path):
@@ -241,7 +241,7 @@ def transcribe_batch(
     one per utterance) restricts the output to that language's characters (`modeling_mlpl.constrain_to_language`,
     docs/design.md §3.1); None: unconstrained. The constraint and everything after it read the logits in
     float32. `return_logits` also returns those logits and the output lengths (on the model's device), for a
-    caller that decodes them again (the LM beam search of `training.evaluation`).
+    caller that decodes them again (the LM beam search of `mlpl.evaluation`).
     """
     token_ids, logits, output_lengths, lid_logits = greedy_batch(
         model, batch, tokenizer.get_vocab(), chunk_frames, max_chunks_per_forward, language

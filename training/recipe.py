@@ -2,7 +2,7 @@
 
 The stages (1 multilingual supervised, 2 per-language fine-tune, 3 per-language slimIPL, 4 pseudo-labels,
 5 labeled + pseudo-labels, 6 labeled fine-tune), their folders and controls are defined once in
-`training.stages`; this module runs them.
+`mlpl.stages`; this module runs them.
 
 Every unit of work (a stage, or one language of stages 2-4) runs in its own folder under
 `<output_dir>/stages/` and writes `DONE.json` last: a finished unit is skipped, a unit killed halfway
@@ -12,7 +12,7 @@ languages; `results.json`, `results.md` and two PNG plots collect everything at 
 model (stage 6) is copied to `<output_dir>/final_model`.
 
 Each unit's model folder gets a model card (and each pseudo-label set a dataset card) with its
-lineage; with `hub.push: true` it is also uploaded (`training.hub`).
+lineage; with `hub.push: true` it is also uploaded (`mlpl.hub`).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class RecipeConfig:
     pseudo_label_languages: list[str] | None = None  # languages for stages 2-4 (None: all with unlabeled audio)
     stage5_from_scratch: bool = False  # docs/design.md §6: stage 5 continues stage 1, or starts from scratch
     controls: bool = False  # also train the labeled-only control of stages 3, 5 and 6 (CONTROL_FOLDERS)
-    bootstrap_resamples: int = 1000  # paired bootstrap of arm vs control (training.report)
+    bootstrap_resamples: int = 1000  # paired bootstrap of arm vs control (mlpl.report)
     common: dict[str, Any] = field(default_factory=dict)
     stage1: dict[str, Any] = field(default_factory=dict)
     stage2: dict[str, Any] = field(default_factory=dict)
@@ -67,7 +67,7 @@ class RecipeConfig:
     evaluation_splits: list[str] = field(default_factory=lambda: ["dev", "test"])
     evaluation_max_batch_seconds: float = 200.0
     hub: dict[str, Any] = field(default_factory=dict)  # HubConfig fields (no token: use HF_TOKEN / hf auth login)
-    # AdapterConfig fields (training.config): with enabled: true, stages 2-3 train a LoRA adapter per language on
+    # AdapterConfig fields (mlpl.config): with enabled: true, stages 2-3 train a LoRA adapter per language on
     # the frozen stage-1 model instead of a full copy; stage 4 labels with base + adapter (docs/design.md §6)
     adapters: dict[str, Any] = field(default_factory=dict)
 
@@ -195,7 +195,7 @@ class Recipe:
 
     @staticmethod
     def _languages(source: SourceConfig) -> list[str]:
-        """The languages a source holds (`training.sources.source_languages`: from metadata where it can)."""
+        """The languages a source holds (`mlpl.sources.source_languages`: from metadata where it can)."""
         from .sources import source_languages
 
         return source_languages(source)
@@ -574,7 +574,7 @@ class Recipe:
         return self.stages_dir / unit_folder_name(stage_key) / (language or "") / "evaluation"
 
     def _pseudo_label_table(self) -> list[str]:
-        """Stage 4's PL sets as results.md shows them (`training.report.pseudo_label_table`)."""
+        """Stage 4's PL sets as results.md shows them (`mlpl.report.pseudo_label_table`)."""
         from .report import pseudo_label_table
 
         summaries = self.results.get("pseudo_labels") or {}
@@ -588,7 +588,7 @@ class Recipe:
         return pseudo_label_table(summaries, folders)
 
     def write_report(self) -> dict[str, Path]:
-        """results.json (with every arm against its control), then results.md and the plots (training.report)."""
+        """results.json (with every arm against its control), then results.md and the plots (mlpl.report)."""
         if not self.is_main():
             return {}
         from .report import compare_with_controls, write_results

@@ -9,7 +9,7 @@ difference that resamples utterances (the same ones for both systems). The recip
 The recipe's results (docs/design.md §6) are rendered here too, from plain data the recipe collects:
 `cer_table` (CER per split, language and stage), `compare_with_controls` (every arm against its labeled-only
 control), `pseudo_label_table` / `routing_table` (stage 4) and `write_results` (results.md and the plots).
-The stage order and the comparisons are `training.stages`'.
+The stage order and the comparisons are `mlpl.stages`'.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from .stages import COMPARISONS, TABLE_STAGES, recipe_stage
 
 logger = logging.getLogger("mlpl.report")
 
-PREDICTIONS_FILE = "predictions.jsonl"  # as written by training.evaluation
+PREDICTIONS_FILE = "predictions.jsonl"  # as written by mlpl.evaluation
 
 
 def read_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -147,7 +147,7 @@ def comparison_to_dict(comparisons: Mapping[str, PairedComparison]) -> dict[str,
 
 
 def routing_accuracy(routing_dir: str | os.PathLike, manifest: str | os.PathLike | Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """How well stage 4 routed audio of unknown language (training.routing), against the true languages.
+    """How well stage 4 routed audio of unknown language (mlpl.routing), against the true languages.
 
     The recipe never calls this: the truth is an answer key beside the audio (the demo corpus's
     `voxpopuli_mixed/manifest.tsv`), for evaluation only (docs/design.md §10).
@@ -267,7 +267,7 @@ def compare_with_controls(
     evaluation_dirs: Mapping[str, Sequence[Path]], splits: Sequence[str], languages: Sequence[str], num_resamples: int = 1000
 ) -> dict:
     """{split: {"3 vs 3c": {"title", "arm", "control", "per_language": {code | "mean": comparison}}}}: every
-    arm beside its labeled-only control (`training.stages.COMPARISONS`) on `languages` (those with unlabeled
+    arm beside its labeled-only control (`mlpl.stages.COMPARISONS`) on `languages` (those with unlabeled
     audio), paired bootstrap over utterances (`compare_predictions`).
 
     `evaluation_dirs`: stage key -> the evaluation folders of its units (each with a `<split>/predictions.jsonl`).

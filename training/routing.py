@@ -6,13 +6,13 @@ or a Hub / Flashlight source with `language: und`) cannot go to the per-language
 pseudo-labels each language with. Routing gives it one:
 
     source (every clip of unknown language)
-      -> router pass: the router's forward (training.inference.forward_batch, the same crops as
+      -> router pass: the router's forward (mlpl.inference.forward_batch, the same crops as
          pseudo-labeling) gives each clip's LID probabilities; top-1 language p and probability s
-         (training.inference.predict_languages, as the PL rows' predicted_language)
+         (mlpl.inference.predict_languages, as the PL rows' predicted_language)
       -> s < threshold: dropped ("LID probability below routing_threshold");
          no model for p: dropped ("no model for predicted language"); else routed to p
       -> routing.parquet (id, duration, predicted_language, language_score, routed_to, reason)
-      -> per routed language: training.pseudo_label.generate_pseudo_labels with that language's model on the
+      -> per routed language: mlpl.pseudo_label.generate_pseudo_labels with that language's model on the
          clips routed to it (`routed_languages`: the rows get language p, language_source "lid",
          language_score s), one PL set each under <output_dir>/pseudo_labels/<language>/
       -> summary.json: utterances, routed and dropped per reason, per language kept / hours
@@ -108,7 +108,7 @@ def route_utterances(
     """The router pass: each clip's LID top-1 from the router's forward, and where it goes.
 
     Batching, crops and decoding are pseudo-labeling's (`config`); the LID logits of a clip cut into crops are
-    the length-weighted average of the crops' (`training.inference.chunked_logits`). Each process routes its own share.
+    the length-weighted average of the crops' (`mlpl.inference.chunked_logits`). Each process routes its own share.
 
     Returns:
         (rows of this process, unreadable clips): one row per clip read, with `id`, `duration`,
@@ -188,7 +188,7 @@ def route_and_pseudo_label(
 
     Args:
         router: an `MlplForCTC` with an LID head (the recipe: stage 1) and its processor.
-        source: unlabeled clips of unknown language from training.data (map-style or a stream built with
+        source: unlabeled clips of unknown language from mlpl.data (map-style or a stream built with
             `keep_audio_reference=True`).
         output_dir: gets `routing.parquet`, `pseudo_labels/<language>/` (one PL set per language that got
             clips) and `summary.json`; rerunning replaces them (finished PL parts of an interrupted run are
@@ -310,7 +310,7 @@ def read_routing(folder: str | os.PathLike) -> list[dict]:
     """The rows of a routing run's `routing.parquet` (see `route_utterances`)."""
     path = Path(folder) / ROUTING_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: not a finished routing folder (training.routing.route_and_pseudo_label)")
+        raise FileNotFoundError(f"{path} does not exist: not a finished routing folder (mlpl.routing.route_and_pseudo_label)")
     return pq.read_table(path).to_pylist()
 
 

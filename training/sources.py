@@ -1,9 +1,9 @@
 """Data sources: the one place that dispatches on `SourceConfig.kind` (docs/design.md §8).
 
-`SOURCE_KIND_READERS` maps each kind of the vocabulary `training.config.SOURCE_KINDS` to how it is read:
+`SOURCE_KIND_READERS` maps each kind of the vocabulary `mlpl.config.SOURCE_KINDS` to how it is read:
 its loader (`load_source`: the trainer, the recipe and the command-line scripts all load data there), how
 its languages are listed without reading audio (`source_languages`) and how its transcripts are read
-without audio (`source_transcripts`). The kind names live in the schema (`training.config`), so that a
+without audio (`source_transcripts`). The kind names live in the schema (`mlpl.config`), so that a
 config naming an unknown kind fails when it is built.
 
 Scripts take one string, `--data SOURCE`, and `resolve_source` decides what it is:
@@ -17,7 +17,7 @@ Scripts take one string, `--data SOURCE`, and `resolve_source` decides what it i
 | a file                                                    | `flashlight`      | `load_flashlight_list`        |
 | anything else (`owner/name`)                              | `hub` (dataset id)| `load_hub_dataset`            |
 
-(`pseudo_labels`, a folder written by training.pseudo_label, is named in configs only.)
+(`pseudo_labels`, a folder written by mlpl.pseudo_label, is named in configs only.)
 `load_labeled_source` gives a map-style dataset with transcripts (evaluation: VoxPopuli folders are
 unlabeled and refused); `source_transcripts` reads only the text of a source (building an LM), without
 touching audio.
@@ -165,7 +165,7 @@ def load_source(
     """The source as a datasets Dataset / IterableDataset in the data layer's example schema.
 
     `keep_audio_reference` keeps each clip's undecoded reference (pseudo-labeling); `num_shards` sets the
-    shard count of local streams; `header_scan` (a `training.header_index.HeaderScan`) how map-style
+    shard count of local streams; `header_scan` (a `mlpl.header_index.HeaderScan`) how map-style
     sources read their clips' durations (worker processes, cache folder).
     """
     options = {"streaming": source.streaming, "keep_audio_reference": keep_audio_reference, "header_scan": header_scan}
@@ -225,7 +225,7 @@ def load_labeled_source(
         raise ValueError(
             f"{config.path} is a VoxPopuli folder: unlabeled audio, with no transcripts to score against. Evaluate on a "
             "labeled source (a Common Voice folder, a Flashlight list with transcripts, or a Hub dataset with a "
-            "transcript column); to transcribe unlabeled audio, generate pseudo-labels instead (training.pseudo_label)."
+            "transcript column); to transcribe unlabeled audio, generate pseudo-labels instead (mlpl.pseudo_label)."
         )
     dataset = load_source(config)
     sentences = data_layer.records_of(dataset).select_columns(["sentence"])[:]["sentence"]

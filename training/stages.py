@@ -6,7 +6,7 @@ pseudo-label dataset: the Hub repo kind) and, for the units that train on unlabe
 labeled-only control (key "<n>c", its own folder beside the stage's, and the title of the comparison
 of the two in results.md; docs/design.md §6, "Controls and the paired bootstrap").
 
-`training.recipe` runs them, `training.report` orders its tables by them and `training.hub` names repos
+`mlpl.recipe` runs them, `mlpl.report` orders its tables by them and `mlpl.hub` names repos
 after them (`{prefix}-stage{n}-{slug}`). Folder names and keys are part of every run folder and of
 results.json: changing one orphans existing runs.
 """

@@ -8,7 +8,7 @@ duration on the fly.
     -> DataLoader without workers -> collator
 
 Nothing reads audio up front: the vocabulary and the languages of a new model come from the sources'
-transcripts (`training.sources.source_transcripts`: TSV / list lines / text columns only).
+transcripts (`mlpl.sources.source_transcripts`: TSV / list lines / text columns only).
 
 Resume: the trainer saves `DurationBucketingStream.state_dict()` with each process's checkpoint (the
 stream's epoch, the buffer being consumed, the batches of it already yielded and the `datasets` state of
@@ -28,7 +28,7 @@ map-style sampling (`LanguageBalancedBatchSampler`) targets a share of hours. Th
 state is part of the `datasets` state that the checkpoint keeps, so resume stays exact.
 
 Map-style data stays the default: it shuffles whole epochs and, with the duration cache
-(training.header_index), starts in seconds on folders of a few million clips. Streams suit Hub datasets
+(mlpl.header_index), starts in seconds on folders of a few million clips. Streams suit Hub datasets
 (nothing downloaded up front) and corpora whose index would not fit in memory (~1.7 kB per clip).
 """
 
@@ -102,7 +102,7 @@ def stream_transcripts(sources) -> list[tuple[str, str]]:
 
     pairs = []
     for source in sources:
-        if source.kind == "pseudo_labels":  # a PL set (training.pseudo_label) keeps its transcript as `pseudo_label`
+        if source.kind == "pseudo_labels":  # a PL set (mlpl.pseudo_label) keeps its transcript as `pseudo_label`
             from .pseudo_label import iter_pseudo_labels
 
             wanted = set(source.languages) if source.languages else None

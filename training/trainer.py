@@ -10,8 +10,8 @@
 
 `_TrainingRun` holds what the loop carries between updates (the prepared model and optimizer, the batch
 sources, the slimIPL schedule, cache and teacher, the counters) and does each stage of an update as one
-method; the checkpoint's content, save and safe load are training.checkpoint's, the loading of the data
-training.trainer_data's.
+method; the checkpoint's content, save and safe load are mlpl.checkpoint's, the loading of the data
+mlpl.trainer_data's.
 
 Launch with `accelerate launch scripts/train.py --config CONFIG.yaml [key=value ...]`, one process or many.
 
@@ -235,7 +235,7 @@ class TrainResult:
     model: Any = None  # the trained model (unwrapped), as this process holds it
 
 
-# What may change between invocations of one run: the run folder's identity (training.run_folder) ignores it.
+# What may change between invocations of one run: the run folder's identity (mlpl.run_folder) ignores it.
 RUN_IGNORED_KEYS = (
     "train.output_dir", "train.max_updates", "train.log_with", "train.keep_last", "data.num_workers", "data.duration_cache_dir",
     "data.scan_workers",
@@ -276,7 +276,7 @@ def truncate_metrics(path: Path, update: int) -> int:
 def train(config: ExperimentConfig, resume: bool = False, overwrite: bool = False) -> TrainResult:
     """Train as `config` says into `train.output_dir`; `resume` continues from its newest checkpoint.
 
-    The main process first claims the folder (training.run_folder): a lock against a second concurrent run,
+    The main process first claims the folder (mlpl.run_folder): a lock against a second concurrent run,
     and a refusal of a folder that holds another run (naming the keys that differ) unless `overwrite`,
     which deletes that run first.
     """
@@ -284,7 +284,7 @@ def train(config: ExperimentConfig, resume: bool = False, overwrite: bool = Fals
         return _train(config, resume)
     with claim_run_folder(
         config.train.output_dir, run_identity(config_to_dict(config)), ignore=RUN_IGNORED_KEYS, overwrite=overwrite, resume=resume,
-        has_progress=lambda folder: bool(checkpoint_steps(folder)), what="training (training.trainer.train)",
+        has_progress=lambda folder: bool(checkpoint_steps(folder)), what="training (mlpl.trainer.train)",
     ):  # fmt: skip
         return _train(config, resume)
 
@@ -506,7 +506,7 @@ class _TrainingRun:
         updates = self.counters.num_updates
         return updates % every == 0 or updates == self.config.train.max_updates
 
-    # ---- checkpoints (training.checkpoint) ---------------------------------------------------------------
+    # ---- checkpoints (mlpl.checkpoint) ---------------------------------------------------------------
 
     def trainer_state(self) -> TrainerState:
         return TrainerState(

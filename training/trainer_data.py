@@ -1,6 +1,6 @@
 """What the trainer trains on: the config's sources loaded as map-style sets or streams, and their languages.
 
-`load_training_data(config, accelerator)` gives a run's `TrainingData` (training.trainer's set-up); the pieces
+`load_training_data(config, accelerator)` gives a run's `TrainingData` (mlpl.trainer's set-up); the pieces
 serve the benchmarks and the tests too: `load_map_style` (sources -> one decoded dataset, clips over
 `max_clip_seconds` skipped, docs/design.md §4 and §8), `training_sampler` (duration batches, natural or
 language-balanced, docs/design.md §4), the languages and character inventories of the data
@@ -25,7 +25,7 @@ from .header_index import HeaderScan
 from .streaming import load_balanced_stream, load_training_stream, stream_languages, stream_transcripts, streams_requested
 from .sources import load_source
 
-DURATION_CACHE = "duration_cache"  # clip durations of local folders, per clip folder (training.header_index)
+DURATION_CACHE = "duration_cache"  # clip durations of local folders, per clip folder (mlpl.header_index)
 
 
 def load_map_style(sources: list[SourceConfig], what: str, max_clip_seconds: float | None = None, header_scan: HeaderScan | None = None):
@@ -38,7 +38,7 @@ def load_map_style(sources: list[SourceConfig], what: str, max_clip_seconds: flo
     for source in sources:
         if source.streaming:
             raise ValueError(
-                f"{what} source {source.path} has streaming: true; only data.train can be streamed (training.streaming). "
+                f"{what} source {source.path} has streaming: true; only data.train can be streamed (mlpl.streaming). "
                 f"Load the {what} data map-style (streaming: false)"
             )
         datasets.append(load_source(source, header_scan=header_scan))
@@ -94,7 +94,7 @@ def training_language_characters(sources, existing: dict[str, str] | None = None
 
 @dataclass
 class TrainingData:
-    """The datasets of a run: map-style sets, or streams for `streaming: true` sources (training.streaming)."""
+    """The datasets of a run: map-style sets, or streams for `streaming: true` sources (mlpl.streaming)."""
 
     train_set: Any  # map-style data.train, or None when streamed
     train_stream: Any

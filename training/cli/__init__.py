@@ -1,7 +1,7 @@
 """The command-line commands (`mlpl-*` console scripts; scripts/*.py are thin wrappers of them).
 
 One module per command (train, recipe, ablations, pseudo_label, evaluate, publish, build_lm, demo_corpus),
-each with a `main(argv=None)`; all speak the dialect of `training.cli.arguments`. Here: what every command
+each with a `main(argv=None)`; all speak the dialect of `mlpl.cli.arguments`. Here: what every command
 shares, logging set up once, the same way, per process.
 """
 

@@ -8,7 +8,7 @@ A command's options are dataclass fields, and every option can be given in three
                          values; booleans are `--name` / `--no-name`)
     key=value            dotted overrides after the flags, values parsed as YAML (`optim.lr=0.01`)
 
-All values, whatever their way in, are checked and converted by `training.config.build_dataclass` (an
+All values, whatever their way in, are checked and converted by `mlpl.config.build_dataclass` (an
 unknown key is an error naming the valid ones), so the command line has exactly one typed coercion.
 
 Why our own small parser and not transformers' `HfArgumentParser` (or a config library): the configs are
@@ -90,7 +90,7 @@ class CommandLine:
     Args:
         description: the `--help` text (the command module's docstring).
         flags: the command's flat dataclasses (each a class or a `Flags`); their field names must differ.
-        config: for train / recipe / ablations, `(path, overrides) -> config`, e.g. `training.config.load_config`:
+        config: for train / recipe / ablations, `(path, overrides) -> config`, e.g. `mlpl.config.load_config`:
             `--config FILE` and `key=value` then address that nested config and the flags only the flat
             dataclasses. None: `--config FILE` is a YAML mapping of the flat dataclasses' fields.
         config_required: `--config` must be given.

@@ -1,4 +1,4 @@
-"""Pseudo-label unlabeled audio with a trained model (recipe stage 4; see training/pseudo_label.py).
+"""Pseudo-label unlabeled audio with a trained model (recipe stage 4; see training/pseudo_label/).
 
 One process, or several with accelerate (each reads a disjoint share; the folder appears when all are done):
 
@@ -24,7 +24,7 @@ Map-style by default (durations read from the file headers first: the best batch
 it goes (nothing scanned up front; for very large sources).
 
 The output loads with `datasets.load_dataset("parquet", data_dir=OUTPUT_DIR)` or, in the data layer's
-schema, `training.pseudo_label.load_pseudo_label_set(OUTPUT_DIR)`. Rerunning after a crash continues
+schema, `mlpl.pseudo_label.load_pseudo_label_set(OUTPUT_DIR)`. Rerunning after a crash continues
 from the finished parts.
 """
 
@@ -147,7 +147,7 @@ def main(argv=None) -> None:
 
 
 def route(options, source, router, processor, model_name, revision, config, accelerator) -> None:
-    """--route-to: the router pass, then one PL set per routed language (training.routing)."""
+    """--route-to: the router pass, then one PL set per routed language (mlpl.routing)."""
     from ..pseudo_label import export_flashlight_list
     from ..routing import DEFAULT_ROUTING_THRESHOLD, route_and_pseudo_label, routing_summary_line
 

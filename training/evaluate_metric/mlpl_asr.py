@@ -1,6 +1,6 @@
 """mlpl_asr: the project's ASR metric as an `evaluate` module (corpus-level CER/WER per language).
 
-A thin wrapper: every number comes from `training.metrics.compute_asr_metrics`, so the trainer,
+A thin wrapper: every number comes from `mlpl.metrics.compute_asr_metrics`, so the trainer,
 `scripts/evaluate.py` and `evaluate.load(...)` agree. Load it offline from the file path:
 
     HF_HUB_OFFLINE=1 HF_EVALUATE_OFFLINE=1
@@ -17,10 +17,10 @@ import evaluate
 try:
     # Indented on purpose: evaluate scans top-level imports and would tell the user to
     # `pip install training` (an unrelated PyPI package) if this one failed.
-    from training.metrics import compute_asr_metrics
+    from mlpl.metrics import compute_asr_metrics
 except ImportError as error:
     raise ImportError(
-        "The mlpl_asr metric delegates to `training.metrics` of the mlpl project, which is not "
+        "The mlpl_asr metric delegates to `mlpl.metrics` of the mlpl project, which is not "
         f"importable here ({error}). evaluate.load copies this file into its module cache, so the "
         "project must be installed: run `pip install -e <path to the mlpl repository>` in this "
         "environment (not `pip install training`, an unrelated package)."

@@ -5,7 +5,7 @@ steps, each safe to re-run, one module each:
 
 1. Name the repo (`naming`): `repo_id_for(hub_config, stage, language)` fills `HubConfig.repo_id_template`
    ("{namespace}/{prefix}-{stage}[-{variant}][-{language}]" -> "my-org/mlpl-stage3-slimipl-el"); the
-   stages are `training.stages`'. `HubConfig` holds the settings, `HubToken` the masked token.
+   stages are `mlpl.stages`'. `HubConfig` holds the settings, `HubToken` the masked token.
 2. Write the card (`cards`, reading pseudo-label folders through `shards`): `write_model_card(folder, ...)` /
    `write_dataset_card(folder, ...)` render the templates of `hub_cards/` into README.md atomically.
 3. Check and upload (`checks`, `publish`): `hub_ready_folder_check(folder, kind)` lists what a folder lacks;

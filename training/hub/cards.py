@@ -3,7 +3,7 @@
 `write_model_card(folder, ...)` / `write_dataset_card(folder, ...)` render the Jinja2 templates of the
 `hub_cards` package (read through importlib.resources) with huggingface_hub's `ModelCard.from_template` /
 `DatasetCard.from_template` and replace README.md atomically. Model cards carry the stage
-(`training.stages`), the lineage (initial checkpoint, labeled data, pseudo-label sets), the
+(`mlpl.stages`), the lineage (initial checkpoint, labeled data, pseudo-label sets), the
 hyper-parameters, per-language CER/WER as a `model-index` and a table, usage and the citation;
 pseudo-label cards carry per-language counts, hours, dropped utterances and why, the producing models, the
 schema and how to load them (docs/design.md §6).
@@ -117,10 +117,10 @@ def _render(card_class, card_data, template: Union[Path, resources.abc.Traversab
 
 
 def _results_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Per-language rates (fractions) from a `training.metrics.compute_asr_metrics` result."""
+    """Per-language rates (fractions) from a `mlpl.metrics.compute_asr_metrics` result."""
     if "per_language" not in results:
         raise ValueError(
-            "results must be a training.metrics.compute_asr_metrics(...) result (with a 'per_language' table); "
+            "results must be a mlpl.metrics.compute_asr_metrics(...) result (with a 'per_language' table); "
             f"got keys {sorted(results)}"
         )
     lid = results.get("lid_accuracy_per_language") or {}
@@ -188,7 +188,7 @@ def render_model_card(
         labeled_data, pseudo_label_data: what it was trained on: `HubReference(..., repo_type="dataset")`
             for Hub data sets (they also go to the card's `datasets:`), or a plain description.
         hyperparameters: training settings shown as a table (nested mappings become dotted names).
-        results: a `training.metrics.compute_asr_metrics` result on `evaluation_set`.
+        results: a `mlpl.metrics.compute_asr_metrics` result on `evaluation_set`.
         evaluation_set: what `results` were measured on (required with `results`).
         adapter_of: the checkpoint is a PEFT (LoRA) adapter of this base model (docs/design.md §6, "Per-language
             adapters"): the card's `base_model:` names it, `library_name: peft`, and the usage loads base + adapter.
@@ -266,7 +266,7 @@ class PseudoLabelLanguage:
         return sum(self.dropped.values())
 
 
-# What the columns of a pseudo-label shard hold (training.pseudo_label.PSEUDO_LABEL_FEATURES); the card's
+# What the columns of a pseudo-label shard hold (mlpl.pseudo_label.PSEUDO_LABEL_FEATURES); the card's
 # schema table lists the shards' real columns and types, described from here.
 PSEUDO_LABEL_COLUMN_DESCRIPTIONS = {
     "id": "utterance name, as in the source corpus",
@@ -443,7 +443,7 @@ def write_dataset_card(
     The kept counts, hours, schema and whether rows embed audio are read from the shards themselves
     (so the card cannot disagree with the data). `models` (language -> producing checkpoint) and
     `dropped` (language -> reason -> count) default to the `summary.json` that
-    `training.pseudo_label.generate_pseudo_labels` writes beside the shards. A language whose every
+    `mlpl.pseudo_label.generate_pseudo_labels` writes beside the shards. A language whose every
     utterance was dropped is listed with 0 kept.
     """
     folder = Path(folder)

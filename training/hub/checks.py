@@ -105,7 +105,7 @@ def _adapter_folder_problems(folder: Path) -> list[str]:
         if local:
             problems.append(
                 f"adapter_config.json base_model_name_or_path as a Hub id, not the local path {base!r} "
-                "(publish the base model, then training.adapters.set_adapter_base_model(folder, repo_id))"
+                "(publish the base model, then mlpl.adapters.set_adapter_base_model(folder, repo_id))"
             )
     if "adapter_model.safetensors" not in names:
         problems.append("adapter weights adapter_model.safetensors (PeftModel.save_pretrained writes them)")
@@ -203,7 +203,7 @@ def hub_ready_folder_check(folder: Union[str, Path], kind: RepoType) -> None:
     readme = folder / "README.md"
     writer = "write_model_card" if kind == "model" else "write_dataset_card"
     if not readme.is_file():
-        problems.append(f"README.md (the card; write it with training.hub.{writer})")
+        problems.append(f"README.md (the card; write it with mlpl.hub.{writer})")
     else:
         card_class = ModelCard if kind == "model" else DatasetCard
         try:

@@ -2,7 +2,7 @@
 
 `repo_id_for(hub_config, stage, language)` fills `HubConfig.repo_id_template`
 ("{namespace}/{prefix}-{stage}[-{variant}][-{language}]" -> "my-org/mlpl-stage3-slimipl-el"), the stage
-named as `training.stages` names it. `HubReference` is a repo as a card's lineage names it.
+named as `mlpl.stages` names it. `HubReference` is a repo as a card's lineage names it.
 
 The token: `HubConfig.token`, else the `HF_TOKEN` environment variable, else the `hf auth login`
 token file. It is held in a `HubToken`, whose repr and str are masked and which refuses to be
@@ -111,7 +111,7 @@ class HubConfig:
 
     def __post_init__(self):
         if isinstance(self.token, str):
-            # MASKED: what a saved config holds instead of the token (training.config.mask_secrets).
+            # MASKED: what a saved config holds instead of the token (mlpl.config.mask_secrets).
             given = self.token.strip() and self.token != MASKED
             object.__setattr__(self, "token", HubToken(self.token) if given else None)
         elif self.token is not None and not isinstance(self.token, HubToken):

@@ -91,7 +91,7 @@ REASON_NOT_PER_LANGUAGE = "reason not recorded per language"
 
 @dataclass(frozen=True)
 class RunSummary:
-    """What the `summary.json` of `training.pseudo_label` says beyond the shards."""
+    """What the `summary.json` of `mlpl.pseudo_label` says beyond the shards."""
 
     models: dict[str, HubReference]
     dropped: dict[str, dict[str, int]]

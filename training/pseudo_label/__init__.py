@@ -4,11 +4,11 @@
 A model (MlplForCTC + processor) transcribes unlabeled audio with greedy CTC in eval mode, without an LM
 (docs/design.md §5), and the transcripts are written as a pseudo-label (PL) set that stage 5 trains on:
 
-    source (any unlabeled source of training.data)
+    source (any unlabeled source of mlpl.data)
       -> duration batches (map-style: DurationBatchSampler; streams: DurationBucketingStream),
          each process taking a disjoint share                                       .batches
       -> PseudoLabelCollator (features; keeps each clip's audio reference)          .batches
-      -> transcribe_batch (training.inference: crops of `chunk_seconds`, stitched logits, greedy CTC,
+      -> transcribe_batch (mlpl.inference: crops of `chunk_seconds`, stitched logits, greedy CTC,
          confidence, LID prediction) in eval mode under torch.inference_mode        .generate
       -> filters (docs/design.md §3/6: drop empty PLs and PLs longer than 630 characters; optional
          min_confidence)                                                            .generate, .config
@@ -23,7 +23,7 @@ snapshot or a clean git checkout, else "sha256:" + a hash of the weights files).
 Stage 4 of the recipe runs this once per language with that language's stage-3 model
 (`languages=[code]`, one output folder each); stage 5 mixes the folders with labeled data through
 `load_pseudo_label_set([folder, ...])`. Audio of unknown language is routed to a language first by
-training.routing (docs/design.md §10).
+mlpl.routing (docs/design.md §10).
 """
 
 from .config import (

@@ -82,7 +82,7 @@ class MapStyleBatches:
         if missing:
             raise ValueError(
                 f"the map-style source lacks the columns {missing} (it has {records.column_names}); build it with a "
-                "training.data loader (load_voxpopuli_folder, load_flashlight_list, load_hub_dataset)"
+                "mlpl.data loader (load_voxpopuli_folder, load_flashlight_list, load_hub_dataset)"
             )
         if config.languages is not None:
             wanted = set(config.languages)

@@ -16,7 +16,7 @@ MAX_LABEL_LENGTH = 630
 UNKNOWN_LANGUAGES = frozenset({"und", ""})
 LANGUAGE_ROUTINGS = ("source", "lid")
 # Where a row's `language` came from (its `language_source` column): the source's own label, or an LID head's
-# prediction (language_routing="lid", or routed by training.routing; `language_score` is then that prediction's
+# prediction (language_routing="lid", or routed by mlpl.routing; `language_score` is then that prediction's
 # probability).
 LANGUAGE_FROM_SOURCE = "source"
 LANGUAGE_FROM_LID = "lid"

@@ -2,10 +2,10 @@
 """`generate_pseudo_labels`: one pass of a model over unlabeled audio, written as a PL set (recipe stage 4,
 docs/design.md §6; the package docstring shows the whole path).
 
-Each process transcribes its share of the batches (training.pseudo_label.batches) with
-`training.inference.transcribe_batch`, filters the transcripts (docs/design.md §3/6: empty, longer than
+Each process transcribes its share of the batches (mlpl.pseudo_label.batches) with
+`mlpl.inference.transcribe_batch`, filters the transcripts (docs/design.md §3/6: empty, longer than
 630 characters, optionally below `min_confidence`), and hands rows to its writer
-(training.pseudo_label.writer), which writes parts as they fill and records how far it got.
+(mlpl.pseudo_label.writer), which writes parts as they fill and records how far it got.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def generate_pseudo_labels(
         model: an `MlplForCTC`; put in eval mode for the run (its mode is restored afterwards) and moved to
             the accelerator's device.
         processor: its `MlplProcessor` (feature extractor + character tokenizer).
-        source: unlabeled audio from training.data: a map-style `Dataset` (any loader), or a stream built
+        source: unlabeled audio from mlpl.data: a map-style `Dataset` (any loader), or a stream built
             with `keep_audio_reference=True` (e.g. `load_voxpopuli_folder(folder, streaming=True,
             keep_audio_reference=True)`), ideally with a multiple of the process count as shards.
         output_dir: the PL set's folder; must not exist unless `config.overwrite`.
@@ -76,7 +76,7 @@ def generate_pseudo_labels(
         model_name, model_revision: stored in every row; by default the folder the model was loaded from
             and `model_revision(folder)` (or a hash of the weights for a model built in memory).
         routed_languages: clip id -> (language, LID probability) decided by a router before this run
-            (training.routing, docs/design.md §10): those rows get that language, `language_source` "lid" and
+            (mlpl.routing, docs/design.md §10): those rows get that language, `language_source` "lid" and
             `language_score` the probability, whatever the source says.
 
     Returns:
@@ -199,7 +199,7 @@ def _pseudo_label_share(model, processor, batches, writer: RankWriter, config, n
 
 
 def _transcribe_and_keep(model, processor, batch, writer, config, name, revision, routes=None) -> None:
-    """One batch: greedy PLs (training.inference), filters, rows for the writer."""
+    """One batch: greedy PLs (mlpl.inference), filters, rows for the writer."""
     counts = writer.counts
     constraint = None  # docs/design.md §3.1: the utterance's language, or the LID's guess where it is unknown
     if config.language_constraint:
@@ -215,7 +215,7 @@ def _transcribe_and_keep(model, processor, batch, writer, config, name, revision
     for index, identifier in enumerate(batch["ids"]):
         source_language = language = batch["languages"][index]
         language_source, language_score = LANGUAGE_FROM_SOURCE, None
-        if routes is not None and identifier in routes:  # decided by a router (training.routing)
+        if routes is not None and identifier in routes:  # decided by a router (mlpl.routing)
             language, language_score = routes[identifier][0], float(routes[identifier][1])
             language_source = LANGUAGE_FROM_LID
         elif config.language_routing == "lid" and source_language in UNKNOWN_LANGUAGES:

@@ -7,8 +7,8 @@ A `datasets` parquet dataset in the Hub's layout (`datasets.load_dataset("parque
     <output_dir>/summary.json                           kept, dropped and why, hours per language, run
 
 While it is being written it is `<parent>/.<name>.incomplete/` (`work_dir_of`); the writer
-(training.pseudo_label.writer) renames it to `<output_dir>` once complete, and the reader
-(training.pseudo_label.reader) refuses a folder without `summary.json`.
+(mlpl.pseudo_label.writer) renames it to `<output_dir>` once complete, and the reader
+(mlpl.pseudo_label.reader) refuses a folder without `summary.json`.
 
 Columns: `id`; `audio` = the clip's undecoded reference `{"bytes", "path"}` (the storage of datasets'
 Audio feature: an absolute path for local files; the original bytes only when the source held the clip
@@ -16,9 +16,9 @@ as bytes, e.g. a parquet mirror), never decoded samples; `language` (the source'
 prediction with `language_routing="lid"`, or the router's with `routed_languages`); `source_language`;
 `language_source` ("source" or "lid": where `language` came from) and `language_score` (the LID probability
 it was taken with, null for "source"; docs/design.md §10); `pseudo_label`; `duration` (seconds);
-`confidence` (`training.inference.sequence_confidence`: mean best-path log-probability per frame, <= 0);
+`confidence` (`mlpl.inference.sequence_confidence`: mean best-path log-probability per frame, <= 0);
 `predicted_language` and `predicted_language_probability` from the LID head (null without one);
-`model_name`; `model_revision` (`training.pseudo_label.model.model_revision`).
+`model_name`; `model_revision` (`mlpl.pseudo_label.model.model_revision`).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 # Copyright 2026 The mlpl authors. Licensed under the Apache License, Version 2.0.
-"""Reading PL sets back (the layout: training.pseudo_label.layout): in the data layer's example schema for
+"""Reading PL sets back (the layout: mlpl.pseudo_label.layout): in the data layer's example schema for
 training (`load_pseudo_label_set`, recipe stage 5, docs/design.md §6), row by row (`iter_pseudo_labels`), or
 as a Flashlight list (`export_flashlight_list`).
 
@@ -85,7 +85,7 @@ def iter_pseudo_labels(folders, columns: Sequence[str] | None = None) -> Iterato
 
 
 def export_flashlight_list(folders, path: str | os.PathLike, languages: Sequence[str] | None = None) -> int:
-    """Write PL sets as a Flashlight list (`id path duration_ms pseudo_label`, training.data's writer, which
+    """Write PL sets as a Flashlight list (`id path duration_ms pseudo_label`, mlpl.data's writer, which
     writes through files.atomic_writer). Clips stored as bytes (no file) cannot be listed: error.
     Returns the number of lines."""
     path = Path(path)

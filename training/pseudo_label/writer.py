@@ -1,5 +1,5 @@
 # Copyright 2026 The mlpl authors. Licensed under the Apache License, Version 2.0.
-"""Writing a PL set atomically and resumably, from one process or many (the layout: training.pseudo_label.layout).
+"""Writing a PL set atomically and resumably, from one process or many (the layout: mlpl.pseudo_label.layout).
 
 icefall's "skip finished work by a marker written last": every process writes into the temporary folder
 `<parent>/.<name>.incomplete/`; each parquet part is written under a temporary name and renamed, then the
