@@ -31,7 +31,7 @@ import torch
 from modeling_mlpl import MlplConfig, MlplForCTC, MlplProcessor
 from mlpl import pseudo_label
 from mlpl.pseudo_label.batches import MapStyleBatches, Processes
-from mlpl.data import common_voice_records, load_voxpopuli_folder
+from mlpl.loaders import common_voice_records, load_voxpopuli_folder
 from mlpl.demo_corpus import make_demo_corpus
 from mlpl.inference import transcribe_batch
 from mlpl.slimipl import pseudo_labeling_mode

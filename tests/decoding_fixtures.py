@@ -10,7 +10,7 @@ import torch
 from modeling_mlpl import MlplForCTC, MlplProcessor
 from tiny_models import tiny_config
 from mlpl.collate import MlplCollator
-from mlpl.data import load_common_voice_folder
+from mlpl.loaders import load_common_voice_folder
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 LANGUAGES = ("en", "de")

@@ -16,14 +16,16 @@ from mlpl.data import (
     SKIP_EMPTY_TRANSCRIPT,
     SKIP_UNDECODABLE,
     SkipCounter,
-    common_voice_records,
     example_durations,
+    records_of,
+)
+from mlpl.loaders import (
+    common_voice_records,
     load_common_voice_folder,
     load_flashlight_list,
     load_hub_dataset,
     load_voxpopuli_folder,
     read_flashlight_list,
-    records_of,
     write_flashlight_list,
 )
 

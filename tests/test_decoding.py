@@ -10,7 +10,7 @@ import torch
 
 from decoding_fixtures import LANGUAGES, partly_trained_model
 from modeling_mlpl import MlplProcessor
-from mlpl.data import common_voice_records, load_common_voice_folder
+from mlpl.loaders import common_voice_records, load_common_voice_folder
 from mlpl.decoding import (
     LM_DECODING_FILE,
     LogProbCache,

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from decoding_fixtures import LANGUAGES, load_script, partly_trained_model
-from mlpl.data import common_voice_records
+from mlpl.loaders import common_voice_records
 from mlpl.evaluation import evaluate_model
 from mlpl.metrics import compute_asr_metrics
 from mlpl.config import COMMON_VOICE, FLASHLIGHT_LIST, HUB

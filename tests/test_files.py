@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mlpl.data import write_flashlight_list
+from mlpl.loaders import write_flashlight_list
 from mlpl.files import atomic_directory, atomic_path, atomic_writer, write_text_atomically
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import mlpl.header_index as header_index
-from mlpl.data import example_durations, load_common_voice_folder, scan_skips
+from mlpl.data import example_durations, scan_skips
+from mlpl.loaders import load_common_voice_folder
 from mlpl.header_index import HeaderScan, read_headers
 
 

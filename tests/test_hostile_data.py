@@ -18,8 +18,10 @@ from mlpl.data import (
     ctc_frames_needed,
     ctc_output_frames,
     drop_long_clips,
-    load_common_voice_folder,
     scan_skips,
+)
+from mlpl.loaders import (
+    load_common_voice_folder,
 )
 
 ROW = "x\t{path}\t1\t{sentence}\t\t2\t0\t\t\t\t\ten\t\n"

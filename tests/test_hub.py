@@ -316,7 +316,7 @@ def test_dataset_card_of_a_real_pseudo_labeling_run(tmp_path, hub):
     its card from the shards and summary.json, then its upload: every number agrees with the run."""
     from datasets import load_dataset
 
-    from mlpl.data import load_voxpopuli_folder
+    from mlpl.loaders import load_voxpopuli_folder
     from mlpl.pseudo_label import generate_pseudo_labels
 
     unlabeled = tmp_path / "voxpopuli"

@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 
 from test_trainer import TINY_MODEL, run_train, write_config
 from mlpl.batching import DurationBatchSampler, LanguageBalancedBatchSampler, language_sampling_shares
-from mlpl.data import example_durations, example_languages, load_common_voice_folder
+from mlpl.data import example_durations, example_languages
+from mlpl.loaders import load_common_voice_folder
 
 MAX_BATCH_SECONDS = 12.0
 

@@ -16,7 +16,7 @@ import torch
 
 from modeling_mlpl import MlplForCTC, MlplProcessor
 from tiny_models import tiny_config
-from mlpl.data import common_voice_records, load_voxpopuli_folder, write_flashlight_list
+from mlpl.loaders import common_voice_records, load_voxpopuli_folder, write_flashlight_list
 from mlpl.demo_corpus import MIXED_FOLDER, MIXED_MANIFEST, read_mixed_manifest
 from mlpl.pseudo_label import DROP_EMPTY, PseudoLabelConfig, iter_pseudo_labels, load_pseudo_label_set
 from mlpl.report import routing_accuracy

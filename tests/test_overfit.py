@@ -6,7 +6,7 @@ import torch
 from modeling_mlpl import MlplForCTC, MlplProcessor
 from tiny_models import tiny_config
 from mlpl.collate import MlplCollator
-from mlpl.data import load_common_voice_folder
+from mlpl.loaders import load_common_voice_folder
 from mlpl.inference import transcribe_batch
 
 LANGUAGES = ["el", "ru"]  # two scripts, so the LID head has something to learn too

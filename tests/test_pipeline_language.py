@@ -24,7 +24,7 @@ from transformers.pipelines.automatic_speech_recognition import chunk_iter
 
 from modeling_mlpl import MlplAutomaticSpeechRecognitionPipeline, build_language_characters, build_tokenizer, build_vocabulary
 from test_pipeline import CLEAN_PROCESS_PRELUDE, TRANSCRIPTS, build_model, tone_sequence
-from mlpl.data import load_common_voice_folder
+from mlpl.loaders import load_common_voice_folder
 
 TASK = "automatic-speech-recognition"
 CHUNK_SECONDS, STRIDE_SECONDS = 4.0, 0.5

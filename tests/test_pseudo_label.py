@@ -30,9 +30,11 @@ from mlpl.data import (
     AUDIO_REFERENCE,
     EXAMPLE_COLUMNS,
     SkipCounter,
-    common_voice_records,
     decode_record,
     example_durations,
+)
+from mlpl.loaders import (
+    common_voice_records,
     load_flashlight_list,
     load_hub_dataset,
     load_voxpopuli_folder,

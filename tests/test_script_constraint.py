@@ -13,7 +13,7 @@ from modeling_mlpl import MlplForCTC, MlplProcessor, build_language_characters, 
 from tiny_models import tiny_config
 from mlpl.collate import MlplCollator
 from mlpl.config import SourceConfig
-from mlpl.data import load_common_voice_folder, load_voxpopuli_folder
+from mlpl.loaders import load_common_voice_folder, load_voxpopuli_folder
 from mlpl.decoding import MlplBeamSearchDecoder
 from mlpl.inference import chunked_logits, transcribe_batch
 from mlpl.pseudo_label import PseudoLabelConfig, generate_pseudo_labels

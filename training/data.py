@@ -22,6 +22,10 @@ How the two kinds are built (one code path each, shared by all sources):
   the transform (decode every clip). A clip whose header reads but whose body does not is dropped from
   the batch it is fetched in (`dataset[[i, j]]`, DataLoader batches), with a warning naming it.
 
+The loaders of each source layout (Hub datasets, Common Voice and VoxPopuli folders, Flashlight lists)
+are in `mlpl.loaders`; this module is what they share: the schema, skip counting, decoding, and the two
+ways a list of records becomes a dataset (`dataset_from_records`).
+
 Bad data never stops a run (STYLE 7): clips that cannot be decoded, are empty, hold NaN/inf samples, are
 truncated (decode to under 80 % of their header's length), are too short for CTC to align their
 transcript, or whose transcript is empty are skipped and counted by a `SkipCounter`; its summary names
@@ -31,21 +35,18 @@ training) clips over a length limit.
 
 from __future__ import annotations
 
-import csv
 import functools
 import itertools
 import logging
-import math
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasets import Audio, ClassLabel, Dataset, DatasetInfo, Features, IterableDataset, Value, load_dataset
+from datasets import Audio, Dataset, DatasetInfo, Features, IterableDataset, Value
 from datasets.table import InMemoryTable
 
 from .audio import (
@@ -56,7 +57,6 @@ from .audio import (
     decode_audio_column,
     describe_audio_source,
 )
-from .files import atomic_writer
 from .header_index import HeaderResult, HeaderScan, describe_error, read_header, read_headers
 
 logger = logging.getLogger("mlpl.data")
@@ -86,19 +86,11 @@ DEFAULT_NUM_SHARDS = 64
 # Arrow type of an audio reference: the storage of datasets' Audio feature, as a plain struct. Not
 # Audio(decode=False) itself: datasets 5 *encodes* Audio values (even plain paths) through torchcodec,
 # which it does whenever a stream's rows pass through the features.
-_AUDIO_REFERENCE = {"bytes": Value("binary"), "path": Value("string")}
+AUDIO_REFERENCE_FEATURE = {"bytes": Value("binary"), "path": Value("string")}
 RECORD_FEATURES = Features(
-    {"id": Value("string"), "audio": _AUDIO_REFERENCE, "sentence": Value("string"), "language": Value("string")}
+    {"id": Value("string"), "audio": AUDIO_REFERENCE_FEATURE, "sentence": Value("string"), "language": Value("string")}
 )
 
-# Column names tried, in order, when a Hub dataset's columns are not given (Common Voice mirrors use
-# path/sentence/locale; facebook/voxpopuli uses audio_id/normalized_text/language).
-_HUB_COLUMN_CANDIDATES = {
-    "id": ("id", "audio_id", "path", "segment_id"),
-    "audio": ("audio",),
-    "sentence": ("sentence", "normalized_text", "raw_text", "transcription", "text"),
-    "language": ("language", "locale", "lang"),
-}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,7 +321,7 @@ def _split_into_shards(records: Sequence[dict], num_shards: int) -> list[list[di
     return [list(records[start:stop]) for start, stop in zip(bounds[:-1], bounds[1:])]
 
 
-def _stream(shards: list, target_sr: int, description: str, keep_audio_reference: bool = False) -> IterableDataset:
+def stream_dataset(shards: list, target_sr: int, description: str, keep_audio_reference: bool = False) -> IterableDataset:
     # gen_kwargs lists are what datasets splits across DataLoader workers and split_dataset_by_node.
     # No `features`: declaring a List(float32) column would turn every waveform into a Python list.
     return IterableDataset.from_generator(
@@ -408,7 +400,7 @@ def _probe(records: Dataset, description: str, scan: HeaderScan | None = None) -
     return durations, kept, counter
 
 
-def _map_style(
+def map_style_dataset(
     records: Dataset, target_sr: int, description: str, keep_audio_reference: bool = False, scan: HeaderScan | None = None
 ) -> Dataset:
     """records: columns id, audio (path / Audio(decode=False)), sentence, language -> decoded-on-access Dataset."""
@@ -439,7 +431,7 @@ def _records_dataset(records: list[dict]) -> Dataset:
     return Dataset(InMemoryTable(table), info=DatasetInfo(features=RECORD_FEATURES))
 
 
-def _from_records(
+def dataset_from_records(
     records: list[dict],
     *,
     streaming: bool,
@@ -453,8 +445,8 @@ def _from_records(
     if not records:
         raise ValueError(f"{description}: no clips found; check the folder layout and the language codes")
     if streaming:
-        return _stream(_split_into_shards(records, num_shards), target_sr, description, keep_audio_reference)
-    return _map_style(_records_dataset(records), target_sr, description, keep_audio_reference, header_scan)
+        return stream_dataset(_split_into_shards(records, num_shards), target_sr, description, keep_audio_reference)
+    return map_style_dataset(_records_dataset(records), target_sr, description, keep_audio_reference, header_scan)
 
 
 def drop_long_clips(dataset: Dataset, max_seconds: float | None, description: str, setting: str = "max_seconds") -> Dataset:
@@ -519,426 +511,12 @@ def records_of(dataset: Dataset) -> Dataset:
     return dataset.with_format(None)
 
 
-# ---------------------------------------------------------------------------------------------
-# Source 1: a Hub dataset id (parquet mirrors of Common Voice, facebook/voxpopuli) or a Dataset object
-# ---------------------------------------------------------------------------------------------
-
-
-class _HubShard:
-    """One shard of a streamed Hub dataset, iterated as records. Picklable (the dataset pickles)."""
-
-    def __init__(self, dataset: IterableDataset, index: int):
-        self.dataset = dataset
-        self.index = index
-
-    def __iter__(self) -> Iterator[dict]:
-        return iter(self.dataset.shard(num_shards=self.dataset.num_shards, index=self.index))
-
-
-def _pick_column(role: str, columns: Mapping[str, str | None], available: Sequence[str]) -> str | None:
-    if role in columns:
-        chosen = columns[role]
-        if chosen is not None and chosen not in available:
-            raise ValueError(f"columns[{role!r}]={chosen!r} is not a column of the dataset; it has {list(available)}")
-        return chosen
-    return next((name for name in _HUB_COLUMN_CANDIDATES[role] if name in available), None)
-
-
-def _fill_hub_columns(
-    batch: Mapping[str, list], indices: Sequence[int], *, missing: tuple, language: str | None, language_names
-) -> dict[str, list]:
-    """Columns a Hub dataset lacks or stores differently: row-number ids, None sentences, language names."""
-    size = len(indices)
-    filled = {}
-    if "id" in missing:
-        filled["id"] = [str(index) for index in indices]
-    if "sentence" in missing:
-        filled["sentence"] = [None] * size
-    if language is not None:
-        filled["language"] = [language] * size
-    elif language_names is not None:
-        filled["language"] = [language_names[value] for value in batch["language"]]
-    return filled
-
-
-def standardize_hub_columns(
-    dataset: Dataset | IterableDataset, columns: Mapping[str, str | None], language: str | None
-) -> Dataset | IterableDataset:
-    """Rename a Hub dataset's columns to id/audio/sentence/language and keep only those, without decoding."""
-    features = dataset.features
-    if features is None:  # a stream whose schema is only known after reading: look at one row
-        available = list(next(iter(dataset)).keys())
-    else:
-        available = list(features)
-    picked = {role: _pick_column(role, columns, available) for role in _HUB_COLUMN_CANDIDATES}
-    if picked["audio"] is None:
-        raise ValueError(f"no audio column among {available}; pass columns={{'audio': '<name>'}}")
-    if picked["language"] is None and language is None:
-        raise ValueError(f"no language column among {available}; pass language='<code>' (e.g. language='fi')")
-    if picked["sentence"] is None:
-        logger.info("no transcript column among %s: the examples are unlabeled (sentence None)", available)
-
-    if features is not None and isinstance(features[picked["audio"]], Audio):
-        # First: the later steps (streams implement them as maps) would otherwise decode through torchcodec.
-        dataset = dataset.cast_column(picked["audio"], dict(_AUDIO_REFERENCE))  # undecoded {bytes, path}
-    dataset = dataset.select_columns([name for name in picked.values() if name is not None])
-    dataset = dataset.rename_columns({name: role for role, name in picked.items() if name is not None and name != role})
-    language_names = None
-    if picked["language"] is not None and features is not None and isinstance(features[picked["language"]], ClassLabel):
-        language_names = features[picked["language"]].names  # facebook/voxpopuli stores languages as class ids
-    fill = functools.partial(
-        _fill_hub_columns,
-        missing=tuple(role for role in ("id", "sentence") if picked[role] is None),
-        language=language,
-        language_names=language_names,
-    )
-    if not (fill.keywords["missing"] or language is not None or language_names is not None):
-        return dataset
-    if isinstance(dataset, IterableDataset):
-        # map merges the returned columns into each batch, lazily (nothing is read until iterated).
-        return dataset.map(fill, batched=True, with_indices=True)
-    # Map-style: add_column leaves the (possibly large) audio bytes where they are; .map would rewrite them.
-    languages = {"language": dataset.with_format(None)["language"][:]} if language_names is not None else {}
-    for role, values in fill(languages, range(len(dataset))).items():
-        if role in dataset.column_names:
-            dataset = dataset.remove_columns(role)
-        dataset = dataset.add_column(role, values, feature=Value("string"))
-    return dataset
-
-
-def load_hub_dataset(
-    path: str | Dataset | IterableDataset,
-    name: str | None = None,
-    split: str = "train",
-    *,
-    columns: Mapping[str, str | None] | None = None,
-    language: str | None = None,
-    streaming: bool = True,
-    target_sr: int = SAMPLING_RATE,
-    keep_audio_reference: bool = False,
-    header_scan: HeaderScan | None = None,
-    **load_dataset_kwargs: Any,
-) -> Dataset | IterableDataset:
-    """A Hub dataset (or a local path `load_dataset` understands, or a Dataset object) in the example schema.
-
-    Args:
-        path: a Hub id, e.g. a parquet mirror of Common Voice; "parquet" with `data_files=`; a local folder of
-            parquet files; or an already loaded `Dataset` / `IterableDataset`.
-            Common Voice now comes from the Mozilla Data Collective (docs/design.md §8), whose client hands back a
-            datasets Dataset that is passed here as it is::
-
-                from datacollective import load_dataset as load_from_mdc  # pip install datacollective; API key
-                common_voice_fi = load_from_mdc("<dataset id from datacollective.mozillafoundation.org>")
-                train = load_hub_dataset(common_voice_fi["train"], language="fi")
-
-        name: the dataset configuration (e.g. a language for per-language mirrors).
-        split: which split to load.
-        columns: schema role -> source column, for roles that the defaults do not find
-            (e.g. `{"sentence": "normalized_text"}`; `{"sentence": None}` marks the data unlabeled).
-            Defaults: id from id/audio_id/path, sentence from sentence/normalized_text/raw_text/
-            transcription/text, language from language/locale/lang (class ids are turned into names).
-        language: a fixed language code for every example (overrides any language column).
-        streaming: stream (the default: nothing downloaded up front) or load map-style.
-        target_sr: sampling rate of the decoded audio in Hz.
-        keep_audio_reference: also give each example its undecoded audio value under `"audio_reference"`
-            (what pseudo-label generation stores; see mlpl.pseudo_label).
-        header_scan: map-style only: how clip files' durations are read (see `load_common_voice_folder`).
-        load_dataset_kwargs: passed to `datasets.load_dataset` (data_files, revision, token...).
-
-    Returns:
-        IterableDataset with one shard per source shard when streaming, else a map-style Dataset with a
-        `duration` column; items follow the module's schema.
-    """
-    if isinstance(path, (Dataset, IterableDataset)):
-        dataset, description = path, f"dataset {path.info.dataset_name or 'object'} ({split})"
-    else:
-        dataset = load_dataset(path, name, split=split, streaming=streaming, **load_dataset_kwargs)
-        description = f"{path}{'/' + name if name else ''} ({split})"
-    dataset = standardize_hub_columns(dataset, columns or {}, language)
-    if isinstance(dataset, IterableDataset):
-        shards = [_HubShard(dataset, index) for index in range(dataset.num_shards)]
-        return _stream(shards, target_sr, description, keep_audio_reference)
-    return _map_style(dataset, target_sr, description, keep_audio_reference, header_scan)
-
-
-# ---------------------------------------------------------------------------------------------
-# Sources 2 and 3: local Common Voice and VoxPopuli folders
-# ---------------------------------------------------------------------------------------------
-
-
-def _language_folders(roots: str | os.PathLike | Sequence[str | os.PathLike], is_language_folder, languages) -> list[Path]:
-    """Language folders under `roots`: each root holds several, or else is one itself (children are tried first)."""
-    roots = [roots] if isinstance(roots, (str, os.PathLike)) else list(roots)
-    folders, found = [], set()
-    for root in map(Path, roots):
-        if not root.is_dir():
-            raise ValueError(f"{root} is not a folder; give the release folder or one language folder in it")
-        candidates = sorted(p for p in root.iterdir() if p.is_dir() and is_language_folder(p))
-        if not candidates and is_language_folder(root):
-            candidates = [root]
-        folders.extend(folder for folder in candidates if languages is None or folder.name in languages)
-        found.update(folder.name for folder in candidates)
-    if not folders:
-        raise ValueError(f"no language folders found under {roots} for languages={languages} (it has {sorted(found)}); see the expected layout")
-    require_languages(languages or (), found, "languages", f"{[os.fspath(r) for r in roots]}")
-    return folders
-
-
-def common_voice_records(
-    roots: str | os.PathLike | Sequence[str | os.PathLike], split: str = "train", languages: Sequence[str] | None = None
-) -> list[dict]:
-    """Records of local Common Voice releases: `<root>/<lang>/{clips/*.mp3, <split>.tsv}` (docs/design.md §8)."""
-    records = []
-    for folder in _language_folders(roots, lambda p: (p / "clips").is_dir(), languages):
-        table_path = folder / f"{split}.tsv"
-        if not table_path.is_file():
-            available = sorted(p.stem for p in folder.glob("*.tsv"))
-            raise ValueError(f"{table_path} does not exist; splits in {folder}: {available}")
-        records.extend(_common_voice_table(table_path, folder))
-    return records
-
-
-# Columns every Common Voice split TSV has and the data layer needs.
-_COMMON_VOICE_COLUMNS = ("path", "sentence")
-
-
-def _common_voice_table(table_path: Path, folder: Path) -> list[dict]:
-    """Records of one split TSV. A table without the needed columns is an error naming it; a row without an
-    audio path (a short or broken line) is a counted skip naming `file:line`, summarised in a warning."""
-    counter, records = SkipCounter(), []
-    clips = os.fspath(folder / "clips")
-    with open(table_path, encoding="utf-8", newline="") as table:
-        # QUOTE_NONE: Common Voice sentences contain bare quotes that are text, not CSV quoting.
-        reader = csv.DictReader(table, delimiter="\t", quoting=csv.QUOTE_NONE)
-        missing = [column for column in _COMMON_VOICE_COLUMNS if column not in (reader.fieldnames or ())]
-        if missing:
-            raise ValueError(
-                f"{table_path}: no {' or '.join(repr(m) for m in missing)} column (its header has {reader.fieldnames}); "
-                "a Common Voice split TSV has tab-separated columns including path and sentence"
-            )
-        for row in reader:
-            counter.seen += 1
-            path = row.get("path")
-            if not path or not path.strip():
-                counter.skip(SKIP_BAD_ROW, f"{table_path}:{reader.line_num}", f"no audio path in {list(row.values())[:4]!r}")
-                continue
-            records.append(
-                {
-                    # Strings, not Paths: pathlib costs ~30 us a clip, half a minute for a million-clip release.
-                    "id": os.path.splitext(os.path.basename(path))[0],
-                    "audio": os.path.join(clips, path),
-                    "sentence": row.get("sentence") or "",
-                    "language": row.get("locale") or folder.name,
-                }
-            )
-    if counter.skipped:
-        counter.log_summary(f"{table_path} (rows)")
-    return records
-
-
-def load_common_voice_folder(
-    roots: str | os.PathLike | Sequence[str | os.PathLike],
-    split: str = "train",
-    *,
-    languages: Sequence[str] | None = None,
-    streaming: bool = False,
-    num_shards: int = DEFAULT_NUM_SHARDS,
-    target_sr: int = SAMPLING_RATE,
-    keep_audio_reference: bool = False,
-    header_scan: HeaderScan | None = None,
-) -> Dataset | IterableDataset:
-    """Local Common Voice release(s) in the example schema, one or many languages at once.
-
-    Args:
-        roots: a release folder holding `<lang>/clips/*.mp3` and `<lang>/{train,dev,test,validated}.tsv`, one
-            language folder, or a list of such folders.
-        split: the TSV to read ("train", "dev", "test", "validated", or any other TSV of the release).
-        languages: keep only these language folders (default: all).
-        streaming: an IterableDataset in `num_shards` shards instead of a map-style Dataset.
-        num_shards: shards of the stream (64 divides evenly over up to 64 processes).
-        target_sr: sampling rate of the decoded audio in Hz.
-        keep_audio_reference: also give each example its audio path under `"audio_reference"` (undecoded).
-        header_scan: map-style only: the worker processes that read the clips' durations and the folder that
-            caches them between runs (`mlpl.header_index`; default: every CPU, no cache).
-    """
-    records = common_voice_records(roots, split, languages)
-    description = f"common voice {split} ({', '.join(sorted({r['language'] for r in records}))})"
-    return _from_records(
-        records,
-        streaming=streaming,
-        num_shards=num_shards,
-        target_sr=target_sr,
-        description=description,
-        keep_audio_reference=keep_audio_reference,
-        header_scan=header_scan,
-    )
-
-
-def _is_voxpopuli_language_folder(folder: Path) -> bool:
-    # <lang>/*.ogg or <lang>/<year>/*.ogg; a year folder (digits) is never a language.
-    return not folder.name.isdigit() and (any(folder.glob("*.ogg")) or any(folder.glob("*/*.ogg")))
-
-
-def voxpopuli_languages(roots: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
-    """The language folders of VoxPopuli-layout roots (`<root>/<lang>/**/*.ogg`), without reading audio."""
-    return sorted({folder.name for folder in _language_folders(roots, _is_voxpopuli_language_folder, None)})
-
-
-def voxpopuli_records(
-    roots: str | os.PathLike | Sequence[str | os.PathLike], languages: Sequence[str] | None = None
-) -> list[dict]:
-    """Records of unlabeled VoxPopuli segments: `<root>/<lang>/**/*.ogg` (docs/design.md §8), sentence None."""
-    records = []
-    for folder in _language_folders(roots, _is_voxpopuli_language_folder, languages):
-        for clip in sorted(folder.rglob("*.ogg")):
-            records.append({"id": clip.stem, "audio": clip, "sentence": None, "language": folder.name})
-    return records
-
-
-def load_voxpopuli_folder(
-    roots: str | os.PathLike | Sequence[str | os.PathLike],
-    *,
-    languages: Sequence[str] | None = None,
-    streaming: bool = False,
-    num_shards: int = DEFAULT_NUM_SHARDS,
-    target_sr: int = SAMPLING_RATE,
-    keep_audio_reference: bool = False,
-    header_scan: HeaderScan | None = None,
-) -> Dataset | IterableDataset:
-    """A local unlabeled VoxPopuli folder (per-language folders of .ogg segments) in the example schema.
-
-    Args as `load_common_voice_folder`; every example has `sentence=None`.
-    """
-    records = voxpopuli_records(roots, languages)
-    description = f"voxpopuli unlabeled ({', '.join(sorted({r['language'] for r in records}))})"
-    return _from_records(
-        records,
-        streaming=streaming,
-        num_shards=num_shards,
-        target_sr=target_sr,
-        description=description,
-        keep_audio_reference=keep_audio_reference,
-        header_scan=header_scan,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Source 4: Flashlight list files, read and written
-# ---------------------------------------------------------------------------------------------
-
-# Flashlight's list column `input_size` is "typically audio duration in milliseconds" (flashlight
-# app/asr/README.md); PlGenerator.cpp writes pseudo-label lists as id \t path \t duration \t words.
-_MILLISECONDS_PER_SECOND = 1000.0
-
-
-def read_flashlight_list(path: str | os.PathLike, *, language: str, labeled: bool = True) -> list[dict]:
-    """Records of a Flashlight list file: lines `id path duration_ms transcript...` (whitespace separated).
-
-    Relative audio paths are taken relative to the list's folder (Flashlight itself wants absolute paths).
-    `labeled=False` reads unlabeled lists (transcript column empty or ignored): sentence None.
-    Each record also keeps `duration` in seconds (the list's value / 1000).
-    """
-    path = Path(path)
-    records = []
-    with open(path, encoding="utf-8") as lines:
-        for line_number, line in enumerate(lines, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) < 3:
-                raise ValueError(
-                    f"{path}:{line_number}: expected 'id path duration transcript...', got {line.strip()!r}"
-                )
-            audio = Path(fields[1])
-            records.append(
-                {
-                    "id": fields[0],
-                    "audio": audio if audio.is_absolute() else path.parent / audio,
-                    "sentence": " ".join(fields[3:]) if labeled else None,
-                    "language": language,
-                    "duration": float(fields[2]) / _MILLISECONDS_PER_SECOND,
-                }
-            )
-    return records
-
-
-def load_flashlight_list(
-    paths: str | os.PathLike | Sequence[str | os.PathLike],
-    *,
-    language: str,
-    labeled: bool = True,
-    streaming: bool = False,
-    num_shards: int = DEFAULT_NUM_SHARDS,
-    target_sr: int = SAMPLING_RATE,
-    keep_audio_reference: bool = False,
-    header_scan: HeaderScan | None = None,
-) -> Dataset | IterableDataset:
-    """One or more Flashlight list files of one language in the example schema.
-
-    The list's duration column is only informational here: map-style durations are read from the audio
-    headers and streamed ones from the decoded audio, so a list in another unit still works.
-    """
-    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    records = [
-        {key: value for key, value in record.items() if key != "duration"}
-        for path in paths
-        for record in read_flashlight_list(path, language=language, labeled=labeled)
-    ]
-    description = f"flashlight list {', '.join(Path(p).name for p in paths)} ({language})"
-    return _from_records(
-        records,
-        streaming=streaming,
-        num_shards=num_shards,
-        target_sr=target_sr,
-        description=description,
-        keep_audio_reference=keep_audio_reference,
-        header_scan=header_scan,
-    )
-
-
-def _audio_location(row: Mapping[str, Any]) -> str:
-    audio = row.get("path") or row.get("audio")
-    if isinstance(audio, Mapping):
-        audio = audio.get("path")
-    if not audio:
-        raise ValueError(f"row {row.get('id')!r} has no audio path (keys {sorted(row)}); Flashlight lists need one")
-    return os.fspath(audio)
-
-
-def write_flashlight_list(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> int:
-    """Write rows as a Flashlight list: `id \\t path \\t duration_ms \\t transcript` per line (PlGenerator's layout).
-
-    Args:
-        rows: mappings with `id`, `duration` (seconds), `sentence` (None writes an empty transcript) and the
-            audio path under `path` or `audio` (a path or an Audio(decode=False) value), e.g.
-            `records_of(dataset)` of a map-style source, or pseudo-labels.
-        path: the list file to write.
-
-    Returns:
-        The number of lines written. Whitespace inside transcripts is collapsed to single spaces (the format
-        is whitespace separated); ids and paths must not contain whitespace. The list is written through
-        `files.atomic_writer`: a bad row or a crash leaves any previous list at `path` as it was.
-    """
-    count = 0
-    with atomic_writer(path) as output:
-        for row in rows:
-            identifier, audio = str(row["id"]), _audio_location(row)
-            for value in (identifier, audio):
-                if not value or len(value.split()) != 1:
-                    raise ValueError(f"{value!r} contains whitespace or is empty; Flashlight lists cannot hold it")
-            duration_ms = float(row["duration"]) * _MILLISECONDS_PER_SECOND
-            if not math.isfinite(duration_ms) or duration_ms < 0:
-                raise ValueError(f"row {identifier!r} has duration {row['duration']!r}; expected seconds >= 0")
-            transcript = " ".join((row.get("sentence") or "").split())
-            output.write(f"{identifier}\t{audio}\t{duration_ms:.2f}\t{transcript}\n")
-            count += 1
-    return count
-
-
 __all__ = [
     "AUDIO_REFERENCE",
+    "AUDIO_REFERENCE_FEATURE",
     "DEFAULT_NUM_SHARDS",
     "EXAMPLE_COLUMNS",
+    "RECORD_FEATURES",
     "SKIP_BAD_ROW",
     "SKIP_EMPTY_AUDIO",
     "SKIP_EMPTY_TRANSCRIPT",
@@ -949,26 +527,18 @@ __all__ = [
     "SKIP_UNDECODABLE",
     "DecodeTransform",
     "SkipCounter",
-    "common_voice_records",
     "ctc_frames_needed",
     "ctc_output_frames",
+    "dataset_from_records",
     "decode_record",
     "drop_long_clips",
     "example_durations",
     "example_languages",
-    "select_languages",
-    "load_common_voice_folder",
-    "load_flashlight_list",
-    "load_hub_dataset",
-    "load_voxpopuli_folder",
-    "read_flashlight_list",
+    "map_style_dataset",
     "records_of",
-    "scan_skips",
     "require_languages",
-    "voxpopuli_languages",
-    "voxpopuli_records",
+    "scan_skips",
+    "select_languages",
+    "stream_dataset",
     "stream_skipped_total",
-    "standardize_hub_columns",
-    "RECORD_FEATURES",
-    "write_flashlight_list",
 ]

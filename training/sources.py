@@ -34,6 +34,7 @@ from typing import Any
 from datasets import Dataset, IterableDataset
 
 from . import data as data_layer
+from . import loaders
 from .config import COMMON_VOICE, FLASHLIGHT_LIST, HUB, PSEUDO_LABELS, SOURCE_KINDS, VOXPOPULI, SourceConfig
 
 
@@ -82,15 +83,15 @@ def _hub_location(source: SourceConfig) -> tuple[str, dict]:
 
 
 def _load_common_voice(source: SourceConfig, options: dict):
-    return data_layer.load_common_voice_folder(source.path, source.split, languages=source.languages, **options)
+    return loaders.load_common_voice_folder(source.path, source.split, languages=source.languages, **options)
 
 
 def _load_voxpopuli(source: SourceConfig, options: dict):
-    return data_layer.load_voxpopuli_folder(source.path, languages=source.languages, **options)
+    return loaders.load_voxpopuli_folder(source.path, languages=source.languages, **options)
 
 
 def _load_flashlight(source: SourceConfig, options: dict):
-    dataset = data_layer.load_flashlight_list(source.path, language=source.language, labeled=source.labeled, **options)
+    dataset = loaders.load_flashlight_list(source.path, language=source.language, labeled=source.labeled, **options)
     return data_layer.select_languages(dataset, source.languages, f"{source.path} ({source.split})")
 
 
@@ -99,7 +100,7 @@ def _load_hub(source: SourceConfig, options: dict):
     path, extra = _hub_location(source)
     # unlabeled: ignore any transcript column
     columns = dict(source.columns or {}) if source.labeled else {**(source.columns or {}), "sentence": None}
-    dataset = data_layer.load_hub_dataset(path, source.name, source.split, columns=columns, language=source.language, **options, **extra)
+    dataset = loaders.load_hub_dataset(path, source.name, source.split, columns=columns, language=source.language, **options, **extra)
     return data_layer.select_languages(dataset, source.languages, f"{source.path} ({source.split})")
 
 
@@ -110,15 +111,15 @@ def _load_pseudo_labels(source: SourceConfig, options: dict):
 
 
 def _common_voice_records(source: SourceConfig) -> Iterable[dict]:
-    return data_layer.common_voice_records(source.path, source.split, source.languages)
+    return loaders.common_voice_records(source.path, source.split, source.languages)
 
 
 def _voxpopuli_records(source: SourceConfig) -> Iterable[dict]:
-    return data_layer.voxpopuli_records(source.path, source.languages)
+    return loaders.voxpopuli_records(source.path, source.languages)
 
 
 def _flashlight_records(source: SourceConfig) -> Iterable[dict]:
-    return data_layer.read_flashlight_list(source.path, language=source.language)
+    return loaders.read_flashlight_list(source.path, language=source.language)
 
 
 def _hub_records(source: SourceConfig) -> Iterable[dict]:
@@ -128,7 +129,7 @@ def _hub_records(source: SourceConfig) -> Iterable[dict]:
     path, extra = _hub_location(source)
     stream = load_dataset(path, source.name, split=source.split, streaming=True, **extra)
     # The data layer's column detection (sentence/normalized_text/..., language/locale/...).
-    stream = data_layer.standardize_hub_columns(stream, dict(source.columns or {}), source.language)
+    stream = loaders.standardize_hub_columns(stream, dict(source.columns or {}), source.language)
     return stream.select_columns(["sentence", "language"])
 
 

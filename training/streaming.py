@@ -118,7 +118,7 @@ def stream_transcripts(sources) -> list[tuple[str, str]]:
 def stream_languages(sources) -> list[str]:
     """The languages of streamed sources without reading audio: their `languages:`, or what a local folder's
     metadata names (Common Voice TSVs, VoxPopuli language folders); other kinds must name theirs."""
-    from . import data
+    from . import loaders
 
     languages = set()
     for source in sources:
@@ -127,9 +127,9 @@ def stream_languages(sources) -> list[str]:
         elif source.language:
             languages.add(source.language)
         elif source.kind == "common_voice":
-            languages.update(record["language"] for record in data.common_voice_records(source.path, source.split))
+            languages.update(record["language"] for record in loaders.common_voice_records(source.path, source.split))
         elif source.kind == "voxpopuli":
-            languages.update(data.voxpopuli_languages(source.path))
+            languages.update(loaders.voxpopuli_languages(source.path))
         else:
             raise ValueError(f"streamed {source.kind} source {source.path}: name its languages (`languages: [..]`) so the model's LID classes are known before any audio is read")
     return sorted(languages)

@@ -19,7 +19,8 @@ from datasets import Dataset, Features, IterableDataset, Value, load_dataset
 
 from .. import data as data_layer
 from ..audio import SAMPLING_RATE
-from ..data import DecodeTransform, load_hub_dataset, write_flashlight_list
+from ..data import DecodeTransform
+from ..loaders import load_hub_dataset, write_flashlight_list
 from .layout import DATA_FOLDER, SUMMARY_FILE, work_dir_of
 
 logger = logging.getLogger("mlpl.pseudo_label")
