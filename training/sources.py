@@ -122,6 +122,14 @@ def _flashlight_records(source: SourceConfig) -> Iterable[dict]:
     return loaders.read_flashlight_list(source.path, language=source.language)
 
 
+def _pseudo_label_records(source: SourceConfig) -> Iterable[dict]:
+    """A PL set's rows as records: its transcript is the `pseudo_label` column (mlpl.pseudo_label)."""
+    from .pseudo_label import iter_pseudo_labels
+
+    for row in iter_pseudo_labels(source.path, ["language", "pseudo_label"]):
+        yield {"language": row["language"], "sentence": row["pseudo_label"]}
+
+
 def _hub_records(source: SourceConfig) -> Iterable[dict]:
     """The text columns of a Hub / parquet dataset, streamed, audio left undecoded."""
     from datasets import load_dataset
@@ -155,7 +163,7 @@ SOURCE_KIND_READERS: dict[str, SourceKindReader] = {
     VOXPOPULI: SourceKindReader(_load_voxpopuli, _voxpopuli_records, None),
     FLASHLIGHT_LIST: SourceKindReader(_load_flashlight, None, _flashlight_records),
     HUB: SourceKindReader(_load_hub, None, _hub_records),
-    PSEUDO_LABELS: SourceKindReader(_load_pseudo_labels, None, None),
+    PSEUDO_LABELS: SourceKindReader(_load_pseudo_labels, None, _pseudo_label_records),
 }
 assert tuple(SOURCE_KIND_READERS) == SOURCE_KINDS, "every source kind needs a reader"
 
@@ -175,13 +183,16 @@ def load_source(
     return SOURCE_KIND_READERS[source.kind].load(source, options)
 
 
-def source_languages(source: SourceConfig) -> list[str]:
+def source_languages(source: SourceConfig, *, load: bool = True) -> list[str]:
     """The languages a source holds, sorted; local folders are listed from their metadata, without reading
-    audio (loading would probe every clip's header, which the training stages do anyway)."""
+    audio (loading would probe every clip's header, which the training stages do anyway). Other kinds are
+    loaded to read them, or with `load=False` refused (a stream's languages must be known before its audio)."""
     records = SOURCE_KIND_READERS[source.kind].metadata_records
-    if records is None:
-        return sorted(data_layer.records_of(load_source(source)).unique("language"))
-    return sorted({record["language"] for record in records(source)})
+    if records is not None:
+        return sorted({record["language"] for record in records(source)})
+    if not load:
+        raise ValueError(f"{source.kind} source {source.path}: its metadata does not list its languages; name them (`languages: [..]`)")
+    return sorted(data_layer.records_of(load_source(source)).unique("language"))
 
 
 def source_config(
@@ -252,13 +263,16 @@ def source_transcripts(
     Common Voice reads the split's TSVs, a Flashlight list its lines, a Hub dataset streams only its text
     columns. Empty transcripts are skipped.
     """
-    kind, location = resolve_source(source)
-    read = SOURCE_KIND_READERS[kind].transcript_records
+    yield from configured_transcripts(source_config(source, split, languages=languages, language=language, hub_config=hub_config))
+
+
+def configured_transcripts(source: SourceConfig) -> Iterator[tuple[str, str]]:
+    """`source_transcripts` of a `SourceConfig` (any kind with transcripts, PL sets included)."""
+    read = SOURCE_KIND_READERS[source.kind].transcript_records
     if read is None:
-        raise ValueError(f"{location} is a VoxPopuli folder of unlabeled audio: it has no transcripts to read")
-    config = source_config(source, split, languages=languages, language=language, hub_config=hub_config)
-    wanted = set(languages) if languages else None
-    for record in read(config):
+        raise ValueError(f"{source.path} is a VoxPopuli folder of unlabeled audio: it has no transcripts to read")
+    wanted = set(source.languages) if source.languages else None
+    for record in read(source):
         sentence = record.get("sentence")
         if sentence and sentence.strip() and (wanted is None or record["language"] in wanted):
             yield record["language"], sentence.strip()
@@ -270,6 +284,7 @@ __all__ = [
     "load_labeled_source",
     "load_source",
     "resolve_source",
+    "configured_transcripts",
     "source_config",
     "source_languages",
     "source_transcripts",

@@ -98,18 +98,9 @@ def load_balanced_stream(sources, max_clip_seconds: float | None, temperature: f
 
 def stream_transcripts(sources) -> list[tuple[str, str]]:
     """`(language, transcript)` of every labeled utterance of the sources, read without audio."""
-    from .sources import source_transcripts
+    from .sources import configured_transcripts
 
-    pairs = []
-    for source in sources:
-        if source.kind == "pseudo_labels":  # a PL set (mlpl.pseudo_label) keeps its transcript as `pseudo_label`
-            from .pseudo_label import iter_pseudo_labels
-
-            wanted = set(source.languages) if source.languages else None
-            rows = iter_pseudo_labels(source.path, ["language", "pseudo_label"])
-            pairs.extend((r["language"], r["pseudo_label"]) for r in rows if r["pseudo_label"] and (wanted is None or r["language"] in wanted))
-            continue
-        pairs.extend(source_transcripts(source.path, source.split, languages=source.languages, language=source.language, hub_config=source.name))
+    pairs = [pair for source in sources for pair in configured_transcripts(source)]
     if not pairs:
         raise ValueError(f"data.train streams {[s.path for s in sources]} have no transcript; the trainer needs labeled data")
     return pairs
@@ -118,7 +109,7 @@ def stream_transcripts(sources) -> list[tuple[str, str]]:
 def stream_languages(sources) -> list[str]:
     """The languages of streamed sources without reading audio: their `languages:`, or what a local folder's
     metadata names (Common Voice TSVs, VoxPopuli language folders); other kinds must name theirs."""
-    from . import loaders
+    from .sources import source_languages
 
     languages = set()
     for source in sources:
@@ -126,12 +117,11 @@ def stream_languages(sources) -> list[str]:
             languages.update(source.languages)
         elif source.language:
             languages.add(source.language)
-        elif source.kind == "common_voice":
-            languages.update(record["language"] for record in loaders.common_voice_records(source.path, source.split))
-        elif source.kind == "voxpopuli":
-            languages.update(loaders.voxpopuli_languages(source.path))
         else:
-            raise ValueError(f"streamed {source.kind} source {source.path}: name its languages (`languages: [..]`) so the model's LID classes are known before any audio is read")
+            try:
+                languages.update(source_languages(source, load=False))
+            except ValueError as error:
+                raise ValueError(f"streamed {error}, so that the model's LID classes are known before any audio is read") from None
     return sorted(languages)
 
 
