@@ -7,10 +7,11 @@ batches (the trainer's dev evaluation, `mlpl.evaluation.evaluate_model`, pseudo-
 `predict_languages`):
 
     transcribe_batch(model, batch, tokenizer, chunk_frames, ..., language)      -> BatchTranscription
-      = forward_batch: features to the model's device and dtype, chunked_logits
-                      (logits, output_lengths, lid_logits)
-      + constrain_to_language (docs/design.md §3.1), when `language` is given
-      + token_ids = greedy_token_ids(logits, output_lengths, blank_id)  # collapsed, blanks removed
+      = greedy_batch (also slimIPL's labels in the trainer, which need only the token ids):
+          forward_batch: features to the model's device and dtype, chunked_logits
+                         (logits, output_lengths, lid_logits), logits in float32
+          + constrain_to_language (docs/design.md §3.1), when `language` is given
+          + token_ids = greedy_token_ids(logits, output_lengths, blank_id)  # collapsed, blanks removed
       + texts = decode_token_ids(token_ids, tokenizer)                  # "|" -> " "
       + language_ids, language_probabilities = predict_languages(lid_logits)
       + confidences = sequence_confidence(logits, output_lengths)
