@@ -6,7 +6,7 @@
     python benchmarks/bench_encoder.py --memory                          # peak memory, one fresh process per cell
     python benchmarks/bench_encoder.py --device cuda --dtypes fp32 bf16 --lengths 500 1000 2000 3000
 
-Every model is a stack of `--layers` base-size blocks (768 wide, 4 heads, 3072 MLP, no dropout) fed the same
+Every model is a stack of `--layers` base-size blocks (768 wide, 4 heads, 3072 MLP; `--dropout`, default 0) fed the same
 `(B, T, 768)` batch with B * T ~ `--frames`:
 - `mlpl`: MlplEncoderLayer with the Shaw relative term (table of `--max-relative-positions`, 920 = the paper, docs/design.md §2.3);
 - `mlpl-norel`: the same layers with `max_relative_positions=0` (the target-1 reference);
@@ -59,7 +59,7 @@ def build(variant, arguments):
         positions = arguments.max_relative_positions if variant == "mlpl" else 0
         config = MlplConfig(
             hidden_size=hidden, num_attention_heads=heads, intermediate_size=inner, num_hidden_layers=layers,
-            max_relative_positions=positions, dropout=0.0, layerdrop=0.0, attn_implementation="sdpa",
+            max_relative_positions=positions, dropout=arguments.dropout, layerdrop=0.0, attn_implementation="sdpa",
         )
         blocks = [MlplEncoderLayer(config, index) for index in range(layers)]
         for block in blocks:
@@ -67,7 +67,7 @@ def build(variant, arguments):
                 nn.init.uniform_(block.self_attn.relative_position_embeddings, -0.1, 0.1)
         return Stack(blocks)
     if variant == "torch":
-        layer = nn.TransformerEncoderLayer(hidden, heads, inner, dropout=0.0, batch_first=True, bias=False)
+        layer = nn.TransformerEncoderLayer(hidden, heads, inner, dropout=arguments.dropout, batch_first=True, bias=False)
         return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
     if variant == "wav2vec2":
         from transformers import Wav2Vec2Config
@@ -75,7 +75,7 @@ def build(variant, arguments):
 
         config = Wav2Vec2Config(
             hidden_size=hidden, num_attention_heads=heads, intermediate_size=inner, hidden_dropout=0.0,
-            attention_dropout=0.0, activation_dropout=0.0, attn_implementation="sdpa",
+            attention_dropout=arguments.dropout, activation_dropout=arguments.dropout, attn_implementation="sdpa",
         )
         return Stack(Wav2Vec2EncoderLayer(config) for _ in range(layers))
     raise ValueError(variant)
@@ -221,6 +221,7 @@ def memory(arguments):
                     "--hidden", str(arguments.hidden), "--heads", str(arguments.heads),
                     "--intermediate", str(arguments.intermediate),
                     "--max-relative-positions", str(arguments.max_relative_positions),
+                    "--dropout", str(arguments.dropout),
                 ]
                 output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
                 results.append(json.loads(output.strip().splitlines()[-1]))
@@ -256,6 +257,10 @@ def main():
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--intermediate", type=int, default=3072)
     parser.add_argument("--max-relative-positions", type=int, default=920)
+    parser.add_argument(
+        "--dropout", type=float, default=0.0,
+        help="attention and MLP dropout of every variant (training configs use 0.1-0.3; forward+backward rows only)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)

@@ -52,6 +52,12 @@ QUERY_BLOCK_ROWS = 128  # query rows per block of RelativePositionAttention's ba
 # query rows per product of the relative term: rows start .. start + b - 1 need length + b - 1 distances, so
 # small blocks multiply little more than the length distances per row (6 % more at T = 500)
 RELATIVE_BLOCK_ROWS = 32
+# Up to this many attention scores per layer (B * heads * T^2), the CPU attends over the whole bias with plain
+# matmuls and softmax: for short batches that is faster than the blocked path, whose fused CPU kernel and
+# per-block steps cost more than they save (demo model, T = 134, bf16: 5.8 against 13.1 ms per layer,
+# forward + backward); the (B, heads, T, T) tensors it keeps for backward are a few MB at this size.
+# benchmarks/bench_encoder.py measures both.
+WHOLE_BIAS_MAX_SCORES = 1 << 20
 
 
 def _block_distances(start, rows, length, max_relative_positions):
@@ -114,6 +120,41 @@ def relative_position_scores(query, relative_embeddings, max_relative_positions,
     return scores
 
 
+# Dropout keep masks on the CPU are drawn 16 bits at a time, four per 64-bit random number: torch's CPU
+# `bernoulli_` draws one number per element and was ~30 % of a demo training step (docs/design.md §2.3, "Dropout on the CPU").
+DROPOUT_LEVELS = 1 << 16
+
+
+def dropout_keep_mask(shape, p, generator=None, device="cpu"):
+    """Bool mask of `shape`, each element True (kept) with probability 1 - q, and the scale 1 / (1 - q) that keeps
+    the expectation; q = round(p * 65536) / 65536 is `p` to within 8e-6. Uses `generator` (default: torch's
+    global one, so `set_seed` reproduces it); the same generator state gives the same mask."""
+    count = math.prod(shape)
+    words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_(-(1 << 63), None, generator=generator)
+    dropped = round(p * DROPOUT_LEVELS)
+    keep = words.view(torch.int16)[:count].view(shape) >= dropped - DROPOUT_LEVELS // 2
+    return keep, DROPOUT_LEVELS / (DROPOUT_LEVELS - dropped)
+
+
+def dropout(hidden_states, p, training):
+    """`F.dropout`, with `dropout_keep_mask`'s cheap masks on the CPU (autograd keeps the bool mask); other
+    devices and torch.compile use `F.dropout` itself."""
+    if not training or p == 0.0:
+        return hidden_states
+    if hidden_states.device.type != "cpu" or torch.compiler.is_compiling():
+        return F.dropout(hidden_states, p=p, training=True)
+    keep, scale = dropout_keep_mask(hidden_states.shape, p)
+    return torch.where(keep, hidden_states * scale, 0.0)
+
+
+def _attention_keep_masks(seed, count, length, block_rows, p):
+    """The attention-dropout masks of RelativePositionAttention, one `((count, rows, length) bool, scale)` per
+    query block in order, from a generator seeded with `seed`: forward and backward draw the same masks."""
+    generator = torch.Generator().manual_seed(seed)
+    for start in range(0, length, block_rows):
+        yield dropout_keep_mask((count, min(block_rows, length - start), length), p, generator)
+
+
 class _Workspace:
     """One flat buffer reused by every block of a call: on the CPU a big fresh allocation is page-faulted
     on every use (glibc hands it back to the system when freed), which costs more than the arithmetic."""
@@ -155,28 +196,34 @@ class RelativePositionAttention(torch.autograd.Function):
 
     Forward: the relative term (`_relative_scores_into`, all heads at once, as `relative_position_scores`
     computes it) plus the key mask forms a transient bias for PyTorch's fused
-    CPU flash kernel, which also returns the row log-sum-exp. Only q, k, v, the output and the log-sum-exp
-    are saved, no `(B, H, T, T)` tensor. Backward: per block of query rows, the scores and the softmax are
-    recomputed from the log-sum-exp (as flash attention does) and give the gradients of q, k, v and the
-    table; every temporary is a `(B * H, block_rows, T)` tensor in a reused workspace.
-    `query` comes scaled; `padding_bias` is the additive `(B, 1, 1, T)` key mask or None. No attention dropout.
+    CPU flash kernel, which also returns the row log-sum-exp. With attention dropout (`dropout` > 0; the fused
+    CPU kernel has none) the forward runs the same arithmetic per block of query rows itself, in float32,
+    dropping probabilities with `_attention_keep_masks(seed, ...)`. Only q, k, v, the output and the
+    log-sum-exp are saved, no `(B, H, T, T)` tensor. Backward: per block of query rows, the scores and the
+    softmax are recomputed from the log-sum-exp (as flash attention does), the dropout masks are drawn again
+    from `seed`, and they give the gradients of q, k, v and the table; every temporary is a
+    `(B * H, block_rows, T)` tensor in a reused workspace.
+    `query` comes scaled; `padding_bias` is the additive `(B, 1, 1, T)` key mask or None.
     """
 
     @staticmethod
-    def forward(ctx, query, key, value, relative_embeddings, padding_bias, max_relative_positions, block_rows):
+    def forward(ctx, query, key, value, relative_embeddings, padding_bias, max_relative_positions, block_rows, dropout=0.0, seed=0):
         query, key, value = query.contiguous(), key.contiguous(), value.contiguous()
         batch, heads, length, head_dim = query.shape
-        queries = query.view(batch * heads, length, head_dim)
-        bias = query.new_empty(batch * heads, length, length)
-        padding = _padding_rows(padding_bias, heads, query.dtype)
-        workspace = _Workspace(query, query.dtype)
-        _relative_scores_into(bias, workspace, queries, relative_embeddings, 0, max_relative_positions, padding)
-        output, log_sum_exp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            query, key, value, 0.0, False, attn_mask=bias.view(batch, heads, length, length), scale=1.0
-        )
-        del bias
+        if dropout > 0.0:
+            output, log_sum_exp = _dropped_attention(query, key, value, relative_embeddings, padding_bias, max_relative_positions, block_rows, dropout, seed)
+        else:
+            queries = query.view(batch * heads, length, head_dim)
+            bias = query.new_empty(batch * heads, length, length)
+            padding = _padding_rows(padding_bias, heads, query.dtype)
+            workspace = _Workspace(query, query.dtype)
+            _relative_scores_into(bias, workspace, queries, relative_embeddings, 0, max_relative_positions, padding)
+            output, log_sum_exp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                query, key, value, 0.0, False, attn_mask=bias.view(batch, heads, length, length), scale=1.0
+            )
+            del bias
         ctx.save_for_backward(query, key, value, relative_embeddings, padding_bias, output, log_sum_exp)
-        ctx.max_relative_positions, ctx.block_rows = max_relative_positions, block_rows
+        ctx.max_relative_positions, ctx.block_rows, ctx.dropout, ctx.seed = max_relative_positions, block_rows, dropout, seed
         return output
 
     @staticmethod
@@ -195,7 +242,8 @@ class RelativePositionAttention(torch.autograd.Function):
         grad_query, grad_key, grad_value = torch.empty_like(query), torch.zeros_like(key), torch.zeros_like(value)
         grad_table = torch.zeros_like(table)
         row_terms = (grad_output * output).sum(-1, keepdim=True)  # D_i = dO_i . O_i, the softmax backward's row term
-        relative_space, scores_space, gradient_space, table_space = (_Workspace(query, accumulate) for _ in range(4))
+        relative_space, scores_space, gradient_space, table_space, kept_space = (_Workspace(query, accumulate) for _ in range(5))
+        masks = _attention_keep_masks(ctx.seed, count, length, block_rows, ctx.dropout) if ctx.dropout > 0.0 else None
         for start in range(0, length, block_rows):
             stop = min(start + block_rows, length)
             rows = stop - start
@@ -209,8 +257,13 @@ class RelativePositionAttention(torch.autograd.Function):
             padded[..., : rows - 1].zero_()
             padded[..., rows - 1 + length :].zero_()
             grad_scores = torch.bmm(d_rows, value.transpose(1, 2), out=padded[..., rows - 1 : rows - 1 + length])
+            if masks is None:
+                grad_value.baddbmm_(probabilities.transpose(1, 2), d_rows)
+            else:  # with dropout D_i = dO_i . O_i still holds; dS = P * (keep * scale * dO v^T - D)
+                kept = _kept_scaled(next(masks), kept_space, accumulate)
+                grad_value.baddbmm_(torch.mul(probabilities, kept, out=relative_space.tensor(*kept.shape)).transpose(1, 2), d_rows)
+                grad_scores.mul_(kept)
             grad_scores.sub_(row_terms[:, start:stop]).mul_(probabilities)
-            grad_value.baddbmm_(probabilities.transpose(1, 2), d_rows)
             grad_key.baddbmm_(grad_scores.transpose(1, 2), q_rows)
             grad_rows = torch.bmm(grad_scores, key, out=grad_query[:, start:stop])
             lowest, first, last = _block_distances(start, rows, length, positions)
@@ -222,7 +275,39 @@ class RelativePositionAttention(torch.autograd.Function):
             grad_table[center + first : center + last + 1] += per_head.sum(0)
         shape = (batch, heads, length, head_dim)
         gradients = (grad_query.view(shape), grad_key.view(shape), grad_value.view(shape), grad_table)
-        return (*(gradient.to(tensor.dtype) for gradient, tensor in zip(gradients, saved[:4])), None, None, None)
+        return (*(gradient.to(tensor.dtype) for gradient, tensor in zip(gradients, saved[:4])), None, None, None, None, None)
+
+
+def _kept_scaled(mask_and_scale, workspace, dtype):
+    """A dropout mask as a float tensor of 0 and the scale, in `workspace`."""
+    keep, scale = mask_and_scale
+    kept = workspace.tensor(*keep.shape)
+    kept.copy_(keep)
+    return kept.mul_(scale)
+
+
+def _dropped_attention(query, key, value, table, padding_bias, max_relative_positions, block_rows, dropout, seed):
+    """RelativePositionAttention's forward with attention dropout: per block of query rows, scores = relative
+    term + key mask + q k^T, their log-sum-exp, probabilities dropped by `_attention_keep_masks`, times v;
+    float32 (or wider) throughout. Returns the output in the query's dtype and the log-sum-exp `(B, H, T)`."""
+    accumulate = torch.promote_types(query.dtype, torch.float32)
+    batch, heads, length, head_dim = query.shape
+    count = batch * heads
+    queries, keys, values = (tensor.to(accumulate).reshape(count, length, -1) for tensor in (query, key, value))
+    table, padding = table.to(accumulate), _padding_rows(padding_bias, heads, accumulate)
+    output = torch.empty_like(queries)
+    log_sum_exp = queries.new_empty(count, length)
+    relative_space, scores_space, kept_space = (_Workspace(queries, accumulate) for _ in range(3))
+    masks = _attention_keep_masks(seed, count, length, block_rows, dropout)
+    for start in range(0, length, block_rows):
+        stop = min(start + block_rows, length)
+        scores = _relative_scores_into(scores_space.tensor(count, stop - start, length), relative_space, queries, table, start, max_relative_positions, padding)
+        scores.baddbmm_(queries[:, start:stop], keys.transpose(1, 2))
+        rows_lse = log_sum_exp[:, start:stop] = torch.logsumexp(scores, -1)
+        probabilities = scores.sub_(rows_lse[..., None]).exp_().mul_(_kept_scaled(next(masks), kept_space, accumulate))
+        torch.bmm(probabilities, values, out=output[:, start:stop])
+    shape = (batch, heads, length)
+    return output.view(*shape, head_dim).to(query.dtype), log_sum_exp.view(shape)
 
 
 def _padding_rows(padding_bias, heads, dtype):
@@ -300,15 +385,16 @@ class MlplConvFrontEnd(nn.Module):
         """features `(B, T, F)` -> `(B, ceil(T / stride), H)`."""
         hidden_states = self.conv(features.transpose(1, 2).to(self.conv.weight.dtype))
         hidden_states = F.glu(hidden_states, dim=1).transpose(1, 2)
-        return F.dropout(hidden_states, p=self.config.dropout, training=self.training)
+        return dropout(hidden_states, self.config.dropout, self.training)
 
 
 class MlplAttention(nn.Module):
     """Multi-head self-attention without biases, with a learned Shaw relative-position table (keys only).
 
-    Without attention dropout the relative term and the key padding mask go through
-    `RelativePositionAttention` (query blocks, fused CPU kernel, recomputing backward); with dropout, or on
-    the eager path that returns the weights, they form one `(B, H, T, T)` additive bias.
+    On the CPU the relative term, the key padding mask and attention dropout go through
+    `RelativePositionAttention` (query blocks, fused CPU kernel without dropout, recomputing backward); on
+    other devices, under torch.compile, or on the eager path that returns the weights, they form one
+    `(B, H, T, T)` additive bias.
     """
 
     def __init__(self, config, layer_idx=None):
@@ -342,32 +428,35 @@ class MlplAttention(nn.Module):
         key = self.k_proj(hidden_states).view(shape).transpose(1, 2)
         value = self.v_proj(hidden_states).view(shape).transpose(1, 2)
 
-        dropout = self.config.dropout if self.training else 0.0
+        drop_rate = self.config.dropout if self.training else 0.0
         eager = output_attentions or self.config._attn_implementation == "eager"
         table = self.relative_position_embeddings
         weights = None
-        blocked = dropout == 0.0 and query.device.type == "cpu" and not torch.compiler.is_compiling()
-        if table is not None and not eager and blocked:
-            # the relative term in blocks of query rows, never a (B, H, T, T) tensor
+        on_cpu = query.device.type == "cpu" and not torch.compiler.is_compiling()
+        small = batch_size * self.num_heads * length * length <= WHOLE_BIAS_MAX_SCORES
+        if table is not None and not eager and on_cpu and not small:
+            # the relative term in blocks of query rows, never a (B, H, T, T) tensor; dropout masks from a seed
+            # of torch's global generator (set_seed reproduces them), drawn again in backward
+            seed = int(torch.randint(1 << 62, (1,)).item()) if drop_rate > 0.0 else 0
             attended = RelativePositionAttention.apply(
                 query * self.scaling, key, value, table, key_padding_bias, self.config.max_relative_positions,
-                QUERY_BLOCK_ROWS,
+                QUERY_BLOCK_ROWS, drop_rate, seed,
             )
         else:
             bias = key_padding_bias
             if table is not None:
-                # eager weights, attention dropout, other devices or torch.compile: the whole (B, H, T, T) bias
+                # eager weights, short CPU batches, other devices or torch.compile: the whole (B, H, T, T) bias
                 bias = relative_position_scores(query * self.scaling, table, self.config.max_relative_positions, bias)
-            if eager:
+            if eager or (on_cpu and small and table is not None):
                 scores = (query * self.scaling) @ key.transpose(-1, -2)
                 if bias is not None:
                     scores = scores + bias
                 weights = torch.softmax(scores.float(), dim=-1).to(query.dtype)
-                weights = F.dropout(weights, p=dropout, training=self.training)
+                weights = dropout(weights, drop_rate, self.training)
                 attended = weights @ value
             else:
                 attended = F.scaled_dot_product_attention(
-                    query, key, value, attn_mask=bias, dropout_p=dropout, scale=self.scaling
+                    query, key, value, attn_mask=bias, dropout_p=drop_rate, scale=self.scaling
                 )
         attended = attended.transpose(1, 2).reshape(batch_size, length, -1)
         return self.out_proj(attended), (weights if output_attentions else None)
@@ -384,7 +473,7 @@ class MlplFeedForward(nn.Module):
 
     def forward(self, hidden_states):
         hidden_states = torch.relu(self.fc1(hidden_states))
-        hidden_states = F.dropout(hidden_states, p=self.config.dropout, training=self.training)
+        hidden_states = dropout(hidden_states, self.config.dropout, self.training)
         return self.fc2(hidden_states)
 
 

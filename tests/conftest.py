@@ -13,3 +13,12 @@ def tiny_demo_corpus(tmp_path_factory):
     from mlpl.demo_corpus import make_demo_corpus
 
     return make_demo_corpus(tmp_path_factory.mktemp("demo") / "tiny", size="tiny", seed=0)
+
+
+@pytest.fixture
+def blocked_attention(monkeypatch):
+    """Every CPU batch takes RelativePositionAttention (the blocked path), however short: tiny test batches
+    would otherwise attend over the whole bias (modeling_mlpl.WHOLE_BIAS_MAX_SCORES)."""
+    import modeling_mlpl.modeling_mlpl as modeling
+
+    monkeypatch.setattr(modeling, "WHOLE_BIAS_MAX_SCORES", 0)

@@ -13,11 +13,15 @@ from test_trainer import TINY_MODEL, records, run_train, write_config
 from tiny_models import tiny_config
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])  # sdpa: RelativePositionAttention; eager: the whole bias
-def test_bf16_autocast_training_step_is_finite_and_close_to_fp32(attention):
+# blocked: RelativePositionAttention; short: the whole bias with plain matmuls (short CPU batches); eager: the same
+# path that also returns the weights
+@pytest.mark.parametrize("attention", ["blocked", "short", "eager"])
+def test_bf16_autocast_training_step_is_finite_and_close_to_fp32(attention, request):
+    if attention == "blocked":
+        request.getfixturevalue("blocked_attention")
     torch.manual_seed(0)
     model = MlplForCTC(tiny_config(max_relative_positions=5)).train()
-    model.config._attn_implementation = attention
+    model.config._attn_implementation = "eager" if attention == "eager" else "sdpa"
     features, mask = random_batch([40, 31], seed=4)
     labels = torch.tensor([[3, 4, 5], [6, 7, -100]])
 

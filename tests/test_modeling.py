@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from modeling_mlpl import MlplForCTC, MlplModel, compute_output_lengths, relative_position_scores
-from modeling_mlpl.modeling_mlpl import RelativePositionAttention
+from modeling_mlpl.modeling_mlpl import RelativePositionAttention, _attention_keep_masks, dropout, dropout_keep_mask
 from tiny_models import tiny_config
 
 
@@ -243,12 +243,14 @@ def test_pre_layer_norm_blocks_follow_the_pre_ln_equations_and_end_with_a_layer_
     assert MlplModel(tiny_config()).final_layer_norm is None
 
 
-def reference_attention(query, key, value, table, window, padding_bias):
-    """Softmax attention over the whole (T, T) bias: relative term (differentiable) plus the key mask."""
+def reference_attention(query, key, value, table, window, padding_bias, kept=None):
+    """Softmax attention over the whole (T, T) bias: relative term (differentiable) plus the key mask; `kept`:
+    the dropout mask times its scale, multiplied into the probabilities."""
     scores = query @ key.transpose(-1, -2) + relative_position_scores(query, table, window)
     if padding_bias is not None:
         scores = scores + padding_bias
-    return torch.softmax(scores, dim=-1) @ value
+    probabilities = torch.softmax(scores, dim=-1)
+    return (probabilities if kept is None else probabilities * kept) @ value
 
 
 @pytest.mark.parametrize(
@@ -276,7 +278,73 @@ def test_blocked_relative_attention_matches_the_whole_bias_with_gradients(length
         torch.testing.assert_close(got, want, msg=name)
 
 
-def test_model_gradients_are_the_same_on_the_blocked_and_the_whole_bias_paths():
+@pytest.mark.parametrize(("length", "window", "block_rows"), [(1, 4, 3), (9, 4, 3), (13, 5, 13), (75, 20, 64), (130, 20, 64)])
+def test_blocked_attention_with_dropout_matches_the_whole_bias_with_the_same_masks(length, window, block_rows):
+    """With attention dropout RelativePositionAttention runs its own blocked forward; forward and backward
+    draw the same masks from the seed: outputs and q, k, v, table gradients equal attention over the whole
+    bias with those masks (their blocks concatenated), and the masks really drop (~p of them)."""
+    generator = torch.Generator().manual_seed(length)
+    q, k, v = (torch.randn(2, 3, length, 6, generator=generator, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    table = torch.randn(2 * window - 1, 6, generator=generator, dtype=torch.float64, requires_grad=True)
+    padding_bias = torch.zeros(2, 1, 1, length, dtype=torch.float64)
+    padding_bias[1, ..., max(1, length - 3) :] = torch.finfo(torch.float64).min
+    grad_output = torch.randn(2, 3, length, 6, generator=generator, dtype=torch.float64)
+    rate, seed = 0.3, 1234
+    blocks = list(_attention_keep_masks(seed, 2 * 3, length, block_rows, rate))
+    kept = torch.cat([keep.double() * scale for keep, scale in blocks], dim=1).view(2, 3, length, length)
+    if length > 8:
+        assert 0.2 < 1 - float((kept > 0).double().mean()) < 0.4
+
+    def run(attention):
+        output = attention()
+        return output, torch.autograd.grad(output, (q, k, v, table), grad_output)
+
+    blocked = run(lambda: RelativePositionAttention.apply(q, k, v, table, padding_bias, window, block_rows, rate, seed))
+    expected = run(lambda: reference_attention(q, k, v, table, window, padding_bias, kept))
+    torch.testing.assert_close(blocked[0], expected[0])
+    for name, got, want in zip("qkvE", blocked[1], expected[1]):
+        torch.testing.assert_close(got, want, msg=name)
+    other_seed = RelativePositionAttention.apply(q, k, v, table, padding_bias, window, block_rows, rate, seed + 1)
+    assert length == 1 or not torch.allclose(other_seed, blocked[0])
+
+
+def test_dropout_masks_drop_at_the_rate_keep_the_mean_and_repeat_from_the_generator_state():
+    keep, scale = dropout_keep_mask((1000, 1000), 0.1, torch.Generator().manual_seed(3))
+    assert abs(1 - float(keep.double().mean()) - 0.1) < 0.002 and scale == pytest.approx(1 / 0.9, abs=1e-4)
+    again, _ = dropout_keep_mask((1000, 1000), 0.1, torch.Generator().manual_seed(3))
+    assert torch.equal(keep, again)
+    assert not torch.equal(keep, dropout_keep_mask((1000, 1000), 0.1, torch.Generator().manual_seed(4))[0])
+    assert float(dropout_keep_mask((100_003,), 0.5)[0].double().mean()) == pytest.approx(0.5, abs=0.01)  # odd size
+
+    hidden = torch.rand(400, 500, requires_grad=True)
+    dropped = dropout(hidden, 0.25, training=True)
+    zeroed = dropped == 0
+    assert 0.23 < float(zeroed.double().mean()) < 0.27
+    torch.testing.assert_close(dropped[~zeroed], hidden.detach()[~zeroed] / 0.75)
+    dropped.sum().backward()
+    torch.testing.assert_close(hidden.grad, (~zeroed).float() / 0.75)
+    assert dropout(hidden, 0.25, training=False) is hidden and dropout(hidden, 0.0, training=True) is hidden
+
+
+def test_short_batches_attend_over_the_whole_bias_and_long_ones_take_the_blocked_path(monkeypatch):
+    """The CPU route by size (modeling_mlpl.WHOLE_BIAS_MAX_SCORES): the blocked autograd function only when
+    B * heads * T^2 is over the limit; both routes give the same output."""
+    import modeling_mlpl.modeling_mlpl as modeling
+
+    calls = []
+    original = RelativePositionAttention.apply
+    monkeypatch.setattr(RelativePositionAttention, "apply", lambda *args: calls.append(1) or original(*args))
+    model = MlplModel(tiny_config(max_relative_positions=5)).eval()
+    features, mask = random_batch([60, 41], seed=2)
+    whole = model(features, attention_mask=mask).last_hidden_state
+    assert not calls
+    monkeypatch.setattr(modeling, "WHOLE_BIAS_MAX_SCORES", 2 * model.config.num_attention_heads * 20**2 - 1)
+    blocked = model(features, attention_mask=mask).last_hidden_state
+    assert len(calls) == model.config.num_hidden_layers
+    torch.testing.assert_close(blocked, whole)
+
+
+def test_model_gradients_are_the_same_on_the_blocked_and_the_whole_bias_paths(blocked_attention):
     """Training without attention dropout takes RelativePositionAttention; the eager path builds the whole
     bias: the same loss and parameter gradients (table shorter than the sequence, padded batch)."""
     torch.manual_seed(0)
@@ -296,3 +364,25 @@ def test_model_gradients_are_the_same_on_the_blocked_and_the_whole_bias_paths():
     torch.testing.assert_close(blocked_loss, whole_loss)
     for name in whole:
         torch.testing.assert_close(blocked[name], whole[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("route", ["blocked", "short"])
+def test_training_with_attention_dropout_repeats_under_the_same_seed(route, request):
+    """Dropout masks come from torch's global generator on both CPU routes: the same seed gives the same loss
+    and gradients, another seed another loss."""
+    if route == "blocked":
+        request.getfixturevalue("blocked_attention")
+    model = MlplForCTC(tiny_config(max_relative_positions=5, dropout=0.2)).train()
+    features, mask = random_batch([60, 41], seed=2)
+    labels = torch.tensor([[3, 4, 5], [6, 7, -100]])
+
+    def loss_and_gradients(seed):
+        torch.manual_seed(seed)
+        model.zero_grad()
+        loss = model(features, attention_mask=mask, labels=labels, language_ids=torch.tensor([0, 1])).loss
+        loss.backward()
+        return loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    first, again, other = loss_and_gradients(5), loss_and_gradients(5), loss_and_gradients(6)
+    assert torch.isfinite(first[0]) and torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert not torch.equal(first[0], other[0])
