@@ -177,30 +177,69 @@ def test_the_trainer_saves_each_languages_inventory_in_the_model_config(tiny_dem
     assert saved["language_characters"] == {code: inventories[code] for code in ("el", "fi")}
 
 
-def test_slimipl_pseudo_labels_with_language_constraint_stay_inside_the_inventory(model_and_processor, tiny_demo_corpus, inventories, tmp_path):
-    """slimIPL's in-training PLs (`slimipl.language_constraint`), read back from the cache saved in the checkpoint."""
-    from mlpl.config import ExperimentConfig, build_dataclass
+def two_update_slimipl_run(corpus, init, output, lr, **slimipl):
+    """Two updates of slimIPL from the model folder `init` (cache of 2 batches, no regularization); returns
+    the cache saved in its checkpoint and the run summary's slimIPL counters."""
     from mlpl.checkpoint import load_trainer_state, newest_checkpoint
+    from mlpl.config import ExperimentConfig, build_dataclass
     from mlpl.trainer import train
 
+    config = build_dataclass(ExperimentConfig, {
+        "data": {"train": [{"kind": "common_voice", "path": str(corpus / "cv"), "split": "train", "languages": LANGUAGES}],
+                 "unlabeled": [{"kind": "voxpopuli", "path": str(corpus / "voxpopuli")}], "max_batch_seconds": 60},
+        "model": {"init_from": str(init), "dropout": 0.0, "layerdrop": 0.0},
+        "optim": {"optimizer": "adamw", "lr": lr, "warmup_updates": 1, "halve_lr_at": None},
+        "spec_augment": {"enabled": False},
+        "slimipl": {"enabled": True, "supervised_warmup_updates": 0, "unlabeled_ratio": 1, "cache_size": 2,
+                    "cropping_warmup_updates": 0, "dropout": 0.0, "layerdrop": 0.0, **slimipl},
+        "train": {"max_updates": 2, "eval_every": 1000, "save_every": 2, "log_every": 1, "output_dir": str(output), "log_with": []},
+    })  # fmt: skip
+    train(config)
+    summary = json.loads((output / "train_summary.json").read_text())["slimipl"]
+    return load_trainer_state(newest_checkpoint(output) / "trainer_state_rank0.pt")["cache"], summary
+
+
+def test_slimipl_confidence_filter_keeps_only_confident_utterances_and_counts_the_rest(model_and_processor, tiny_demo_corpus, tmp_path):
+    """`slimipl.min_confidence`: the cached batches (read back from the checkpoint) hold only utterances at least
+    that confident, or their batch's most confident one; the summary counts what was dropped."""
+    from mlpl.inference import sequence_confidence
+
+    model, processor = model_and_processor
+    model.save_pretrained(tmp_path / "init")
+    processor.save_pretrained(tmp_path / "init")
+
+    def run(name, min_confidence):
+        return two_update_slimipl_run(tiny_demo_corpus, tmp_path / "init", tmp_path / name, 1e-9, min_confidence=min_confidence)
+
+    whole, whole_summary = run("all", None)
+    assert whole_summary["dropped_pseudo_labels"] == 0
+    # the confidences of the cached utterances under the (practically unchanged, lr 1e-9) initial model
+    model.eval()
+    confidence = {}
+    for batch in whole["batches"]:
+        with torch.no_grad():
+            logits = model(batch["input_features"], attention_mask=batch["attention_mask"]).logits
+        lengths = model.get_output_lengths(batch["attention_mask"].sum(-1))
+        confidence.update(zip(batch["ids"], sequence_confidence(logits, lengths)))
+    threshold = sorted(confidence.values())[len(confidence) // 2]  # about half of them pass
+    kept, summary = run("filtered", threshold)
+    assert summary["pseudo_labeled_utterances"] == len(confidence)
+    assert summary["dropped_pseudo_labels"] == len(confidence) - sum(len(batch["ids"]) for batch in kept["batches"]) > 0
+    for batch, labels, original in zip(kept["batches"], kept["labels"], whole["batches"]):
+        assert len(labels) == len(batch["ids"]) == len(batch["input_features"]) >= 1
+        passing = [i for i in original["ids"] if confidence[i] >= threshold - 1e-4]
+        best = max(original["ids"], key=confidence.__getitem__)
+        assert set(batch["ids"]) <= set(passing) | {best} and (passing or batch["ids"] == [best])
+
+
+def test_slimipl_pseudo_labels_with_language_constraint_stay_inside_the_inventory(model_and_processor, tiny_demo_corpus, inventories, tmp_path):
+    """slimIPL's in-training PLs (`slimipl.language_constraint`), read back from the cache saved in the checkpoint."""
     model, processor = model_and_processor
     model.save_pretrained(tmp_path / "init")
     processor.save_pretrained(tmp_path / "init")
     decoded = {}
     for constrained in (False, True):
-        output = tmp_path / f"run-{constrained}"
-        config = build_dataclass(ExperimentConfig, {
-            "data": {"train": [{"kind": "common_voice", "path": str(tiny_demo_corpus / "cv"), "split": "train", "languages": LANGUAGES}],
-                     "unlabeled": [{"kind": "voxpopuli", "path": str(tiny_demo_corpus / "voxpopuli")}], "max_batch_seconds": 60},
-            "model": {"init_from": str(tmp_path / "init"), "dropout": 0.0, "layerdrop": 0.0},
-            "optim": {"optimizer": "adamw", "lr": 1e-7, "warmup_updates": 1, "halve_lr_at": None},
-            "spec_augment": {"enabled": False},
-            "slimipl": {"enabled": True, "supervised_warmup_updates": 0, "unlabeled_ratio": 1, "cache_size": 2,
-                        "cropping_warmup_updates": 0, "dropout": 0.0, "layerdrop": 0.0, "language_constraint": constrained},
-            "train": {"max_updates": 2, "eval_every": 1000, "save_every": 2, "log_every": 1, "output_dir": str(output), "log_with": []},
-        })  # fmt: skip
-        train(config)
-        cache = load_trainer_state(newest_checkpoint(output) / "trainer_state_rank0.pt")["cache"]
+        cache, _ = two_update_slimipl_run(tiny_demo_corpus, tmp_path / "init", tmp_path / f"run-{constrained}", 1e-7, language_constraint=constrained)
         assert len(cache["labels"]) == 2  # the cache filled
         decoded[constrained] = [
             (LANGUAGES[int(code)], processor.tokenizer.decode([i for i in row.tolist() if i >= 0], group_tokens=False))

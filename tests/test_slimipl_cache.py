@@ -16,10 +16,12 @@ from mlpl.slimipl import (
     TRAIN_AND_REPLACE,
     UNLABELED_STEP,
     EmaTeacher,
+    KeptRows,
     PseudoLabelCache,
     SlimIPLSchedule,
     lower_regularization,
     pseudo_labeling_mode,
+    select_rows,
 )
 
 
@@ -197,6 +199,31 @@ def test_replaced_slot_holds_the_fresh_batch_with_the_current_models_labels():
     assert step.labels.tolist() == [[batch_number(step.batch), 0]]  # trains on the OLD batch and PLs
     replaced_batch, replaced_labels = cache.state_dict()["batches"][step.slot], cache.state_dict()["labels"][step.slot]
     assert batch_number(replaced_batch) == 4 and replaced_labels.tolist() == [[4, 7]]
+
+
+def test_a_labeler_that_keeps_some_rows_has_only_those_stored_and_trained_on():
+    """Confidence filtering's contract: `KeptRows` from the labeler -> the cache stores that subset."""
+
+    def keep_second_row(batch):
+        return KeptRows(select_rows(batch, [1]), torch.tensor([[batch_number(batch), 1]]))
+
+    cache = PseudoLabelCache(capacity=2, replace_probability=0.0, seed=0)
+    source = UnlabeledSource()
+    steps = [cache.step(source, keep_second_row) for _ in range(4)]
+    assert [step.action for step in steps] == [FILL, FILL, TRAIN, TRAIN]
+    for step in steps:
+        assert step.batch["ids"] == [f"utt{batch_number(step.batch)}b"]
+        assert step.batch["input_features"].shape == (1, 3, 4) and step.batch["attention_mask"].shape == (1, 3)
+        assert step.labels.tolist() == [[batch_number(step.batch), 1]]
+
+
+def test_select_rows_takes_the_rows_of_every_per_utterance_entry():
+    batch = {"input_features": torch.arange(24.0).view(3, 2, 4), "language_ids": torch.tensor([5, 6, 7]),
+             "ids": ["a", "b", "c"], "sentences": ("x", "y", "z"), "scalar": torch.tensor(2.0), "name": "set"}  # fmt: skip
+    rows = select_rows(batch, [2, 0])
+    torch.testing.assert_close(rows["input_features"], batch["input_features"][[2, 0]])
+    assert rows["language_ids"].tolist() == [7, 5] and rows["ids"] == ["c", "a"] and rows["sentences"] == ("z", "x")
+    assert rows["scalar"] is batch["scalar"] and rows["name"] == "set"
 
 
 @pytest.mark.parametrize("probability", [0.0, 0.1, 0.5, 1.0])

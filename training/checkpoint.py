@@ -48,6 +48,8 @@ class RunCounters:
     regularization_lowered: bool = False  # slimIPL has started (docs/design.md §5): reapplied on resume
     pseudo_labeled_batches: int = 0
     cropped_pseudo_labeled_batches: int = 0  # made during the cropping warm-up (docs/design.md §5)
+    pseudo_labeled_utterances: int = 0  # counted with slimipl.min_confidence
+    dropped_pseudo_labels: int = 0  # of those, below slimipl.min_confidence
     language_seconds: list[float] = field(default_factory=list)  # this process's labeled audio trained on, per language id
 
 

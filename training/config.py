@@ -193,12 +193,16 @@ class SlimIPLConfig:
     ema_decay: float | None = None  # e.g. 0.999 for an EMA teacher
     # docs/design.md §3.1: PLs within the source language's characters (the LID's top-1 where it is unknown)
     language_constraint: bool = False
+    # ours (docs/design.md §5): drop a pseudo-labeled utterance whose confidence (mean best-path log-probability
+    # per frame, inference.sequence_confidence, <= 0) is below this; the batch's most confident one stays
+    min_confidence: float | None = None
 
     def __post_init__(self):
         check_ranges(self, "slimipl", {
             "supervised_warmup_updates": NON_NEGATIVE, "unlabeled_ratio": COUNT, "cache_size": COUNT,
             "replace_probability": PROBABILITY, "cropping_warmup_updates": NON_NEGATIVE, "crop_seconds": POSITIVE,
             "dropout": DROP_RATE, "layerdrop": DROP_RATE, "ema_decay": DECAY,
+            "min_confidence": ((lambda value: value <= 0), "<= 0 (a mean log-probability; null keeps every utterance)"),
         })  # fmt: skip
 
 

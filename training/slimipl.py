@@ -62,7 +62,7 @@ import contextlib
 import copy
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -270,6 +270,30 @@ class SlimIPLSchedule:
 
 
 @dataclass(frozen=True)
+class KeptRows:
+    """What a `pseudo_label_fn` returns when it keeps only some utterances of the batch (confidence filtering,
+    docs/design.md §5): the cache then stores `batch` (those rows) with `labels` instead of the whole batch."""
+
+    batch: Any
+    labels: Any
+
+
+def select_rows(batch: Mapping, rows: Sequence[int]) -> dict:
+    """The utterances `rows` of a collated batch: every tensor and list whose first dimension is the batch's."""
+    size = len(batch["input_features"])
+    index = torch.as_tensor(list(rows), dtype=torch.long)
+    selected = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and len(value) == size:
+            selected[key] = value.index_select(0, index)
+        elif isinstance(value, (list, tuple)) and len(value) == size:
+            selected[key] = type(value)(value[row] for row in rows)
+        else:
+            selected[key] = value
+    return selected
+
+
+@dataclass(frozen=True)
 class PseudoLabelCacheStep:
     """What one unlabeled step did.
 
@@ -340,7 +364,8 @@ class PseudoLabelCache:
             next_unlabeled_batch: returns the next unlabeled batch (a dict of tensors; no labels needed).
                 Called once per filling step and once per replacement, never otherwise.
             pseudo_label_fn: batch -> its pseudo-labels (a tensor or a nest of tensors), made by the
-                current model in eval mode (or the EMA teacher). It receives the cache's CPU copy.
+                current model in eval mode (or the EMA teacher). It receives the cache's CPU copy. It may
+                return `KeptRows(rows_of_the_batch, their_labels)` instead: the cache stores those.
 
         Returns:
             A `PseudoLabelCacheStep`; train on `.batch` with `.labels` when `.trains`, else make no update.
@@ -374,6 +399,8 @@ class PseudoLabelCache:
         labels = pseudo_label_fn(batch)
         if labels is None:
             raise ValueError("pseudo_label_fn returned None; it must return the batch's pseudo-label tensor(s)")
+        if isinstance(labels, KeptRows):  # only these rows are kept (and stored)
+            batch, labels = labels.batch, labels.labels
         return batch, _cpu_copy(labels)
 
     def _draw_order(self) -> list[int]:
@@ -552,9 +579,11 @@ __all__ = [
     "TRAIN_AND_REPLACE",
     "UNLABELED_STEP",
     "EmaTeacher",
+    "KeptRows",
     "PseudoLabelCache",
     "PseudoLabelCacheStep",
     "SlimIPLSchedule",
     "lower_regularization",
     "pseudo_labeling_mode",
+    "select_rows",
 ]

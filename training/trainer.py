@@ -48,7 +48,7 @@ from .collate import MlplCollator
 from .config import MODEL_SIZES, ExperimentConfig, config_to_dict, save_config
 from .files import replace_directory, write_json_atomically, write_text_atomically
 from .data import example_durations, records_of
-from .inference import FRAMES_PER_SECOND, greedy_batch, pad_labels, transcribe_batch
+from .inference import FRAMES_PER_SECOND, greedy_batch, pad_labels, sequence_confidence, transcribe_batch
 from .metrics import compute_asr_metrics, flatten_metrics
 from .run_folder import claim_run_folder
 from .streaming import stream_batches, training_stream
@@ -56,10 +56,12 @@ from .trainer_data import TrainingData, language_hours_report, load_training_dat
 from .slimipl import (
     LABELED_STEP,
     EmaTeacher,
+    KeptRows,
     PseudoLabelCache,
     SlimIPLSchedule,
     lower_regularization,
     pseudo_labeling_mode,
+    select_rows,
 )
 
 logger = logging.getLogger("mlpl.trainer")
@@ -588,6 +590,7 @@ class _TrainingRun:
         }
         if self.config.slimipl.enabled:
             record.update({f"slimipl/{k}": v for k, v in {**self.schedule.counters(), **self.cache.counters()}.items()})
+            record["slimipl/dropped_pseudo_labels"] = self.counters.dropped_pseudo_labels
         record.update({f"train_hours/{code}": hours for code, hours in self.language_hours().items()})
         self.log(record)
         self.progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2g}")
@@ -645,9 +648,11 @@ class _TrainingRun:
             return kind, None
         return kind, dict(cache_step.batch, labels=cache_step.labels)
 
-    def pseudo_label(self, batch: dict) -> torch.Tensor:
+    def pseudo_label(self, batch: dict) -> torch.Tensor | KeptRows:
         """slimIPL's pseudo-labels of an unlabeled batch: the model (or its EMA teacher) in eval mode, no
-        SpecAugment, greedy, no LM; cropped during the cropping warm-up (docs/design.md §5)."""
+        SpecAugment, greedy, no LM; cropped during the cropping warm-up (docs/design.md §5). With
+        `slimipl.min_confidence`, only the utterances at least that confident (and always the most confident
+        one) are kept, as `KeptRows`."""
         slimipl, counters = self.config.slimipl, self.counters
         crop_frames = int(slimipl.crop_seconds * FRAMES_PER_SECOND) if self.schedule.crops_unlabeled(counters.num_updates) else None
         counters.pseudo_labeled_batches += 1
@@ -658,8 +663,15 @@ class _TrainingRun:
             codes = labeler.config.language_codes
             languages = [codes[index] if index >= 0 else AUTO_LANGUAGE for index in batch["language_ids"].tolist()]
         with pseudo_labeling_mode(labeler):
-            token_ids = greedy_batch(labeler, batch, self.vocabulary, crop_frames, language=languages)[0]
-        return pad_labels(token_ids)
+            token_ids, logits, output_lengths, _ = greedy_batch(labeler, batch, self.vocabulary, crop_frames, language=languages)
+        if slimipl.min_confidence is None:
+            return pad_labels(token_ids)
+        confidences = sequence_confidence(logits, output_lengths)
+        best = max(range(len(confidences)), key=confidences.__getitem__)
+        rows = [row for row, value in enumerate(confidences) if value >= slimipl.min_confidence or row == best]
+        counters.pseudo_labeled_utterances += len(confidences)
+        counters.dropped_pseudo_labels += len(confidences) - len(rows)
+        return KeptRows(select_rows(batch, rows), pad_labels([token_ids[row] for row in rows]))
 
     def train_step(self, batch: dict) -> tuple[Any, torch.Tensor | None]:
         """SpecAugment (labeled and pseudo-labeled batches alike, one set of masks per batch), forward, the
@@ -734,6 +746,8 @@ class _TrainingRun:
                     **self.schedule.counters(), **self.cache.counters(),
                     "pseudo_labeled_batches": counters.pseudo_labeled_batches,
                     "cropped_pseudo_labeled_batches": counters.cropped_pseudo_labeled_batches,
+                    "pseudo_labeled_utterances": counters.pseudo_labeled_utterances,
+                    "dropped_pseudo_labels": counters.dropped_pseudo_labels,
                 }
                 if config.slimipl.enabled
                 else None
