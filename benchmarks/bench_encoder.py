@@ -259,7 +259,7 @@ def main():
     parser.add_argument("--max-relative-positions", type=int, default=920)
     parser.add_argument(
         "--dropout", type=float, default=0.0,
-        help="attention and MLP dropout of every variant (training configs use 0.1-0.3; forward+backward rows only)",
+        help="attention and MLP dropout of every variant (training configs use 0.1-0.3); the stacks run in train mode",
     )
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
     arguments = parser.parse_args()
