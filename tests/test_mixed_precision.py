@@ -48,7 +48,7 @@ def test_bf16_training_run_falls_resumes_and_its_model_runs_in_bf16_in_the_pipel
     config = write_config(
         tmp_path / "bf16.yaml",
         tiny_demo_corpus,
-        model={"overrides": TINY_MODEL, "dropout": 0.0, "layerdrop": 0.0},  # dropout 0: the blocked attention
+        model={"overrides": TINY_MODEL, "dropout": 0.0, "layerdrop": 0.0},
         optim={"optimizer": "adamw", "lr": 0.003, "warmup_updates": 4, "halve_lr_at": None, "max_grad_norm": 5.0},
         spec_augment={"enabled": False},
         train={"max_updates": 24, "save_every": 12, "log_every": 4, "keep_last": 2, "mixed_precision": "bf16"},

@@ -345,8 +345,8 @@ def test_short_batches_attend_over_the_whole_bias_and_long_ones_take_the_blocked
 
 
 def test_model_gradients_are_the_same_on_the_blocked_and_the_whole_bias_paths(blocked_attention):
-    """Training without attention dropout takes RelativePositionAttention; the eager path builds the whole
-    bias: the same loss and parameter gradients (table shorter than the sequence, padded batch)."""
+    """RelativePositionAttention (forced by the fixture for this short batch) and the eager path, which builds the
+    whole bias: the same loss and parameter gradients (no dropout, table shorter than the sequence, padded batch)."""
     torch.manual_seed(0)
     model = MlplForCTC(tiny_config(max_relative_positions=5)).train()
     features, mask = random_batch([60, 41], seed=2)
