@@ -69,6 +69,33 @@ def test_matches_the_straightforward_implementation(feature_extractor, speech_li
         assert torch.all(output["input_features"][row, valid:] == 0)
 
 
+@pytest.mark.parametrize("frames_per_chunk", [2, 50, 255])
+def test_chunked_frames_match_the_reference(speech_like_signals, frames_per_chunk):
+    """The batch goes through FFT and filters in chunks of frames (docs/design.md §1, step 4): chunks of one
+    frame per utterance, several chunks with a partial last one, and chunks that split between utterances'
+    lengths must all give the frame-by-frame reference."""
+    extractor = MlplFeatureExtractor()
+    extractor.frames_per_chunk = frames_per_chunk
+    output = extractor(speech_like_signals, sampling_rate=16000, return_tensors="pt")
+    whole = MlplFeatureExtractor()(speech_like_signals, sampling_rate=16000, return_tensors="pt")
+    torch.testing.assert_close(output["input_features"], whole["input_features"], rtol=0, atol=1e-5)
+    for row, signal in enumerate(speech_like_signals):
+        valid = int(output["attention_mask"][row].sum())
+        np.testing.assert_allclose(output["input_features"][row, :valid].double().numpy(), reference_mfsc(signal), atol=1e-4)
+
+
+def test_without_preemphasis_frames_are_only_windowed(speech_like_signals):
+    """preemphasis=0 skips the emphasis buffer: the features then equal those of a signal whose frames are the raw samples."""
+    extractor = MlplFeatureExtractor(preemphasis=0.0, do_normalize=False)
+    extractor.frames_per_chunk = 40
+    signal = speech_like_signals[0]
+    features = extractor(signal, sampling_rate=16000, return_tensors="pt")["input_features"][0].double().numpy()
+    frames = np.lib.stride_tricks.sliding_window_view(signal.astype(np.float64) * 32768.0, 400)[::160]
+    spectrum = np.abs(np.fft.rfft(frames * np.hamming(400), n=512))
+    expected = np.log(np.maximum(spectrum @ extractor._mel_filters.double().numpy(), 1.0))
+    np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-3)
+
+
 def test_matches_reference_on_real_recorded_audio(feature_extractor, tiny_demo_corpus):
     clip = sorted((tiny_demo_corpus / "cv").glob("*/clips/*.mp3"))[0]
     audio, rate = soundfile.read(clip, dtype="float32")
