@@ -59,3 +59,22 @@ def test_leaving_the_loop_early_stops_the_thread():
 def test_a_negative_prefetch_depth_is_refused_naming_the_value():
     with pytest.raises(ValueError, match="prefetch_batches=-1"):
         PseudoLabelConfig(prefetch_batches=-1)
+
+
+@pytest.mark.parametrize(
+    "device, threads, cpus, workers, depth",
+    [
+        ("cpu", 2, 2, 0, 0),  # the forward's threads take every core: in turn
+        ("cpu", 1, 2, 0, 2),  # a core is free: the thread reads ahead
+        ("cuda", 2, 2, 0, 2),  # the forward runs on the accelerator: the CPU is free
+        ("cpu", 1, 2, 1, 0),  # DataLoader workers decode ahead themselves
+    ],
+)
+def test_the_thread_reads_ahead_only_where_a_core_is_free(monkeypatch, device, threads, cpus, workers, depth):
+    from mlpl.pseudo_label import batches as batches_module
+
+    monkeypatch.setattr(batches_module, "default_workers", lambda: cpus)
+    monkeypatch.setattr(batches_module.torch, "get_num_threads", lambda: threads)
+    prefetched = Prefetched.of(CountingBatches(3), PseudoLabelConfig(num_workers=workers), device)
+    assert prefetched.depth == depth
+    assert list(prefetched) == [0, 1, 2]

@@ -126,7 +126,7 @@ def route_utterances(
     batches = (MapStyleBatches if isinstance(source, Dataset) else StreamBatches)(source, config, processes, collator)
     unreadable, rows = SkipCounter(), []
     skips_before = data_layer.stream_skipped_total()
-    read = Prefetched.of(batches, config)
+    read = Prefetched.of(batches, config, processes.device)
     progress = tqdm(total=read.total, desc="routing by LID", unit="batch", disable=not processes.is_main or None)
     router.to(processes.device)
     with pseudo_labeling_mode(router), torch.inference_mode():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import logging
 import queue
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -22,7 +23,10 @@ from ..audio import SAMPLING_RATE
 from ..batching import DurationBatchSampler, DurationBucketingStream
 from ..collate import MlplCollator
 from ..data import AUDIO_REFERENCE, DecodeTransform, SkipCounter, example_durations, records_of
+from ..header_index import default_workers
 from .config import UNREADABLE, PseudoLabelConfig
+
+logger = logging.getLogger("mlpl.pseudo_label")
 
 
 class PseudoLabelCollator(MlplCollator):
@@ -176,6 +180,17 @@ class StreamBatches:
             yield batch, None
 
 
+def thread_has_a_free_core(device: torch.device | str) -> bool:
+    """Whether a decoding thread beside the forward runs on a core the forward leaves free: always when the
+    forward runs on an accelerator; on the CPU only when torch's intra-op threads are fewer than the CPUs this
+    process may use. Otherwise the thread preempts the forward's threads, which then wait for each other at
+    every op: on 2 cores the demo model's pseudo-labeling ran at 0.54 of the pure forward with the thread and
+    0.81 in turn (benchmarks/bench_pseudo_label.py)."""
+    if torch.device(device).type != "cpu":
+        return True
+    return torch.get_num_threads() < default_workers()
+
+
 class Prefetched:
     """Iterate `batches` in a background thread, `depth` batches ahead: audio decoding (soundfile, soxr) and
     features (torch) release the GIL, so they overlap the forward of the batch before. Each item comes with
@@ -191,10 +206,18 @@ class Prefetched:
         self.state, self.stream_skips = copy.deepcopy(batches.state()), data_layer.stream_skipped_total()
 
     @classmethod
-    def of(cls, batches, config: PseudoLabelConfig) -> "Prefetched":
+    def of(cls, batches, config: PseudoLabelConfig, device: torch.device | str = "cpu") -> "Prefetched":
         """Without DataLoader workers, decoding and features run `config.prefetch_batches` batches ahead of the
-        forward; with workers (which decode ahead themselves), in turn."""
-        return cls(batches, config.prefetch_batches if config.num_workers == 0 else 0)
+        forward where a core is free for them (`thread_has_a_free_core`); with workers (which decode ahead
+        themselves), or when the forward's threads take every core, in turn."""
+        depth = config.prefetch_batches if config.num_workers == 0 else 0
+        if depth and not thread_has_a_free_core(device):
+            logger.info(
+                "pseudo-labeling decodes in turn with the forward: torch's %d threads take all %d CPUs here, and a "
+                "prefetching thread would take cores from the forward (docs/design.md §6, stage 4)", torch.get_num_threads(), default_workers()
+            )
+            depth = 0
+        return cls(batches, depth)
 
     @property
     def total(self) -> int | None:

@@ -55,7 +55,8 @@ class PseudoLabelConfig:
             = 384 MB).
         num_workers: DataLoader workers decoding audio and computing features.
         prefetch_batches: without workers, batches decoded and featurized ahead in a background thread,
-            overlapping the forward (0: none, everything in turn).
+            overlapping the forward (0: none, everything in turn). Only where a core is free for the thread:
+            on a CPU whose every core runs torch's threads, batches are read in turn (docs/design.md §6).
         seed: order of the batches (the result does not depend on it).
         resume: reuse the finished parts of an interrupted run with the same parameters.
         overwrite: replace an existing output folder (only once the new one is complete).

@@ -164,7 +164,7 @@ def _pseudo_label_share(model, processor, batches, writer: RankWriter, config, n
     if isinstance(batches, StreamBatches) and not observes_stream_skips:
         counts.unreadable_counted = False  # decoded in the workers: the data layer logs them there
     started = time.monotonic() - counts.elapsed_seconds
-    read = Prefetched.of(batches, config)  # the thread decodes ahead of the forward (no DataLoader workers)
+    read = Prefetched.of(batches, config, processes.device)  # a thread decodes ahead where a core is free for it
     progress = tqdm(total=read.total, initial=writer.position.get("batches", 0) if writer.position else 0,
                     desc=f"pseudo-labeling ({name})", unit="batch", disable=not processes.is_main or None)  # fmt: skip
     model.to(processes.device)
