@@ -248,3 +248,51 @@ def test_the_demo_config_runs_on_another_corpus_and_takes_its_languages_from_the
     recipe = Recipe(config)
     assert recipe.labeled_languages == ["bg", "de"] and recipe.pl_languages == ["bg"]
     assert recipe.config.labeled.path == str(other / "cv") and not (tmp_path / "out" / "corpus").exists()  # no demo corpus built
+
+
+def test_seed_replicates_rerun_the_last_stages_on_the_same_earlier_ones(recipe_run):
+    """--seeds 1: stages 5-6 and their controls train again with seed 1 on the base run's (linked) stages 1-4;
+    across_seeds.md / .json set each effect of the two runs side by side with its interval across them."""
+    output, _, _ = recipe_run
+    config = output.parent / "recipe.yaml"
+    command = [sys.executable, "scripts/run_recipe.py", "--config", str(config), "--languages", "el", "--stages", "5-6", "--seeds", "1"]
+    completed = subprocess.run(command, cwd=REPOSITORY, env=ENVIRONMENT, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, f"{completed.stdout[-2000:]}\n{completed.stderr[-5000:]}"
+    replicate = output / "seeds" / "seed_1"
+    for stage in (1, 2, 3, 4):
+        assert (replicate / "stages" / STAGE_FOLDERS[stage]).is_symlink()
+    assert (replicate / "stages" / CONTROL_FOLDERS[3]).resolve() == (output / "stages" / CONTROL_FOLDERS[3]).resolve()
+    for folder in (STAGE_FOLDERS[5], CONTROL_FOLDERS[5], STAGE_FOLDERS[6], CONTROL_FOLDERS[6]):
+        unit = replicate / "stages" / folder
+        assert not unit.is_symlink() and (unit / "DONE.json").is_file()
+        trained = yaml.safe_load((unit / "config.yaml").read_text())
+        base = yaml.safe_load((output / "stages" / folder / "config.yaml").read_text())
+        assert trained["train"]["seed"] == 1 and base["train"]["seed"] == 0
+        assert {k: v for k, v in trained["train"].items() if k not in ("seed", "output_dir")} == {k: v for k, v in base["train"].items() if k not in ("seed", "output_dir")}
+    stage5 = yaml.safe_load((replicate / "stages" / STAGE_FOLDERS[5] / "config.yaml").read_text())
+    assert Path(stage5["model"]["init_from"]).resolve() == (output / "stages" / STAGE_FOLDERS[1] / "best").resolve()
+    assert any(source["kind"] == "pseudo_labels" for source in stage5["data"]["train"])
+    assert not (replicate / "corpus").exists()  # the base run's data, not a second demo corpus
+    summary = json.loads((output / "across_seeds.json").read_text())
+    assert list(summary["runs"]) == ["seed 0", "seed 1"] and summary["replicated_stages"] == "5-6"
+    for split in ("dev", "test"):
+        assert set(summary["comparisons"][split]) == {"5 vs 5c", "6 vs 6c"}  # stage 3 is shared, not replicated
+        for entry in summary["comparisons"][split].values():
+            row = entry["per_language"]["el"]
+            assert row["num_runs"] == 2 and row["relative_low"] <= row["mean_relative"] <= row["relative_high"]
+            assert set(row["runs"]) == {"seed 0", "seed 1"}
+    base_final = json.loads((output / "results.json").read_text())["comparisons"]["test"]["6 vs 6c"]["per_language"]["el"]
+    assert summary["comparisons"]["test"]["6 vs 6c"]["per_language"]["el"]["runs"]["seed 0"]["relative"] == base_final["relative"]
+    report = (output / "across_seeds.md").read_text()
+    assert "## stage 6 (final) vs labeled-only control (test)" in report and "| el |" in report
+    assert "# Arms against their controls over 2 runs" in completed.stdout
+    refused = subprocess.run([*command[:-1], "0"], cwd=REPOSITORY, env=ENVIRONMENT, capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "other than the base run's 0" in refused.stderr
+    # the evaluate command sets any finished runs side by side with the same function
+    evaluate = [sys.executable, "scripts/evaluate.py", "--across-runs", str(output), str(replicate), "--output-dir", str(output.parent / "across")]
+    completed = subprocess.run(evaluate, cwd=REPOSITORY, env=ENVIRONMENT, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    again = json.loads((output.parent / "across" / "across_runs.json").read_text())
+    assert again["comparisons"]["test"]["6 vs 6c"]["per_language"]["el"]["mean_relative"] == summary["comparisons"]["test"]["6 vs 6c"]["per_language"]["el"]["mean_relative"]
+    single = subprocess.run(evaluate[:4], cwd=REPOSITORY, env=ENVIRONMENT, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 2 and "at least 2 runs, got 1" in single.stderr

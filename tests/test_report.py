@@ -100,3 +100,61 @@ def test_evaluate_script_compares_two_evaluation_folders(tmp_path):
     saved = json.loads((tmp_path / "out" / "comparison.json").read_text())
     assert saved["comparison"]["el"]["excludes_zero"] and saved["comparison"]["el"]["high"] < 0
     assert (tmp_path / "out" / "comparison.md").read_text().startswith("| |")
+
+
+def _run_results(relative_by_language, excludes_zero=True):
+    """results.json's comparisons of one run: stage 6 vs its control on test, control CER 0.40 per language."""
+    per_language = {}
+    for label, relative in relative_by_language.items():
+        control = 0.40
+        per_language[label] = {"cer_a": control, "cer_b": control * (1 + relative), "difference": control * relative, "relative": relative,
+                               "low": control * relative - 0.01, "high": control * relative + 0.01, "num_utterances": 77,
+                               "confidence": 0.95, "num_resamples": 1000, "excludes_zero": excludes_zero}  # fmt: skip
+    return {"stages": {}, "comparisons": {"test": {"6 vs 6c": {"title": "stage 6 (final) vs labeled-only control", "arm": "6", "control": "6c",
+                                                              "per_language": per_language}}}}  # fmt: skip
+
+
+def test_t_interval_against_the_textbook_case():
+    from mlpl.report import t_interval
+
+    mean, low, high = t_interval([1.0, 2.0, 3.0])  # sd 1, n 3: half-width t(0.975, 2) / sqrt(3) = 4.303 / 1.732
+    assert mean == 2.0 and high - mean == pytest.approx(4.303 / math.sqrt(3)) and mean - low == pytest.approx(high - mean)
+    values = [float(v) for v in range(40)]  # beyond 30 degrees of freedom: the normal quantile
+    mean, low, high = t_interval(values)
+    assert high - mean == pytest.approx(1.960 * np.std(values, ddof=1) / math.sqrt(40))
+    with pytest.raises(ValueError, match="at least 2 runs, got 1"):
+        t_interval([0.5])
+
+
+def test_across_runs_gives_the_mean_effect_and_its_interval_over_runs():
+    from mlpl.report import across_runs, across_runs_markdown
+
+    runs = {"seed0": _run_results({"el": -0.10, "mean": -0.06}), "seed1": _run_results({"el": -0.20, "mean": -0.06}),
+            "seed2": _run_results({"el": -0.30, "mean": -0.06}, excludes_zero=False)}  # fmt: skip
+    aggregated = across_runs(runs)
+    el = aggregated["test"]["6 vs 6c"]["per_language"]["el"]
+    assert el["mean_relative"] == pytest.approx(-0.20) and el["num_runs"] == 3 and el["runs_excluding_zero"] == 2
+    assert el["relative_high"] - el["mean_relative"] == pytest.approx(4.303 * 0.10 / math.sqrt(3))
+    assert el["mean_difference"] == pytest.approx(0.40 * -0.20) and el["mean_cer_control"] == pytest.approx(0.40)
+    assert el["runs"]["seed1"]["relative"] == -0.20
+    mean = aggregated["test"]["6 vs 6c"]["per_language"]["mean"]
+    assert mean["relative_low"] == pytest.approx(-0.06) == mean["relative_high"]  # the same effect in every run: a point
+    table = across_runs_markdown(aggregated, list(runs))
+    assert "## stage 6 (final) vs labeled-only control (test)" in table
+    assert "| el | 40.0 | 32.0 | -10.0 / -20.0 / -30.0 % | -20.0 % | [-44.8, +4.8] % |" in table and "| 2 of 3 |" in table
+
+
+def test_across_runs_leaves_out_what_a_run_lacks_and_refuses_a_single_run(tmp_path):
+    from mlpl.report import across_runs, read_run_results
+
+    with_stage3 = _run_results({"el": -0.1, "mean": -0.1})
+    with_stage3["comparisons"]["test"]["3 vs 3c"] = with_stage3["comparisons"]["test"]["6 vs 6c"]
+    aggregated = across_runs({"a": with_stage3, "b": _run_results({"el": -0.2, "mean": -0.2})})
+    assert set(aggregated["test"]) == {"6 vs 6c"}
+    with pytest.raises(ValueError, match="at least 2 runs, got 1"):
+        across_runs({"a": with_stage3})
+    with pytest.raises(FileNotFoundError, match="no results.json"):
+        read_run_results(tmp_path)
+    (tmp_path / "results.json").write_text(json.dumps({"stages": {}, "comparisons": {}}))
+    with pytest.raises(ValueError, match="no comparisons.*controls"):
+        read_run_results(tmp_path)

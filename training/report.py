@@ -10,6 +10,9 @@ The recipe's results (docs/design.md §6) are rendered here too, from plain data
 `cer_table` (CER per split, language and stage), `compare_with_controls` (every arm against its labeled-only
 control), `pseudo_label_table` / `routing_table` (stage 4) and `write_results` (results.md and the plots).
 The stage order and the comparisons are `mlpl.stages`'.
+
+`across_runs` sets one comparison beside its replicates: several recipe runs with other seeds, each effect's
+mean with a Student-t interval across the runs (`scripts/evaluate.py --across-runs RUN RUN ...`).
 """
 
 from __future__ import annotations
@@ -144,6 +147,108 @@ def comparison_to_dict(comparisons: Mapping[str, PairedComparison]) -> dict[str,
     import dataclasses
 
     return {label: {**dataclasses.asdict(c), "excludes_zero": c.excludes_zero} for label, c in comparisons.items()}
+
+
+# Two-sided 97.5 % quantiles of Student's t for 1..30 degrees of freedom (beyond: the normal's 1.960).
+T_QUANTILES_975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+    2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)
+
+
+def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """(mean, low, high): the 95 % Student-t interval of the mean of independent `values` (at least 2)."""
+    import statistics
+
+    if len(values) < 2:
+        raise ValueError(f"an interval across runs needs at least 2 runs, got {len(values)}")
+    mean = statistics.fmean(values)
+    degrees = len(values) - 1
+    quantile = T_QUANTILES_975[degrees - 1] if degrees <= len(T_QUANTILES_975) else 1.960
+    half = quantile * statistics.stdev(values) / len(values) ** 0.5
+    return mean, mean - half, mean + half
+
+
+def read_run_results(run: str | os.PathLike) -> dict[str, Any]:
+    """A recipe run's results.json: `run` is the run's output folder or the file itself."""
+    path = Path(run)
+    path = path / "results.json" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"{run}: no results.json; pass a finished recipe run's output folder (or its results.json)")
+    results = json.loads(path.read_text())
+    if not results.get("comparisons"):
+        raise ValueError(f"{path} has no comparisons; run the recipe with controls (`--controls` or `controls: true`)")
+    return results
+
+
+def across_runs(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Each arm-vs-control effect over independent runs (replicates with other seeds), beside the utterance-level
+    intervals of each run.
+
+    A paired bootstrap over utterances says how sure one training run's comparison is; it cannot see how much the
+    comparison moves when the training runs again with other random streams. Over N runs: the mean difference and
+    relative change, each with its 95 % Student-t interval across the runs (N - 1 degrees of freedom), and how many
+    runs' own utterance-level intervals exclude 0.
+
+    `runs`: name -> results.json content (`read_run_results`). Returns {split: {comparison: {"title",
+    "per_language": {code | "mean": {...}}}}} for the comparisons and languages every run has.
+    """
+    if len(runs) < 2:
+        raise ValueError(f"an interval across runs needs at least 2 runs, got {len(runs)}")
+    names = list(runs)
+    first = runs[names[0]]["comparisons"]
+    aggregated: dict[str, Any] = {}
+    for split, comparisons in first.items():
+        for key, entry in comparisons.items():
+            present = [runs[name]["comparisons"].get(split, {}).get(key) for name in names]
+            if any(item is None for item in present):
+                missing = [name for name, item in zip(names, present) if item is None]
+                logger.warning("%s (%s) is missing in %s; left out of the table across runs", key, split, ", ".join(missing))
+                continue
+            per_language = {}
+            for label in entry["per_language"]:
+                rows = [item["per_language"].get(label) for item in present]
+                if any(row is None for row in rows):
+                    continue
+                difference = t_interval([row["difference"] for row in rows])
+                relative = t_interval([row["relative"] for row in rows])
+                per_language[label] = {
+                    "runs": dict(zip(names, ({"cer_control": r["cer_a"], "cer_arm": r["cer_b"], "relative": r["relative"],
+                                               "excludes_zero": r["excludes_zero"]} for r in rows))),  # fmt: skip
+                    "mean_cer_control": sum(r["cer_a"] for r in rows) / len(rows),
+                    "mean_cer_arm": sum(r["cer_b"] for r in rows) / len(rows),
+                    "mean_difference": difference[0], "difference_low": difference[1], "difference_high": difference[2],
+                    "mean_relative": relative[0], "relative_low": relative[1], "relative_high": relative[2],
+                    "runs_excluding_zero": sum(1 for r in rows if r["excludes_zero"] and r["difference"] < 0),
+                    "num_runs": len(rows),
+                }  # fmt: skip
+            aggregated.setdefault(split, {})[key] = {"title": entry["title"], "per_language": per_language}
+    return aggregated
+
+
+def across_runs_markdown(aggregated: Mapping[str, Any], names: Sequence[str]) -> str:
+    """The Markdown tables of `across_runs`: per split and comparison, one row per language, then the mean."""
+    lines = [
+        f"# Arms against their controls over {len(names)} runs", "",
+        f"Runs: {', '.join(names)}. Relative = (arm - control) / control per run (negative: pseudo-labels helped); "
+        "mean over runs with its 95 % Student-t interval across runs; 'runs better' counts the runs whose own "
+        "paired-bootstrap interval over utterances lies below 0.", "",
+    ]  # fmt: skip
+    for split in [s for s in ("test", "dev") if s in aggregated] + [s for s in aggregated if s not in ("test", "dev")]:
+        for entry in aggregated[split].values():
+            lines += [f"## {entry['title']} ({split})", ""]
+            lines += ["| | control CER | arm CER | relative per run | mean relative | 95 % CI across runs | difference (points), 95 % CI | runs better |",
+                      "|---|---:|---:|---|---:|---:|---:|---:|"]  # fmt: skip
+            for label, row in entry["per_language"].items():
+                per_run = " / ".join(f"{100 * run['relative']:+.1f}" for run in row["runs"].values())
+                lines.append(
+                    f"| {'mean over languages' if label == 'mean' else label} | {_percent(row['mean_cer_control'])} | {_percent(row['mean_cer_arm'])} | "
+                    f"{per_run} % | {_percent(row['mean_relative'], True)} % | [{_percent(row['relative_low'], True)}, {_percent(row['relative_high'], True)}] % | "
+                    f"{_percent(row['mean_difference'], True)} [{_percent(row['difference_low'], True)}, {_percent(row['difference_high'], True)}] | "
+                    f"{row['runs_excluding_zero']} of {row['num_runs']} |"
+                )
+            lines.append("")
+    return "\n".join(lines)
 
 
 def routing_accuracy(routing_dir: str | os.PathLike, manifest: str | os.PathLike | Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ holding one as cv/, like the demo corpus), a Flashlight list (--language), a fol
 Hub dataset id (--hub-config, --language). VoxPopuli folders are unlabeled and refused.
 
     python scripts/evaluate.py --compare eval/control eval/slimipl        # B against A on the same utterances
+    python scripts/evaluate.py --across-runs runs/seed0 runs/seed1 runs/seed2   # the same comparisons over seeds
     python scripts/evaluate.py --routing outputs/recipe/stages/4_pseudo_labels/und data/demo/voxpopuli_mixed
 
 (`mlpl-evaluate` is the same command; the beam-search flags are the fields of `BeamSettings`.)
@@ -18,6 +19,11 @@ Writes to --output-dir: metrics.json, report.md, predictions.jsonl, cer_per_lang
 --compare A B pairs two evaluation folders' predictions.jsonl by utterance and prints, per language and
 for the mean over languages, both CERs, B - A and its 95 % paired bootstrap interval (training/report.py,
 the function the recipe's results report uses); with --output-dir it also writes comparison.md/.json.
+--across-runs RUN RUN ... reads the results.json of several recipe runs of one config with other seeds
+(`common.train.seed=K`, each into its own output_dir) and gives, per comparison and language, each run's
+relative change, their mean and its 95 % Student-t interval across the runs: how much of an effect survives
+a rerun, which the utterance-level intervals of one run cannot say (training/report.py across_runs); with
+--output-dir it writes across_runs.md/.json.
 --routing ROUTING_DIR MANIFEST scores stage 4's LID routing of audio of unknown language against the true
 languages (and transcripts) of a manifest.tsv (the demo corpus's voxpopuli_mixed/): confusion per true
 language, accuracy, CER of the routed pseudo-labels (training/report.py routing_accuracy; docs/design.md §10);
@@ -55,6 +61,9 @@ class EvaluateOptions:
     data: str | None = option(None, help="labeled data source (see above)")
     compare: list[str] | None = option(None, nargs=2, metavar=("A", "B"), help="compare two evaluation folders (B against A) instead of evaluating")
     resamples: int = option(1000, help="bootstrap resamples of --compare")
+    across_runs: list[str] | None = option(None, nargs="+", metavar="RUN",
+                                           help="recipe runs (output folders or results.json) of one config with other seeds: each arm's "
+                                                "effect against its control, mean and 95 %% interval across the runs, instead of evaluating")
     routing: list[str] | None = option(None, nargs=2, metavar=("ROUTING_DIR", "MANIFEST"),
                                        help="score a routing folder against a manifest.tsv (or the folder holding it) instead of evaluating")
     split: str = option("dev", help="split to evaluate (Common Voice TSV / Hub split)")
@@ -105,9 +114,11 @@ def parse_arguments(argv=None):
     command = command_line()
     parsed = command.parse(argv)
     options, lm, beam = parsed.sections
-    if options.compare or options.routing:
+    if options.compare or options.routing or options.across_runs:
         if options.model or options.data:
-            command.error("--compare and --routing read finished outputs; drop --model/--data")
+            command.error("--compare, --across-runs and --routing read finished outputs; drop --model/--data")
+        if options.across_runs and len(options.across_runs) < 2:
+            command.error(f"--across-runs needs at least 2 runs, got {len(options.across_runs)}")
         return options, lm, None, None, None
     if not options.model or not options.data:
         command.error("--model and --data are required (or --compare A B)")
@@ -134,6 +145,9 @@ def main(argv=None) -> None:
         return
     if options.routing:
         routing(*options.routing, output_dir=options.output_dir)
+        return
+    if options.across_runs:
+        compare_runs(options.across_runs, output_dir=options.output_dir)
         return
 
     import torch
@@ -198,6 +212,20 @@ def compare(folder_a: str, folder_b: str, *, languages=None, output_dir=None, re
         write_text_atomically(Path(output_dir) / "comparison.md", table + "\n")
         write_json_atomically(Path(output_dir) / "comparison.json", {"a": str(folder_a), "b": str(folder_b), "comparison": comparison_to_dict(result)})
         print(f"files in {output_dir}: comparison.md, comparison.json")
+
+
+def compare_runs(runs: list[str], *, output_dir=None) -> None:
+    from ..files import write_json_atomically, write_text_atomically
+    from ..report import across_runs, across_runs_markdown, read_run_results
+
+    results = {run: read_run_results(run) for run in runs}
+    aggregated = across_runs(results)
+    table = across_runs_markdown(aggregated, list(results))
+    print(table)
+    if output_dir:
+        write_text_atomically(Path(output_dir) / "across_runs.md", table + "\n")
+        write_json_atomically(Path(output_dir) / "across_runs.json", {"runs": list(results), "comparisons": aggregated})
+        print(f"files in {output_dir}: across_runs.md, across_runs.json")
 
 
 def routing(routing_dir: str, manifest: str, *, output_dir=None) -> None:
