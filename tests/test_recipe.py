@@ -288,6 +288,9 @@ def test_seed_replicates_rerun_the_last_stages_on_the_same_earlier_ones(recipe_r
     assert "# Arms against their controls over 2 runs" in completed.stdout
     refused = subprocess.run([*command[:-1], "0"], cwd=REPOSITORY, env=ENVIRONMENT, capture_output=True, text=True, timeout=600)
     assert refused.returncode != 0 and "other than the base run's 0" in refused.stderr
+    # the same seed from an earlier stage would find the base run's stage 3-4 linked there: refused, not skipped
+    earlier = subprocess.run([*command, "--replicate-from", "3"], cwd=REPOSITORY, env=ENVIRONMENT, capture_output=True, text=True, timeout=600)
+    assert earlier.returncode != 0 and "must retrain it" in earlier.stderr and "3_slimipl" in earlier.stderr
     # the evaluate command sets any finished runs side by side with the same function
     evaluate = [sys.executable, "scripts/evaluate.py", "--across-runs", str(output), str(replicate), "--output-dir", str(output.parent / "across")]
     completed = subprocess.run(evaluate, cwd=REPOSITORY, env=ENVIRONMENT, capture_output=True, text=True, timeout=300)

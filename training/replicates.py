@@ -49,8 +49,18 @@ def replicate_config(config, seed: int, first_stage: int):
 
 
 def link_earlier_stages(base_stages: Path, replicate_stages: Path, first_stage: int) -> list[Path]:
-    """Symlink every finished folder of stages before `first_stage` (arms and controls) into the replicate."""
+    """Symlink every finished folder of stages before `first_stage` (arms and controls) into the replicate.
+
+    A replicate folder made earlier with a later `first_stage` holds links where this one must train (its
+    DONE markers would be the base run's, and the stage would be skipped): refused, naming the folder."""
     replicate_stages.mkdir(parents=True, exist_ok=True)
+    for stage in range(first_stage, max(STAGE_FOLDERS) + 1):
+        for folder in (STAGE_FOLDERS.get(stage), CONTROL_FOLDERS.get(stage)):
+            if folder and (replicate_stages / folder).is_symlink():
+                raise FileExistsError(
+                    f"{replicate_stages / folder} links to the base run's stage {stage}, but --replicate-from {first_stage} must "
+                    f"retrain it: that replicate was made with a later --replicate-from. Use other seeds, or delete {replicate_stages.parent}"
+                )
     linked = []
     for stage in range(1, first_stage):
         for folder in (STAGE_FOLDERS.get(stage), CONTROL_FOLDERS.get(stage)):
