@@ -216,7 +216,7 @@ class MlplFeatureExtractor(SequenceFeatureExtractor):
         size, hop, win = batch.shape[0], self.hop_length, self.win_length
         chunk = max(1, self.frames_per_chunk // size)
         window = self._window.to(device) * INT16_SCALE
-        first_sample_scale = (1.0 - self.preemphasis) * float(window[0])
+        first_sample_scale = (1.0 - self.preemphasis) * float(self._window[0]) * INT16_SCALE  # from the CPU copy: no device sync
         mel_filters = self._mel_filters.to(device)
         features = torch.empty(size, total_frames, mel_filters.shape[1], dtype=torch.float32, device=device)
         padded = torch.zeros(size, min(chunk, total_frames), self.n_fft, dtype=torch.float32, device=device)

@@ -39,7 +39,6 @@ def replicate_config(config, seed: int, first_stage: int):
     replicate = copy.deepcopy(config)
     replicate.output_dir = str(Path(config.output_dir) / SEEDS_FOLDER / f"seed_{seed}")
     replicate.demo_corpus = None
-    replicate.common = copy.deepcopy(config.common)
     replicate.common.setdefault("train", {})["seed"] = seed
     for stage in range(first_stage, max(STAGE_FOLDERS) + 1):
         section = getattr(replicate, f"stage{stage}", None)
@@ -48,31 +47,37 @@ def replicate_config(config, seed: int, first_stage: int):
     return replicate
 
 
+def _unit_folders(stages):
+    """(stage, folder name) of each stage's arm and control folders."""
+    for stage in stages:
+        for folder in (STAGE_FOLDERS.get(stage), CONTROL_FOLDERS.get(stage)):
+            if folder:
+                yield stage, folder
+
+
 def link_earlier_stages(base_stages: Path, replicate_stages: Path, first_stage: int) -> list[Path]:
     """Symlink every finished folder of stages before `first_stage` (arms and controls) into the replicate.
 
     A replicate folder made earlier with a later `first_stage` holds links where this one must train (its
     DONE markers would be the base run's, and the stage would be skipped): refused, naming the folder."""
     replicate_stages.mkdir(parents=True, exist_ok=True)
-    for stage in range(first_stage, max(STAGE_FOLDERS) + 1):
-        for folder in (STAGE_FOLDERS.get(stage), CONTROL_FOLDERS.get(stage)):
-            if folder and (replicate_stages / folder).is_symlink():
-                raise FileExistsError(
-                    f"{replicate_stages / folder} links to the base run's stage {stage}, but --replicate-from {first_stage} must "
-                    f"retrain it: that replicate was made with a later --replicate-from. Use other seeds, or delete {replicate_stages.parent}"
-                )
+    for stage, folder in _unit_folders(range(first_stage, max(STAGE_FOLDERS) + 1)):
+        if (replicate_stages / folder).is_symlink():
+            raise FileExistsError(
+                f"{replicate_stages / folder} links to the base run's stage {stage}, but --replicate-from {first_stage} must "
+                f"retrain it: that replicate was made with a later --replicate-from. Use other seeds, or delete {replicate_stages.parent}"
+            )
     linked = []
-    for stage in range(1, first_stage):
-        for folder in (STAGE_FOLDERS.get(stage), CONTROL_FOLDERS.get(stage)):
-            source, target = (base_stages / folder, replicate_stages / folder) if folder else (None, None)
-            if source is None or not source.exists():
-                continue
-            if target.is_symlink() or target.exists():
-                if target.resolve() != source.resolve():
-                    raise FileExistsError(f"{target} exists and is not a link to {source}; delete it to replicate from this run")
-                continue
-            os.symlink(source.resolve(), target, target_is_directory=True)
-            linked.append(target)
+    for _, folder in _unit_folders(range(1, first_stage)):
+        source, target = base_stages / folder, replicate_stages / folder
+        if not source.exists():
+            continue
+        if target.is_symlink() or target.exists():
+            if target.resolve() != source.resolve():
+                raise FileExistsError(f"{target} exists and is not a link to {source}; delete it to replicate from this run")
+            continue
+        os.symlink(source.resolve(), target, target_is_directory=True)
+        linked.append(target)
     return linked
 
 

@@ -201,44 +201,38 @@ def main(argv=None) -> None:
     print(f"files in {output_dir}: {', '.join(sorted(result.files))}")
 
 
-def compare(folder_a: str, folder_b: str, *, languages=None, output_dir=None, resamples: int = 1000) -> None:
+def _show(table: str, output_dir, name: str, payload: dict) -> None:
+    """Print a report's Markdown table; with `output_dir`, also write it as <name>.md beside <name>.json."""
     from ..files import write_json_atomically, write_text_atomically
+
+    print(table)
+    if output_dir:
+        write_text_atomically(Path(output_dir) / f"{name}.md", table + "\n")
+        write_json_atomically(Path(output_dir) / f"{name}.json", payload)
+        print(f"files in {output_dir}: {name}.md, {name}.json")
+
+
+def compare(folder_a: str, folder_b: str, *, languages=None, output_dir=None, resamples: int = 1000) -> None:
     from ..report import compare_predictions, comparison_markdown, comparison_to_dict, read_predictions
 
     result = compare_predictions(read_predictions(folder_a), read_predictions(folder_b), languages=languages, num_resamples=resamples)
     table = comparison_markdown(result, f"A ({folder_a})", f"B ({folder_b})")
-    print(table)
-    if output_dir:
-        write_text_atomically(Path(output_dir) / "comparison.md", table + "\n")
-        write_json_atomically(Path(output_dir) / "comparison.json", {"a": str(folder_a), "b": str(folder_b), "comparison": comparison_to_dict(result)})
-        print(f"files in {output_dir}: comparison.md, comparison.json")
+    _show(table, output_dir, "comparison", {"a": str(folder_a), "b": str(folder_b), "comparison": comparison_to_dict(result)})
 
 
 def compare_runs(runs: list[str], *, output_dir=None) -> None:
-    from ..files import write_json_atomically, write_text_atomically
     from ..report import across_runs, across_runs_markdown, read_run_results
 
     results = {run: read_run_results(run) for run in runs}
     aggregated = across_runs(results)
-    table = across_runs_markdown(aggregated, list(results))
-    print(table)
-    if output_dir:
-        write_text_atomically(Path(output_dir) / "across_runs.md", table + "\n")
-        write_json_atomically(Path(output_dir) / "across_runs.json", {"runs": list(results), "comparisons": aggregated})
-        print(f"files in {output_dir}: across_runs.md, across_runs.json")
+    _show(across_runs_markdown(aggregated, list(results)), output_dir, "across_runs", {"runs": list(results), "comparisons": aggregated})
 
 
 def routing(routing_dir: str, manifest: str, *, output_dir=None) -> None:
-    from ..files import write_json_atomically, write_text_atomically
     from ..report import routing_accuracy, routing_markdown
 
     report = routing_accuracy(routing_dir, manifest)
-    table = routing_markdown(report)
-    print(table)
-    if output_dir:
-        write_text_atomically(Path(output_dir) / "routing.md", table + "\n")
-        write_json_atomically(Path(output_dir) / "routing.json", {"routing": str(routing_dir), "manifest": str(manifest), **report})
-        print(f"files in {output_dir}: routing.md, routing.json")
+    _show(routing_markdown(report), output_dir, "routing", {"routing": str(routing_dir), "manifest": str(manifest), **report})
 
 
 __all__ = ["EvaluateOptions", "LmOptions", "main", "parse_arguments"]
