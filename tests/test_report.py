@@ -1,6 +1,7 @@
 """Paired bootstrap comparisons (issue 12): the interval against known cases, pairing by id, the table."""
 
 import json
+import logging
 import math
 
 import numpy as np
@@ -158,3 +159,18 @@ def test_across_runs_leaves_out_what_a_run_lacks_and_refuses_a_single_run(tmp_pa
     (tmp_path / "results.json").write_text(json.dumps({"stages": {}, "comparisons": {}}))
     with pytest.raises(ValueError, match="no comparisons.*controls"):
         read_run_results(tmp_path)
+
+
+def test_the_stage_plot_puts_stages_at_named_ticks_without_log_notes(tmp_path, caplog):
+    # Stage names are number-like strings; plotted as categories, matplotlib logs a note per line drawn
+    # (28 lines at the end of the demo run). A language without stages 2-3 must still plot.
+    from mlpl.report import _plots
+
+    table = {
+        split: {"el": {"1": 0.5, "2": 0.4, "3": 0.38, "3c": 0.39, "5": 0.45, "6": 0.41}, "de": {"1": 0.2, "5": 0.25, "6": 0.21}}
+        for split in ("dev", "test")
+    }
+    caplog.set_level(logging.INFO)
+    files = _plots(tmp_path, table, ["1", "2", "3", "3c", "5", "6"], ["el"], {})
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("matplotlib")] == []
+    assert files["cer_by_stage.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

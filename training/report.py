@@ -526,12 +526,17 @@ def _plots(output_dir: Path, table: Mapping[str, Any], stages: Sequence[str], pl
     files = {}
     splits = list(table)
     if splits:
+        # Stages sit at fixed positions with their names as tick labels: a language without some stage
+        # (no stage 2-3 for a high-resource one) keeps its points under the right names, and matplotlib
+        # does not log a note for every number-like category string.
+        arms = [s for s in stages if not s.endswith("c")]
         figure, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 4), squeeze=False)
         for axis, split in zip(axes[0], splits):
             for code in sorted(table[split]):
-                points = [(s, 100 * table[split][code][s]) for s in stages if not s.endswith("c") and table[split][code].get(s) is not None]
+                points = [(i, 100 * table[split][code][s]) for i, s in enumerate(arms) if table[split][code].get(s) is not None]
                 style = "-o" if code in pl_languages else "--."
-                axis.plot([str(s) for s, _ in points], [v for _, v in points], style, label=code)
+                axis.plot([i for i, _ in points], [v for _, v in points], style, label=code)
+            axis.set_xticks(range(len(arms)), [str(s) for s in arms])
             axis.set_title(f"CER by stage ({split}); solid: languages with unlabeled audio")
             axis.set_xlabel("stage")
             axis.set_ylabel("CER (%)")
