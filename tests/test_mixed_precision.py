@@ -1,5 +1,5 @@
 """bf16 (issue 11, target 4): autocast training steps, `train.mixed_precision: bf16` runs of the real trainer
-(loss finite and falling, resumable), and a bf16 model in the ASR pipeline."""
+(loss finite and falling, resumable), a bf16 model in the ASR pipeline, and `auto` (bf16 only where native)."""
 
 import json
 import math
@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from mlpl import precision
 from modeling_mlpl import MlplForCTC
 from test_modeling import random_batch
 from test_trainer import TINY_MODEL, records, run_train, write_config
@@ -64,6 +65,8 @@ def test_bf16_training_run_falls_resumes_and_its_model_runs_in_bf16_in_the_pipel
     assert losses[-1] < 0.8 * losses[0], losses
     summary = json.loads((output_dir / "train_summary.json").read_text())
     assert summary["num_updates"] == 24 and summary["skipped_non_finite"] == 0
+    assert summary["mixed_precision"] == "bf16"  # an explicit bf16 is obeyed, warned about where it is emulated
+    assert ("no native bf16 kernels" in completed.stderr) == (not precision.native_bf16(torch.device("cpu")))
 
     from transformers import pipeline
 
@@ -73,3 +76,34 @@ def test_bf16_training_run_falls_resumes_and_its_model_runs_in_bf16_in_the_pipel
     assert recognizer.model.dtype == torch.bfloat16
     clip = next((tiny_demo_corpus / "cv" / "fi" / "clips").glob("*.mp3"))
     assert isinstance(recognizer(load_audio(clip))["text"], str)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_mixed_precision_is_bf16_only_where_it_is_native(native, monkeypatch, caplog):
+    monkeypatch.setattr(precision, "native_bf16", lambda device: native)
+    cpu = torch.device("cpu")
+    with caplog.at_level("INFO", logger="mlpl.precision"):
+        assert precision.resolve_mixed_precision("auto", cpu) == ("bf16" if native else "no")
+        assert precision.resolve_mixed_precision("bf16", cpu) == "bf16"  # obeyed either way
+        assert precision.resolve_mixed_precision("no", cpu) == "no"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    if native:
+        assert warnings == []
+    else:  # the explicit bf16 names the device and the fix
+        assert len(warnings) == 1 and "cpu" in warnings[0] and "auto or no" in warnings[0]
+    with pytest.raises(ValueError, match="mixed_precision='fp8'"):
+        precision.resolve_mixed_precision("fp8", cpu)
+
+
+def test_native_bf16_on_this_cpu_follows_onednn_and_auto_reaches_the_accelerator(tmp_path):
+    """The CPU check is oneDNN's own (AVX-512 BW/VL/DQ, AMX or Arm bf16), and the trainer's Accelerator gets
+    the resolved value."""
+    from mlpl.config import ExperimentConfig, TrainConfig
+    from mlpl.trainer import _accelerator
+
+    native = precision.native_bf16(torch.device("cpu"))
+    assert native == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if not torch.backends.cpu.get_cpu_capability().startswith("AVX512") and torch.backends.cpu.get_cpu_capability() != "DEFAULT":
+        assert not native  # an AVX2 x86 CPU only emulates bf16
+    config = ExperimentConfig(train=TrainConfig(output_dir=str(tmp_path / "run"), mixed_precision="auto", cpu=True))
+    assert _accelerator(config).mixed_precision == ("bf16" if native else "no")

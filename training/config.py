@@ -242,14 +242,14 @@ class TrainConfig:
     save_every: int = 1000
     keep_last: int = 3  # step_N/ checkpoints kept
     log_every: int = 50
-    mixed_precision: str = "no"  # "no" | "fp16" | "bf16"
+    mixed_precision: str = "no"  # "no" | "fp16" | "bf16" | "auto" (bf16 where it is native: mlpl.precision)
     log_with: list[str] = field(default_factory=list)  # accelerate trackers, e.g. ["tensorboard"]
     cpu: bool = False
 
     def __post_init__(self):
         check_ranges(self, "train", {
             "seed": NON_NEGATIVE, "max_updates": COUNT, "eval_every": COUNT, "save_every": COUNT, "log_every": COUNT,
-            "keep_last": (NON_NEGATIVE[0], ">= 0 (0 keeps every checkpoint)"), "mixed_precision": one_of("no", "fp16", "bf16"),
+            "keep_last": (NON_NEGATIVE[0], ">= 0 (0 keeps every checkpoint)"), "mixed_precision": one_of("no", "fp16", "bf16", "auto"),
         })  # fmt: skip
         if not self.output_dir:
             raise ValueError("train.output_dir is empty; name the run folder")

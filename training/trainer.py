@@ -42,6 +42,7 @@ from modeling_mlpl import AUTO_LANGUAGE, MlplConfig, MlplForCTC, MlplProcessor
 
 from .adapters import load_initial_model, parameter_counts, run_identity
 from .augment import SpecAugment
+from .cli import process_state
 from .checkpoint import CHECKPOINTS, RunCounters, TrainerState, checkpoint_steps, load_checkpoint, newest_checkpoint, save_checkpoint
 from .batching import DurationBatchSampler, DurationBucketingStream
 from .collate import MlplCollator
@@ -50,6 +51,7 @@ from .files import replace_directory, write_json_atomically, write_text_atomical
 from .data import example_durations, records_of
 from .inference import FRAMES_PER_SECOND, greedy_batch, pad_labels, sequence_confidence, transcribe_batch
 from .metrics import compute_asr_metrics, flatten_metrics
+from .precision import resolve_mixed_precision
 from .run_folder import claim_run_folder
 from .streaming import stream_batches, training_stream
 from .trainer_data import TrainingData, language_hours_report, load_training_data, training_language_characters, training_sampler
@@ -333,9 +335,10 @@ def _accelerator(config: ExperimentConfig) -> Accelerator:
     output_dir = Path(config.train.output_dir)
     # Layerdrop skips whole branches, so some parameters get no gradient in a step: DDP must be told.
     layerdrop_possible = (config.model.layerdrop or 0) > 0 or config.slimipl.enabled or config.model.layerdrop is None
+    device = torch.device("cpu") if config.train.cpu else process_state().device
     accelerator = Accelerator(
         gradient_accumulation_steps=config.optim.gradient_accumulation_steps,
-        mixed_precision=config.train.mixed_precision,
+        mixed_precision=resolve_mixed_precision(config.train.mixed_precision, device),
         log_with=config.train.log_with or None,
         project_dir=str(output_dir),
         cpu=config.train.cpu,
@@ -756,6 +759,7 @@ class _TrainingRun:
                 **(data.stream_mix or {"temperature": 1.0}), "realized_hours": {code: value / 3600 for code, value in sorted(realized_seconds.items())},
             },  # fmt: skip
             "parameters": parameter_counts(self.unwrapped),
+            "mixed_precision": self.accelerator.mixed_precision,  # as run (train.mixed_precision: auto resolved)
             "best_model": str(output_dir / BEST_MODEL) if data.dev_sets else None,
             "final_model": str(final_model),
         }
