@@ -232,6 +232,9 @@ class AdapterConfig:
             raise ValueError("adapters.target_modules is empty; name the Linear layers to adapt, e.g. [q_proj, v_proj]")
 
 
+MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16", "auto")  # "auto": bf16 where it is native (mlpl.precision)
+
+
 @dataclass
 class TrainConfig:
     output_dir: str = "outputs/run"
@@ -249,7 +252,7 @@ class TrainConfig:
     def __post_init__(self):
         check_ranges(self, "train", {
             "seed": NON_NEGATIVE, "max_updates": COUNT, "eval_every": COUNT, "save_every": COUNT, "log_every": COUNT,
-            "keep_last": (NON_NEGATIVE[0], ">= 0 (0 keeps every checkpoint)"), "mixed_precision": one_of("no", "fp16", "bf16", "auto"),
+            "keep_last": (NON_NEGATIVE[0], ">= 0 (0 keeps every checkpoint)"), "mixed_precision": one_of(*MIXED_PRECISION_CHOICES),
         })  # fmt: skip
         if not self.output_dir:
             raise ValueError("train.output_dir is empty; name the run folder")

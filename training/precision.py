@@ -16,9 +16,9 @@ import logging
 
 import torch
 
-logger = logging.getLogger("mlpl.precision")
+from .config import MIXED_PRECISION_CHOICES as CHOICES
 
-CHOICES = ("no", "fp16", "bf16", "auto")
+logger = logging.getLogger("mlpl.precision")
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -33,8 +33,8 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
-def cpu_description() -> str:
-    return f"CPU capability {torch.backends.cpu.get_cpu_capability()}"
+def _describe(device: torch.device) -> str:
+    return f"CPU capability {torch.backends.cpu.get_cpu_capability()}" if device.type == "cpu" else str(device)
 
 
 def resolve_mixed_precision(requested: str, device: torch.device) -> str:
@@ -43,15 +43,13 @@ def resolve_mixed_precision(requested: str, device: torch.device) -> str:
         raise ValueError(f"train.mixed_precision={requested!r}: expected one of {', '.join(CHOICES)}")
     if requested == "auto":
         chosen = "bf16" if native_bf16(device) else "no"
-        where = cpu_description() if device.type == "cpu" else str(device)
-        logger.info("train.mixed_precision=auto: %s on %s (%s)", chosen, device.type, where)
+        logger.info("train.mixed_precision=auto: %s on %s (%s)", chosen, device.type, _describe(device))
         return chosen
     if requested == "bf16" and not native_bf16(device):
-        where = cpu_description() if device.type == "cpu" else str(device)
         logger.warning(
             "train.mixed_precision=bf16 on %s (%s), which has no native bf16 kernels: autocast emulates bf16 and "
             "is usually several times slower than fp32 here (10x on an AVX2 CPU). Set train.mixed_precision to "
-            "auto or no", device.type, where,
+            "auto or no", device.type, _describe(device),
         )
     return requested
 
