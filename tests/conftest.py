@@ -15,6 +15,15 @@ def tiny_demo_corpus(tmp_path_factory):
     return make_demo_corpus(tmp_path_factory.mktemp("demo") / "tiny", size="tiny", seed=0)
 
 
+@pytest.fixture(scope="session")
+def hall_demo_corpus(tmp_path_factory):
+    """The tiny demo corpus with its VoxPopuli part through the plenary hall and the transcribed voxpopuli_asr/
+    sets (voxpopuli_domain="plenary_hall", docs/design.md §11), built once per session."""
+    from mlpl.demo_corpus import make_demo_corpus
+
+    return make_demo_corpus(tmp_path_factory.mktemp("demo") / "tiny_hall", size="tiny", seed=0, voxpopuli_domain="plenary_hall")
+
+
 @pytest.fixture
 def blocked_attention(monkeypatch):
     """Every CPU batch takes RelativePositionAttention (the blocked path), however short: tiny test batches

@@ -24,6 +24,7 @@ from mlpl.loaders import (
     load_common_voice_folder,
     load_flashlight_list,
     load_hub_dataset,
+    load_voxpopuli_asr_folder,
     load_voxpopuli_folder,
     read_flashlight_list,
     write_flashlight_list,
@@ -102,6 +103,48 @@ def test_voxpopuli_folder_is_unlabeled_low_resource_audio(tiny_demo_corpus, stre
     for example in examples:
         assert_schema(example, labeled=False)
         assert 10.0 <= example["duration"] <= 30.0
+
+
+# --- VoxPopuli transcribed (ASR) folders -------------------------------------------------------------
+
+
+def test_voxpopuli_asr_folder_reads_each_split_with_raw_or_normalized_text(hall_demo_corpus):
+    import csv
+
+    from mlpl.config import SourceConfig
+    from mlpl.sources import configured_transcripts, load_source, source_languages
+
+    root = hall_demo_corpus / "voxpopuli_asr"
+    with open(root / "el" / "asr_dev.tsv", encoding="utf-8", newline="") as table:
+        rows = list(csv.DictReader(table, delimiter="\t", quoting=csv.QUOTE_NONE))
+    dataset = load_voxpopuli_asr_folder(root, "dev", languages=["el"])
+    examples = all_examples(dataset)
+    assert sorted(e["id"] for e in examples) == sorted(row["id"] for row in rows)
+    for example in examples:
+        assert_schema(example)
+        assert example["language"] == "el" and example["sentence"] == next(r["raw_text"] for r in rows if r["id"] == example["id"])
+    normalized = SourceConfig(kind="voxpopuli_asr", path=str(root), split="dev", languages=["el"], columns={"sentence": "normalized_text"})
+    assert sorted(all_examples(load_source(normalized)), key=lambda e: e["id"])[0]["sentence"] == sorted(rows, key=lambda r: r["id"])[0]["normalized_text"]
+    assert sorted(text for _, text in configured_transcripts(normalized)) == sorted(row["normalized_text"] for row in rows)
+    assert source_languages(SourceConfig(kind="voxpopuli_asr", path=str(root), split="test")) == sorted(LOW_RESOURCE)
+    with pytest.raises(ValueError, match=r"asr_train\.tsv does not exist; VoxPopuli ASR splits in .*\['dev', 'test'\]"):
+        load_voxpopuli_asr_folder(root, "train")
+
+
+def test_voxpopuli_asr_row_without_audio_is_a_counted_skip_and_a_table_without_text_is_named(hall_demo_corpus, tmp_path, caplog):
+    folder = tmp_path / "asr" / "fi"
+    shutil.copytree(hall_demo_corpus / "voxpopuli_asr" / "fi", folder)
+    table = folder / "asr_test.tsv"
+    lines = table.read_text(encoding="utf-8").splitlines()
+    lines.append("20200101-0900-PLENARY-gone\tMissing audio.\tmissing audio\tx\ttest\t\tTrue\tNone")
+    table.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="mlpl.data"):
+        dataset = load_voxpopuli_asr_folder(folder.parent, "test")
+    assert len(all_examples(dataset)) == len(lines) - 2  # header and the row without audio
+    assert "20200101-0900-PLENARY-gone.ogg" in caplog.text and f"{table}:{len(lines)}" in caplog.text
+    table.write_text("id\tnormalized_text\nx\ty\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"asr_test\.tsv: no 'raw_text' column"):
+        load_voxpopuli_asr_folder(folder.parent, "test")
 
 
 # --- bad data ------------------------------------------------------------------------------------

@@ -16,7 +16,10 @@ from mlpl.demo_corpus import (
     DEMO_CORPUS_VERSION,
     LANGUAGES,
     MIXED_FOLDER,
+    PLENARY_HALL,
     SIZES,
+    VOXPOPULI_ASR_FOLDER,
+    far_field,
     _make_job,
     make_demo_corpus,
     read_manifest,
@@ -101,6 +104,87 @@ def test_mixed_folder_every_language_unknown_to_the_loaders_truth_only_in_its_ts
     assert manifest["mixed"]["clips"] == len(clips) and manifest["mixed"]["manifest"] == f"{MIXED_FOLDER}/manifest.tsv"
     assert "language" not in json.dumps(manifest["mixed"])
     assert all(set(language["clips"]) == {"train", "dev", "test", "unlabeled"} for language in manifest["languages"].values())
+
+
+def test_plenary_hall_domain_adds_transcribed_voxpopuli_sets_and_leaves_common_voice_as_it_was(tiny_demo_corpus, hall_demo_corpus):
+    """voxpopuli_asr/<lang>/asr_{dev,test}.tsv in VoxPopuli's columns, audio at <lang>/<year>/<id>.ogg, speakers of
+    their own; the real loader (source kind voxpopuli_asr) reads it as labeled data. The Common Voice part is the
+    default corpus's, byte for byte; the unlabeled utterances say the same through the hall."""
+    from mlpl.sources import load_labeled_source, resolve_source
+
+    assert not (tiny_demo_corpus / VOXPOPULI_ASR_FOLDER).exists()
+    assert read_manifest(hall_demo_corpus)["parameters"] == {"size": "tiny", "seed": 0, "corpus_version": DEMO_CORPUS_VERSION, "voxpopuli_domain": "plenary_hall"}
+    assert read_manifest(hall_demo_corpus)["plenary_hall"] == {key: list(value) for key, value in PLENARY_HALL.items()}
+    for clip in sorted((tiny_demo_corpus / "cv").rglob("*.*")):
+        assert clip.read_bytes() == (hall_demo_corpus / clip.relative_to(tiny_demo_corpus)).read_bytes(), clip
+    for clip in sorted((tiny_demo_corpus / "voxpopuli").rglob("*.ogg")):
+        same, hall = soundfile.read(clip)[0], soundfile.read(hall_demo_corpus / clip.relative_to(tiny_demo_corpus))[0]
+        assert same.shape == hall.shape and not np.allclose(same, hall, atol=1e-3)
+    folder = hall_demo_corpus / VOXPOPULI_ASR_FOLDER
+    low = sorted(language.code for language in LANGUAGES if language.role == "low")
+    assert sorted(p.name for p in folder.iterdir()) == low
+    manifest = read_manifest(hall_demo_corpus)["languages"]
+    for code in low:
+        tables = {split: read_tsv(folder / code / f"asr_{split}.tsv") for split in ("dev", "test")}
+        assert list(tables["test"][0]) == ["id", "raw_text", "normalized_text", "speaker_id", "split", "gender", "is_gold_transcript", "accent"]
+        assert len(tables["test"]) == manifest[code]["clips"]["vp_test"] > 0 and manifest[code]["transcribed_path"] == f"{VOXPOPULI_ASR_FOLDER}/{code}"
+        for split, rows in tables.items():
+            for row in rows:
+                info = soundfile.info(folder / code / row["id"][:4] / f"{row['id']}.ogg")
+                assert (info.format, info.samplerate, row["split"]) == ("OGG", 16000, split)
+                assert row["normalized_text"] == " ".join("".join(c for c in row["raw_text"].lower() if c.isalpha() or c.isspace()).split())
+        cv_speakers = {row["client_id"][:8] for split in ("train", "dev", "test") for row in read_tsv(hall_demo_corpus / "cv" / code / f"{split}.tsv")}
+        assert not cv_speakers & {row["speaker_id"] for rows in tables.values() for row in rows}
+    assert resolve_source(folder)[0] == "voxpopuli_asr"
+    dataset = load_labeled_source(folder, "test")
+    assert sorted(set(dataset["language"])) == low
+    assert sorted(dataset["sentence"]) == sorted(row["raw_text"] for code in low for row in read_tsv(folder / code / "asr_test.tsv"))
+
+
+def test_far_field_reverberates_band_limits_and_adds_noise_deterministically():
+    rate = 16000
+    dry = np.zeros(rate, dtype=np.float32)
+    dry[::400] = 0.5  # clicks: broadband, silent in between
+    room = {"rt60_seconds": 0.6, "direct_to_reverberant_db": 0.0, "snr_db": 15.0}
+
+    wet = far_field(dry, rate, room, np.random.default_rng(1))
+    assert wet.dtype == np.float32 and wet.shape == dry.shape
+    np.testing.assert_array_equal(wet, far_field(dry, rate, room, np.random.default_rng(1)))
+    assert np.abs(wet).max() == pytest.approx(0.5, rel=1e-5)  # the input's peak
+    spectrum = lambda x: np.abs(np.fft.rfft(x)) ** 2  # noqa: E731
+    frequencies = np.fft.rfftfreq(rate, 1 / rate)
+    low, high = PLENARY_HALL["band_hz"]
+
+    def power(x, lower, upper):
+        return spectrum(x)[(frequencies >= lower) & (frequencies < upper)].sum()
+
+    # the microphone's band: above it and below it lose far more than inside it
+    middle = power(wet, 1000, 2000) / power(dry, 1000, 2000)
+    assert power(wet, 1.25 * high, 8000) / power(dry, 1.25 * high, 8000) < middle / 5
+    assert power(wet, 1, 0.5 * low) / power(dry, 1, 0.5 * low) < middle / 5
+    # the gaps between clicks are filled: reverberation and noise
+    gaps = np.ones(rate, dtype=bool)
+    for offset in range(-40, 41):
+        gaps[np.clip(np.arange(0, rate, 400) + offset, 0, rate - 1)] = False
+    assert np.abs(dry[gaps]).max() == 0 and np.sqrt(np.mean(wet[gaps] ** 2)) > 0.01
+    # a shorter room leaves the signal closer to the dry one
+    dry_room = {"rt60_seconds": 0.05, "direct_to_reverberant_db": 20.0, "snr_db": 60.0}
+    close = far_field(dry, rate, dry_room, np.random.default_rng(1))
+    assert np.sqrt(np.mean(close[gaps] ** 2)) < np.sqrt(np.mean(wet[gaps] ** 2)) / 3
+
+
+def test_only_voxpopuli_layout_clips_go_through_the_plenary_hall_and_only_when_asked():
+    hall = "plenary_hall"
+    assert _make_job(0, 5, "train", 0, Path("x"), hall)["room"] is None and _make_job(0, 5, "test", 0, Path("x"), hall)["room"] is None
+    assert _make_job(0, 5, "unlabeled", 0, Path("x"))["room"] is None  # the default domain: no hall
+    unchanged = ("texts", "voice", "rate", "pitch", "peak", "snr_db", "noise_seed")
+    assert [_make_job(0, 5, "unlabeled", 0, Path("x"))[k] for k in unchanged] == [_make_job(0, 5, "unlabeled", 0, Path("x"), hall)[k] for k in unchanged]
+    with pytest.raises(ValueError, match="voxpopuli_domain='hall'"):
+        make_demo_corpus(Path("x"), "tiny", voxpopuli_domain="hall")
+    for split in ("unlabeled", "mixed", "vp_dev", "vp_test"):
+        room = _make_job(0, 5, split, 3, Path("x"), hall)["room"]
+        assert PLENARY_HALL["rt60_seconds"][0] <= room["rt60_seconds"] <= PLENARY_HALL["rt60_seconds"][1]
+        assert PLENARY_HALL["snr_db"][0] <= room["snr_db"] <= PLENARY_HALL["snr_db"][1]
 
 
 def test_no_two_clips_share_their_voice_settings():

@@ -48,13 +48,15 @@ def test_a_typo_in_a_stage_is_reported_before_anything_runs(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def recipe_run(tiny_demo_corpus, tmp_path_factory):
+def recipe_run(tiny_demo_corpus, hall_demo_corpus, tmp_path_factory):
     folder = tmp_path_factory.mktemp("recipe")
     micro = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 64, "max_relative_positions": 64}
     config = {
         "output_dir": str(folder / "out"),
         "labeled": {"kind": "common_voice", "path": str(tiny_demo_corpus / "cv")},
         "unlabeled": {"kind": "voxpopuli", "path": str(tiny_demo_corpus / "voxpopuli")},
+        # held-out transcribed audio of the unlabeled audio's domain (VoxPopuli's ASR layout); holds bg, el, fi
+        "evaluation_sets": {"vp_test": {"kind": "voxpopuli_asr", "path": str(hall_demo_corpus / "voxpopuli_asr"), "split": "test"}},
         "languages": ["en", "el", "fi"],
         "common": {
             "data": {"max_batch_seconds": 40},
@@ -119,9 +121,12 @@ def test_results_table_plots_and_final_model(recipe_run):
     assert set(results["stages"]) == {"1", "2", "3", "3c", "5", "5c", "6", "6c"}
     report = (output / "results.md").read_text()
     assert "| el (unlabeled audio) |" in report and "stage 6" in report and "6 control" in report
-    assert "## CER per stage (dev)" in report and "## CER per stage (test)" in report
-    # every arm beside its control, with a confidence interval, for each split
-    for split in ("dev", "test"):
+    assert "## CER per stage (dev)" in report and "## CER per stage (test)" in report and "## CER per stage (vp_test)" in report
+    # the extra evaluation set serves each unit for the languages it holds: stage 1 (en, el, fi) on el and fi
+    assert set(results["stages"]["1"]["all"]["evaluation"]["vp_test"]["per_language"]) == {"el", "fi"}
+    assert set(results["stages"]["3"]["el"]["evaluation"]["vp_test"]["per_language"]) == {"el"}
+    # every arm beside its control, with a confidence interval, for each split and set
+    for split in ("dev", "test", "vp_test"):
         assert set(results["comparisons"][split]) == {"3 vs 3c", "5 vs 5c", "6 vs 6c"}
         for entry in results["comparisons"][split].values():
             row = entry["per_language"]["el"]
@@ -248,6 +253,40 @@ def test_the_demo_config_runs_on_another_corpus_and_takes_its_languages_from_the
     recipe = Recipe(config)
     assert recipe.labeled_languages == ["bg", "de"] and recipe.pl_languages == ["bg"]
     assert recipe.config.labeled.path == str(other / "cv") and not (tmp_path / "out" / "corpus").exists()  # no demo corpus built
+
+
+def test_the_hall_demo_corpus_adds_its_voxpopuli_sets_and_each_serves_the_languages_it_holds(hall_demo_corpus, tmp_path):
+    from mlpl.recipe import Recipe, load_recipe_config
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "corpus").symlink_to(hall_demo_corpus)  # already built: not rebuilt
+    overrides = [f"output_dir={tmp_path / 'out'}", "demo_corpus=tiny", "demo_corpus_voxpopuli_domain=plenary_hall"]
+    recipe = Recipe(load_recipe_config(REPOSITORY / "training" / "configs" / "demo_recipe.yaml", overrides))
+    assert {name: (source.kind, source.split) for name, source in recipe.config.evaluation_sets.items()} == {
+        "vp_dev": ("voxpopuli_asr", "dev"), "vp_test": ("voxpopuli_asr", "test")
+    }
+    assert recipe.evaluation_names == ["dev", "test", "vp_dev", "vp_test"]
+    sources = recipe.evaluation_sources(["el", "en"])
+    assert [(name, source.languages) for name, source in sources] == [("dev", ["el", "en"]), ("test", ["el", "en"]), ("vp_dev", ["el"]), ("vp_test", ["el"])]
+    assert [name for name, _ in recipe.evaluation_sources(["en", "de"])] == ["dev", "test"]  # no VoxPopuli transcripts for them
+    with pytest.raises(ValueError, match=r"evaluation_sets \['test'\].*name the sets otherwise"):
+        Recipe(load_recipe_config(REPOSITORY / "training" / "configs" / "demo_recipe.yaml", [*overrides, f"evaluation_sets={{test: {{kind: voxpopuli_asr, path: {hall_demo_corpus / 'voxpopuli_asr'}}}}}"]))
+
+
+def test_run_folders_made_before_the_evaluation_sets_and_the_hall_are_still_the_same_run(tmp_path):
+    from mlpl.config import config_to_dict
+    from mlpl.recipe import RECIPE_KEYS_ADDED_LATER, load_recipe_config, recipe_run_identity
+    from mlpl.run_folder import RECIPE_IGNORED_KEYS, RunFolderError, check_run_folder
+
+    demo = REPOSITORY / "training" / "configs" / "demo_recipe.yaml"
+    config = load_recipe_config(demo, [f"output_dir={tmp_path}"])
+    # what a run folder of the earlier code recorded: the config without the keys added later (adapters off)
+    before = {key: value for key, value in config_to_dict(config).items() if key not in (*RECIPE_KEYS_ADDED_LATER, "adapters")}
+    check_run_folder(tmp_path, before, ignore=RECIPE_IGNORED_KEYS)
+    check_run_folder(tmp_path, recipe_run_identity(config), ignore=RECIPE_IGNORED_KEYS)  # the same run
+    hall = recipe_run_identity(load_recipe_config(demo, [f"output_dir={tmp_path}", "demo_corpus_voxpopuli_domain=plenary_hall"]))
+    with pytest.raises(RunFolderError, match="demo_corpus_voxpopuli_domain"):
+        check_run_folder(tmp_path, hall, ignore=RECIPE_IGNORED_KEYS)
 
 
 def test_seed_replicates_rerun_the_last_stages_on_the_same_earlier_ones(recipe_run):

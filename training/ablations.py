@@ -156,7 +156,9 @@ class Ablations:
             references, arms, languages, units = getattr(self, name)()
             seconds = sum((recipe.read_json(unit / DONE) or {}).get("seconds", 0.0) for unit in units)
             results[name] = {"title": ABLATIONS[name], "seconds": round(seconds, 1), "splits": {}}
-            for split in recipe.config.evaluation_splits:
+            for split in recipe.evaluation_names:
+                if not all((folder / split).is_dir() for folder in [*references, *arms]):
+                    continue  # an extra evaluation set that holds none of the arm's languages
                 reference = [row for folder in references for row in read_predictions(folder / split)]
                 arm = [row for folder in arms for row in read_predictions(folder / split)]
                 comparison = compare_predictions(reference, arm, languages=languages, num_resamples=recipe.config.bootstrap_resamples)
@@ -165,7 +167,7 @@ class Ablations:
         return files
 
     def write_report(self, results: dict) -> dict[str, Path]:
-        from .report import stored_comparison_table
+        from .report import ordered_splits, stored_comparison_table
 
         previous = {}
         path_json = self.recipe.output_dir / "ablations.json"
@@ -178,7 +180,7 @@ class Ablations:
             f"points (negative: the arm is better), 95 % paired bootstrap interval ({self.recipe.config.bootstrap_resamples} resamples).", "",
         ]  # fmt: skip
         for name, entry in results.items():
-            for split in [s for s in ("test", "dev") if s in entry["splits"]]:
+            for split in ordered_splits(entry["splits"]):
                 lines += [f"## {entry['title']} ({split})", "", *stored_comparison_table(entry["splits"][split], "reference", f"arm ({name})"), ""]
             lines += [f"Training and evaluation time of the arm's units: {entry['seconds']:.0f} s.", ""]
         write_json_atomically(path_json, results)

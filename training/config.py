@@ -23,7 +23,9 @@ import yaml
 
 # The kinds of data source (docs/design.md §8): the one vocabulary of `SourceConfig.kind`, `--data` detection and
 # every dispatch on kind (mlpl.sources.SOURCE_KIND_READERS reads each).
-SOURCE_KINDS = COMMON_VOICE, VOXPOPULI, FLASHLIGHT_LIST, HUB, PSEUDO_LABELS = ("common_voice", "voxpopuli", "flashlight", "hub", "pseudo_labels")
+SOURCE_KINDS = COMMON_VOICE, VOXPOPULI, FLASHLIGHT_LIST, HUB, PSEUDO_LABELS, VOXPOPULI_ASR = (
+    "common_voice", "voxpopuli", "flashlight", "hub", "pseudo_labels", "voxpopuli_asr"
+)
 
 # Model size presets (docs/design.md §2): MlplConfig's defaults are the base model; `model.overrides` apply on top.
 MODEL_SIZES = {"base": {}, "large": {"hidden_size": 1536, "intermediate_size": 6144}}
@@ -62,9 +64,11 @@ def check_ranges(config, section: str, ranges: dict) -> None:
 class SourceConfig:
     """One data source of the data layer (mlpl.data, docs/design.md §8); `mlpl.sources.load_source` reads it.
 
-    kind: "common_voice" (local release folder), "voxpopuli" (local unlabeled folder), "flashlight"
-        (list file; needs `language`), "hub" (dataset id or local parquet folder; `name`, `columns`,
-        `language`, `streaming`), or "pseudo_labels" (a folder written by mlpl.pseudo_label).
+    kind: "common_voice" (local release folder), "voxpopuli" (local unlabeled folder), "voxpopuli_asr" (local
+        copy of VoxPopuli's transcribed data: `<lang>/asr_<split>.tsv`; `columns: {sentence: normalized_text}`
+        reads the normalized transcripts instead of raw_text), "flashlight" (list file; needs `language`),
+        "hub" (dataset id or local parquet folder; `name`, `columns`, `language`, `streaming`), or
+        "pseudo_labels" (a folder written by mlpl.pseudo_label).
     path: folder, file or dataset id. Relative paths are resolved against the config file's folder.
     """
 
@@ -328,6 +332,8 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
             value = yaml.safe_load(value)
         if not isinstance(value, dict):
             raise ValueError(f"{where}: expected a mapping, got {value!r}")
+        if len(arguments) == 2 and dataclasses.is_dataclass(arguments[1]):  # e.g. dict[str, SourceConfig]
+            return {key: build_dataclass(arguments[1], item, f"{where}.{key}") for key, item in value.items()}
         return dict(value)
     if annotation is Any:
         return yaml.safe_load(value) if isinstance(value, str) else value
@@ -487,6 +493,7 @@ __all__ = [
     "SECRET_KEYS",
     "SOURCE_KINDS",
     "VOXPOPULI",
+    "VOXPOPULI_ASR",
     "apply_override",
     "check_model_overrides",
     "build_dataclass",

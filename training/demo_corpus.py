@@ -9,6 +9,14 @@ synthesizes a small corpus with the shape of the paper's data (issue 3):
 - a labeled part in Common Voice layout, `cv/<lang>/clips/*.mp3` (48 kHz) with `train/dev/test/validated.tsv`,
   and an unlabeled part in VoxPopuli layout, `voxpopuli/<lang>/<year>/*.ogg` (16 kHz, 10-30 s utterances of
   several sentences), so that the real loaders (`mlpl.data`, sources 2 and 3) are what reads it;
+- with `voxpopuli_domain="plenary_hall"` (opt-in): every VoxPopuli-layout utterance (unlabeled, mixed,
+  transcribed) is heard through a plenary hall (`far_field`: reverberation, the band of a room microphone
+  and its noise), as real VoxPopuli is recorded in the European Parliament and real Common Voice on the
+  readers' own microphones; and the languages with unlabeled audio get a transcribed VoxPopuli part in that
+  hall, in VoxPopuli's ASR layout, `voxpopuli_asr/<lang>/asr_{dev,test}.tsv` + `<lang>/<year>/<id>.ogg`:
+  held-out speech of the unlabeled audio's domain, to measure what its pseudo-labels bring there (as the
+  paper measures its final model out of Common Voice's domain, on LibriSpeech; docs/design.md §11). The
+  default, "same", renders both parts alike (the corpus of earlier versions, bit for bit);
 - a small mixed-language unlabeled folder, `voxpopuli_mixed/und/<year>/*.ogg` (VoxPopuli layout, language
   "und": unknown), a few utterances of every language, for stage 4's LID routing (docs/design.md §10);
   the true language and text of each utterance are in `voxpopuli_mixed/manifest.tsv`, which no recipe code
@@ -58,6 +66,9 @@ from .files import atomic_directory, atomic_writer, write_json_atomically
 
 # Bump when the output of a given (size, seed) changes, so that old corpora are rebuilt.
 DEMO_CORPUS_VERSION = 3  # 3: the mixed-language folder voxpopuli_mixed/ (every earlier clip unchanged)
+# How the VoxPopuli-layout part sounds: "same" as the Common Voice part, or through a "plenary_hall" (far_field),
+# which also adds the transcribed voxpopuli_asr/ sets (docs/design.md §11).
+VOXPOPULI_DOMAINS = ("same", "plenary_hall")
 
 LABELED_SAMPLING_RATE = 48000  # Common Voice clips are 48 kHz mp3
 UNLABELED_SAMPLING_RATE = 16000  # VoxPopuli segments are 16 kHz ogg/vorbis
@@ -67,8 +78,14 @@ MIXED = "mixed"  # the mixed-language unlabeled folder (language unknown to the 
 MIXED_FOLDER = "voxpopuli_mixed"  # a VoxPopuli-layout root holding one folder, `und/`
 MIXED_LANGUAGE = "und"  # ISO 639-2 "undetermined": the data layer's language of its clips
 MIXED_MANIFEST = "manifest.tsv"  # beside `und/`: id, path, language, duration, sentence (the answer key)
+# Transcribed VoxPopuli-domain speech (VoxPopuli's ASR layout) for the languages with unlabeled audio.
+VOXPOPULI_ASR_FOLDER = "voxpopuli_asr"
+TRANSCRIBED_SPLITS = {"vp_dev": "dev", "vp_test": "test"}  # corpus split -> its asr_<split>.tsv
+VOXPOPULI_ASR_COLUMNS = ["id", "raw_text", "normalized_text", "speaker_id", "split", "gender", "is_gold_transcript", "accent"]
 # Every random draw is keyed by the split's position here; new splits go at the end (old clips unchanged).
-_SPLIT_KEYS = ("train", "dev", "test", UNLABELED, MIXED)
+_SPLIT_KEYS = ("train", "dev", "test", UNLABELED, MIXED, *TRANSCRIBED_SPLITS)
+# The splits in VoxPopuli's layouts: 16 kHz ogg; with voxpopuli_domain "plenary_hall", heard through the hall.
+_VOXPOPULI_SPLITS = (UNLABELED, MIXED, *TRANSCRIBED_SPLITS)
 
 LICENSES = {
     "speech": "synthesized with eSpeak NG (GPL-3.0-or-later), https://github.com/espeak-ng/espeak-ng",
@@ -105,13 +122,13 @@ SIZES: dict[str, dict[str, dict[str, float]]] = {
     "default": {
         "high": {"train": 61.0, "dev": 5.0, "test": 5.0, UNLABELED: 0.0},
         "mid": {"train": 10.0, "dev": 5.0, "test": 5.0, UNLABELED: 0.0},
-        "low": {"train": 3.0, "dev": 5.0, "test": 5.0, UNLABELED: 40.0},
+        "low": {"train": 3.0, "dev": 5.0, "test": 5.0, UNLABELED: 40.0, "vp_dev": 5.0, "vp_test": 5.0},
     },
     # A few clips per split, for tests: builds in seconds.
     "tiny": {
         "high": {"train": 0.4, "dev": 0.08, "test": 0.08, UNLABELED: 0.0},
         "mid": {"train": 0.2, "dev": 0.08, "test": 0.08, UNLABELED: 0.0},
-        "low": {"train": 0.1, "dev": 0.08, "test": 0.08, UNLABELED: 0.15},
+        "low": {"train": 0.1, "dev": 0.08, "test": 0.08, UNLABELED: 0.15, "vp_dev": 0.08, "vp_test": 0.08},
     },
 }
 # Minutes of the mixed-language folder per language (every language, whatever its role): a few minutes in all
@@ -119,7 +136,7 @@ SIZES: dict[str, dict[str, dict[str, float]]] = {
 MIXED_MINUTES = {"default": 0.7, "tiny": 0.1}
 
 # Speakers: each split draws from its own pool (disjoint speakers, like Common Voice's splits).
-SPEAKERS_PER_SPLIT = {"train": 24, "dev": 4, "test": 4, UNLABELED: 12, MIXED: 6}
+SPEAKERS_PER_SPLIT = {"train": 24, "dev": 4, "test": 4, UNLABELED: 12, MIXED: 6, "vp_dev": 4, "vp_test": 4}
 # eSpeak NG voice variants (espeak-ng-data/voices/!v): male, female and Klatt-synthesizer voices. None
 # with a `breath` line (f2, f3, f5...): their breath noise comes from a generator that eSpeak seeds from
 # the clock and exports no way to reseed, which would make the corpus differ from build to build.
@@ -130,6 +147,14 @@ VOICE_VARIANTS = (
 WORDS_PER_SENTENCE = (5, 13)  # inclusive; Common Voice sentences are short (a few seconds read aloud)
 VOCABULARY_SIZE = 3000  # the most frequent words of each language that sentences are built from
 UNLABELED_SECONDS = (10.0, 30.0)  # VoxPopuli segment lengths
+
+# The plenary hall (voxpopuli_domain "plenary_hall") every VoxPopuli-layout utterance is heard through
+# (`far_field`): reverberation time and direct-to-reverberant ratio of the room, the pass band of a room
+# microphone, and the SNR of the hall's (pink) noise; each utterance draws its own values in these ranges.
+# Mild on purpose: models trained on the dry labeled part are brittle. The demo's stage-1 model (Common Voice
+# dev CER bg 26 / el 46 / fi 30 %) reads these at 44 / 55 / 38 %; RT60 0.4-0.8 s alone gives 83 / 80 / 65 %, a
+# 200-4000 Hz band with 15-25 dB SNR and mild reverberation 84 / 72 / 51 % (docs/design.md §11).
+PLENARY_HALL = {"rt60_seconds": (0.1, 0.25), "direct_to_reverberant_db": (6.0, 12.0), "band_hz": (100.0, 6000.0), "snr_db": (20.0, 30.0)}
 
 # First guesses of clip lengths, to size the first round of work; later rounds fill what is missing.
 _FIRST_GUESS_SECONDS = {"labeled": 4.0, UNLABELED: 20.0}
@@ -268,14 +293,20 @@ def _speaker(seed: int, language_index: int, split: str, speaker_index: int) -> 
     }
 
 
-def _make_job(seed: int, language_index: int, split: str, index: int, folder: Path) -> dict:
+def _make_job(seed: int, language_index: int, split: str, index: int, folder: Path, voxpopuli_domain: str = "same") -> dict:
     """Everything a worker needs to render one clip (labeled) or one utterance (unlabeled)."""
     language = LANGUAGES[language_index]
     split_index = _SPLIT_KEYS.index(split)
     rng = _clip_rng(seed, language_index, split_index, index)
     speaker = _speaker(seed, language_index, split, int(rng.integers(SPEAKERS_PER_SPLIT[split])))
     words = vocabulary(language)
-    if split in (UNLABELED, MIXED):
+    if split in TRANSCRIBED_SPLITS:
+        texts = [make_sentence(words, rng)]
+        year = 2009 + index % 12
+        # VoxPopuli's ids start with the session's date; the audio is at <lang>/<year>/<id>.ogg
+        name = f"{year}/{year}0101-0900-PLENARY-demo-{language.code}_{split[3]}{index:05d}.ogg"
+        target_seconds = None
+    elif split in (UNLABELED, MIXED):
         # Enough sentences for the longest utterance; the worker stops at the drawn length.
         texts = [make_sentence(words, rng) for _ in range(16)]
         year = 2009 + index % 12
@@ -305,6 +336,17 @@ def _make_job(seed: int, language_index: int, split: str, index: int, folder: Pa
         "snr_db": float(rng.uniform(25.0, 45.0)),
         "silences": rng.uniform(0.1, 0.5, size=len(texts) + 1).round(3).tolist(),
         "noise_seed": int(rng.integers(2**31)),
+        # drawn from a stream of its own, so that adding the hall left every other draw of a clip unchanged
+        "room": _room(_clip_rng(seed, language_index, split_index, index, 1)) if split in _VOXPOPULI_SPLITS and voxpopuli_domain == "plenary_hall" else None,
+    }
+
+
+def _room(rng: np.random.Generator) -> dict:
+    """One utterance's acoustics in the plenary hall (PLENARY_HALL's ranges)."""
+    return {
+        "rt60_seconds": float(rng.uniform(*PLENARY_HALL["rt60_seconds"])),
+        "direct_to_reverberant_db": float(rng.uniform(*PLENARY_HALL["direct_to_reverberant_db"])),
+        "snr_db": float(rng.uniform(*PLENARY_HALL["snr_db"])),
     }
 
 
@@ -332,6 +374,43 @@ def _speak(job: dict) -> tuple[np.ndarray, int, int]:
     return np.concatenate(pieces), rate, spoken
 
 
+def _fft_length(samples: int) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(samples, 1))))
+
+
+def far_field(waveform: np.ndarray, sampling_rate: int, room: dict, rng: np.random.Generator) -> np.ndarray:
+    """`waveform` as a room microphone in the plenary hall hears it (docs/design.md §11).
+
+    1. Reverberation: convolution with the direct sound plus a diffuse tail of Gaussian noise decaying by
+       60 dB in `room["rt60_seconds"]` (from 2 ms on), scaled to `room["direct_to_reverberant_db"]`.
+    2. The hall's noise: pink (1/f power) noise at `room["snr_db"]` below the reverberant speech.
+    3. The microphone's pass band, PLENARY_HALL["band_hz"], on speech and noise alike: 4th-order high-pass and
+       8th-order low-pass magnitude responses applied in the frequency domain.
+
+    Returns float32 of the same length, peak-normalized to the input's peak. Deterministic given `rng`.
+    """
+    waveform = np.asarray(waveform, dtype=np.float64)
+    peak = float(np.abs(waveform).max()) if waveform.size else 0.0
+    tail = max(1, int(room["rt60_seconds"] * sampling_rate))
+    times = np.arange(tail) / sampling_rate
+    response = rng.standard_normal(tail) * np.exp(-6.91 * times / room["rt60_seconds"])  # ln(1000) = 6.91: -60 dB
+    response[: int(0.002 * sampling_rate)] = 0.0
+    response *= 10 ** (-room["direct_to_reverberant_db"] / 20) / max(math.sqrt(float(np.sum(response**2))), 1e-12)
+    response[0] = 1.0  # the direct sound
+    size = _fft_length(waveform.size + tail)
+    frequencies = np.fft.rfftfreq(size, 1.0 / sampling_rate)
+    speech = np.fft.irfft(np.fft.rfft(waveform, size) * np.fft.rfft(response, size), size)[: waveform.size]
+    pink = np.fft.irfft(np.fft.rfft(rng.standard_normal(size)) / np.sqrt(np.maximum(frequencies, 20.0)), size)[: waveform.size]
+    speech_power, noise_power = float(np.mean(speech**2)), float(np.mean(pink**2))
+    if noise_power > 0 and speech_power > 0:  # the hall's noise, at the drawn SNR below the reverberant speech
+        speech += pink * math.sqrt(speech_power / noise_power / 10 ** (room["snr_db"] / 10))
+    low, high = PLENARY_HALL["band_hz"]  # the microphone hears speech and noise alike through its band
+    band = 1.0 / np.sqrt(1.0 + (low / np.maximum(frequencies, 1.0)) ** 4) / np.sqrt(1.0 + (frequencies / high) ** 8)
+    speech = np.fft.irfft(np.fft.rfft(speech, size) * band, size)[: waveform.size]
+    speech *= peak / max(float(np.abs(speech).max()), 1e-12)
+    return speech.astype(np.float32)
+
+
 def render_clip(job: dict) -> dict:
     """Synthesize, add gain and noise, resample and encode one job; returns its duration and sentences."""
     waveform, rate, spoken = _speak(job)
@@ -340,10 +419,13 @@ def render_clip(job: dict) -> dict:
     speech_power = float(np.mean(waveform**2))
     noise_scale = math.sqrt(speech_power / 10 ** (job["snr_db"] / 10))  # white noise at the drawn SNR
     waveform += rng.standard_normal(waveform.size).astype(np.float32) * noise_scale
-    labeled = job["split"] not in (UNLABELED, MIXED)
-    target_rate = LABELED_SAMPLING_RATE if labeled else UNLABELED_SAMPLING_RATE
-    waveform = np.clip(soxr.resample(waveform, rate, target_rate), -1.0, 1.0)
-    if labeled:
+    common_voice = job["split"] not in _VOXPOPULI_SPLITS
+    target_rate = LABELED_SAMPLING_RATE if common_voice else UNLABELED_SAMPLING_RATE
+    waveform = soxr.resample(waveform, rate, target_rate)
+    if job.get("room") is not None:
+        waveform = far_field(waveform, target_rate, job["room"], rng)
+    waveform = np.clip(waveform, -1.0, 1.0)
+    if common_voice:
         soundfile.write(job["path"], waveform, target_rate, format="MP3")
     else:
         soundfile.write(job["path"], waveform, target_rate, format="OGG", subtype="VORBIS")
@@ -374,16 +456,21 @@ def _chunks(jobs: list[dict]) -> list[list[dict]]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _parameters(size: str, seed: int) -> dict:
-    return {"size": size, "seed": seed, "corpus_version": DEMO_CORPUS_VERSION}
+def _parameters(size: str, seed: int, voxpopuli_domain: str = "same") -> dict:
+    parameters = {"size": size, "seed": seed, "corpus_version": DEMO_CORPUS_VERSION}
+    if voxpopuli_domain != "same":  # corpora of the default domain keep the manifests they always had
+        parameters["voxpopuli_domain"] = voxpopuli_domain
+    return parameters
 
 
-def _build_parts(build_dir: Path, size: str, seed: int, workers: int) -> dict[tuple[int, str], list[dict]]:
+def _build_parts(build_dir: Path, size: str, seed: int, workers: int, voxpopuli_domain: str = "same") -> dict[tuple[int, str], list[dict]]:
     """Render every (language, split) up to its planned minutes; results keyed by (language index, split)."""
     plan = SIZES[size]
     targets = {}  # (language index, split) -> seconds wanted
     for language_index, language in enumerate(LANGUAGES):
         for split, minutes in plan[language.role].items():
+            if split in TRANSCRIBED_SPLITS and voxpopuli_domain == "same":
+                continue  # the transcribed VoxPopuli sets come with the hall
             if minutes > 0:
                 targets[(language_index, split)] = minutes * 60.0
     for language_index in range(len(LANGUAGES)):  # after all others: the earlier splits' jobs come first
@@ -394,6 +481,8 @@ def _build_parts(build_dir: Path, size: str, seed: int, workers: int) -> dict[tu
         code = LANGUAGES[language_index].code
         if split == MIXED:
             return build_dir / MIXED_FOLDER / MIXED_LANGUAGE
+        if split in TRANSCRIBED_SPLITS:
+            return build_dir / VOXPOPULI_ASR_FOLDER / code
         return build_dir / ("voxpopuli" if split == UNLABELED else "cv") / code
 
     def next_jobs() -> list[dict]:
@@ -409,7 +498,7 @@ def _build_parts(build_dir: Path, size: str, seed: int, workers: int) -> dict[tu
             mean = (sum(r["duration"] for r in results) / len(results)) if results else _FIRST_GUESS_SECONDS[kind]
             count = max(1, math.ceil(missing / mean * 1.02))
             jobs += [
-                _make_job(seed, language_index, split, len(results) + offset, folder(language_index, split))
+                _make_job(seed, language_index, split, len(results) + offset, folder(language_index, split), voxpopuli_domain)
                 for offset in range(count)
             ]
         return jobs
@@ -431,7 +520,10 @@ def _build_parts(build_dir: Path, size: str, seed: int, workers: int) -> dict[tu
             progress.refresh()
             # The mixed folder's jobs in chunks of their own: every other clip renders in the same process,
             # after the same clips, as before the folder existed (eSpeak's state), so it is bit-identical.
-            chunks = _chunks([job for job in jobs if job["split"] != MIXED]) + _chunks([job for job in jobs if job["split"] == MIXED])
+            # So do the transcribed VoxPopuli splits (version 4): the Common Voice clips are those of version 3.
+            own = (MIXED, *TRANSCRIBED_SPLITS)
+            chunks = _chunks([job for job in jobs if job["split"] not in own])
+            chunks += _chunks([job for job in jobs if job["split"] in TRANSCRIBED_SPLITS]) + _chunks([job for job in jobs if job["split"] == MIXED])
             for chunk_results in pool.imap_unordered(render_chunk, chunks):
                 for result in chunk_results:
                     done[(result["language_index"], result["split"])].append(result)
@@ -471,6 +563,22 @@ def _write_common_voice_tables(build_dir: Path, done: dict) -> None:
         _write_tsv(folder / "validated.tsv", columns, validated)
         _write_tsv(folder / "clip_durations.tsv", ["clip", "duration[ms]"],
                    [{"clip": clip, "duration[ms]": str(ms)} for clip, ms in durations])
+
+
+def _write_voxpopuli_asr_tables(build_dir: Path, done: dict) -> None:
+    """`voxpopuli_asr/<lang>/asr_{dev,test}.tsv` in VoxPopuli's columns, for each language with such clips."""
+    for language_index, language in enumerate(LANGUAGES):
+        for split, table in TRANSCRIBED_SPLITS.items():
+            results = done.get((language_index, split), [])
+            if not results:
+                continue
+            rows = [{
+                "id": Path(result["name"]).stem,
+                "raw_text": result["sentence"],
+                "normalized_text": " ".join("".join(c for c in result["sentence"].lower() if c.isalpha() or c.isspace()).split()),
+                "speaker_id": result["client_id"][:8], "split": table, "gender": "", "is_gold_transcript": "True", "accent": "None",
+            } for result in results]  # fmt: skip
+            _write_tsv(build_dir / VOXPOPULI_ASR_FOLDER / language.code / f"asr_{table}.tsv", VOXPOPULI_ASR_COLUMNS, rows)
 
 
 def _write_mixed_manifest(build_dir: Path, done: dict) -> None:
@@ -531,11 +639,11 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _manifest(done: dict, size: str, seed: int, build_seconds: float) -> dict:
+def _manifest(done: dict, size: str, seed: int, build_seconds: float, voxpopuli_domain: str = "same") -> dict:
     languages = {}
     for language_index, language in enumerate(LANGUAGES):
         hours, clips = {}, {}
-        for split in (*LABELED_SPLITS, UNLABELED):
+        for split in (*LABELED_SPLITS, UNLABELED, *(TRANSCRIBED_SPLITS if voxpopuli_domain != "same" else ())):
             results = done.get((language_index, split), [])
             hours[split] = round(sum(r["duration"] for r in results) / 3600.0, 4)
             clips[split] = len(results)
@@ -547,20 +655,32 @@ def _manifest(done: dict, size: str, seed: int, build_seconds: float) -> dict:
             "labeled_path": f"cv/{language.code}",
             "unlabeled_path": f"voxpopuli/{language.code}" if clips[UNLABELED] else None,
         }
+        if voxpopuli_domain != "same":
+            languages[language.code]["transcribed_path"] = f"{VOXPOPULI_ASR_FOLDER}/{language.code}" if clips["vp_test"] else None
     mixed = [result for language_index in range(len(LANGUAGES)) for result in done.get((language_index, MIXED), [])]
     scripts = {}
     for language in LANGUAGES:
         scripts.setdefault(language.script.capitalize(), []).append(language.code)
+    layout = {
+        "labeled": "cv/<lang>/clips/*.mp3 (48 kHz mono) + train/dev/test/validated/clip_durations.tsv",
+        "unlabeled": "voxpopuli/<lang>/<year>/*.ogg (16 kHz mono vorbis, 10-30 s)",
+        "mixed": f"{MIXED_FOLDER}/{MIXED_LANGUAGE}/<year>/*.ogg (as unlabeled; every language, language unknown) "
+        f"+ {MIXED_FOLDER}/{MIXED_MANIFEST} (true language and text per clip)",
+    }
+    extra = {}
+    if voxpopuli_domain == "plenary_hall":
+        layout["unlabeled"] += ", through the plenary hall"
+        layout["transcribed"] = (
+            f"{VOXPOPULI_ASR_FOLDER}/<lang>/asr_{{dev,test}}.tsv + <lang>/<year>/<id>.ogg (VoxPopuli's ASR layout; one "
+            "sentence per segment, through the plenary hall; the languages with unlabeled audio)"
+        )
+        extra["plenary_hall"] = {key: list(value) for key, value in PLENARY_HALL.items()}
     return {
-        "parameters": _parameters(size, seed),
+        "parameters": _parameters(size, seed, voxpopuli_domain),
         "languages": languages,
         "scripts": scripts,
-        "layout": {
-            "labeled": "cv/<lang>/clips/*.mp3 (48 kHz mono) + train/dev/test/validated/clip_durations.tsv",
-            "unlabeled": "voxpopuli/<lang>/<year>/*.ogg (16 kHz mono vorbis, 10-30 s)",
-            "mixed": f"{MIXED_FOLDER}/{MIXED_LANGUAGE}/<year>/*.ogg (as unlabeled; every language, language unknown) "
-            f"+ {MIXED_FOLDER}/{MIXED_MANIFEST} (true language and text per clip)",
-        },
+        "layout": layout,
+        **extra,
         # Totals only: the languages of its clips are in the manifest.tsv beside them, which the recipe never reads.
         "mixed": {"path": MIXED_FOLDER, "clips": len(mixed), "hours": round(sum(r["duration"] for r in mixed) / 3600.0, 4),
                   "manifest": f"{MIXED_FOLDER}/{MIXED_MANIFEST}"},  # fmt: skip
@@ -581,32 +701,37 @@ def read_manifest(corpus_dir: str | os.PathLike) -> dict | None:
 
 
 def make_demo_corpus(out_dir: str | os.PathLike, size: str = "default", seed: int = 0, *, workers: int = 2,
-                     force: bool = False) -> Path:
+                     force: bool = False, voxpopuli_domain: str = "same") -> Path:
     """Build the demo corpus into `out_dir` (or keep the one there if it was built with the same parameters).
 
     Args:
-        out_dir: where the corpus goes: `cv/`, `voxpopuli/`, `voxpopuli_mixed/` and `manifest.json`.
+        out_dir: where the corpus goes: `cv/`, `voxpopuli/`, `voxpopuli_asr/`, `voxpopuli_mixed/` and `manifest.json`.
         size: "default" (~3.7 h labeled + 2 h unlabeled; about 3 minutes on 2 cores) or "tiny" (a few
             clips per split and language; seconds).
         seed: all text, voices and noise derive from it; the same seed gives the same TSVs and durations.
         workers: processes rendering clips at the same time (the corpus does not depend on it).
         force: rebuild even if a complete corpus with the same parameters exists.
+        voxpopuli_domain: "same" (the VoxPopuli part sounds like the Common Voice part) or "plenary_hall"
+            (it goes through `far_field`, and `voxpopuli_asr/` holds transcribed dev/test sets in the hall).
 
     Returns:
         `out_dir` as a Path.
     """
     if size not in SIZES:
         raise ValueError(f"size={size!r}; choose one of {sorted(SIZES)}")
+    if voxpopuli_domain not in VOXPOPULI_DOMAINS:
+        raise ValueError(f"voxpopuli_domain={voxpopuli_domain!r}; choose one of {list(VOXPOPULI_DOMAINS)}")
     out_dir = Path(out_dir)
     existing = read_manifest(out_dir)
-    if not force and existing is not None and existing.get("parameters") == _parameters(size, seed):
+    if not force and existing is not None and existing.get("parameters") == _parameters(size, seed, voxpopuli_domain):
         return out_dir
     start = time.perf_counter()
     with atomic_directory(out_dir) as build_dir:
-        done = _build_parts(build_dir, size, seed, workers)
+        done = _build_parts(build_dir, size, seed, workers, voxpopuli_domain)
         _write_common_voice_tables(build_dir, done)
+        _write_voxpopuli_asr_tables(build_dir, done)
         _write_mixed_manifest(build_dir, done)
-        manifest = _manifest(done, size, seed, time.perf_counter() - start)
+        manifest = _manifest(done, size, seed, time.perf_counter() - start, voxpopuli_domain)
         # Written last, as the marker of a complete corpus.
         write_json_atomically(build_dir / "manifest.json", manifest)
     return out_dir
@@ -620,10 +745,15 @@ __all__ = [
     "MIXED_LANGUAGE",
     "MIXED_MANIFEST",
     "MIXED_MINUTES",
+    "PLENARY_HALL",
+    "TRANSCRIBED_SPLITS",
+    "VOXPOPULI_ASR_FOLDER",
+    "VOXPOPULI_DOMAINS",
     "SIZES",
     "DemoLanguage",
     "EspeakSynthesizer",
     "espeak_synthesizer",
+    "far_field",
     "make_demo_corpus",
     "make_sentence",
     "read_manifest",

@@ -3,7 +3,9 @@
 1. a Hub dataset id (parquet mirrors of Common Voice, facebook/voxpopuli) or a `datasets.Dataset` (`load_hub_dataset`);
 2. a local Common Voice release folder, `<root>/<lang>/{train,dev,test}.tsv` + `clips/` (`load_common_voice_folder`);
 3. a local VoxPopuli unlabeled folder, `<root>/<lang>/<year>/*.ogg` (`load_voxpopuli_folder`);
-4. a Flashlight list file, `id path duration_ms transcript` (`load_flashlight_list`, `write_flashlight_list`).
+4. a Flashlight list file, `id path duration_ms transcript` (`load_flashlight_list`, `write_flashlight_list`);
+5. a local VoxPopuli transcribed (ASR) folder, `<root>/<lang>/asr_<split>.tsv` + `<lang>/<year>/<id>.ogg`
+   (`load_voxpopuli_asr_folder`).
 
 Each reads only metadata and hands its records to `data.dataset_from_records` (local layouts) or to the
 data layer's map-style / stream builders (Hub), so decoding and bad-clip skipping are the same for all.
@@ -230,35 +232,39 @@ def common_voice_records(
 _COMMON_VOICE_COLUMNS = ("path", "sentence")
 
 
+def _tsv_rows(table_path: Path, required: Sequence[str], layout: str) -> Iterator[tuple[int, dict]]:
+    """`(line number, row)` of a tab-separated table with a header (QUOTE_NONE: bare quotes in transcripts are
+    text, not CSV quoting). A header without a `required` column is an error naming the file and `layout`."""
+    with open(table_path, encoding="utf-8", newline="") as table:
+        reader = csv.DictReader(table, delimiter="\t", quoting=csv.QUOTE_NONE)
+        missing = [column for column in required if column not in (reader.fieldnames or ())]
+        if missing:
+            raise ValueError(f"{table_path}: no {' or '.join(repr(m) for m in missing)} column (its header has {reader.fieldnames}); {layout}")
+        for row in reader:
+            yield reader.line_num, row
+
+
 def _common_voice_table(table_path: Path, folder: Path) -> list[dict]:
     """Records of one split TSV. A table without the needed columns is an error naming it; a row without an
     audio path (a short or broken line) is a counted skip naming `file:line`, summarised in a warning."""
     counter, records = SkipCounter(), []
     clips = os.fspath(folder / "clips")
-    with open(table_path, encoding="utf-8", newline="") as table:
-        # QUOTE_NONE: Common Voice sentences contain bare quotes that are text, not CSV quoting.
-        reader = csv.DictReader(table, delimiter="\t", quoting=csv.QUOTE_NONE)
-        missing = [column for column in _COMMON_VOICE_COLUMNS if column not in (reader.fieldnames or ())]
-        if missing:
-            raise ValueError(
-                f"{table_path}: no {' or '.join(repr(m) for m in missing)} column (its header has {reader.fieldnames}); "
-                "a Common Voice split TSV has tab-separated columns including path and sentence"
-            )
-        for row in reader:
-            counter.seen += 1
-            path = row.get("path")
-            if not path or not path.strip():
-                counter.skip(SKIP_BAD_ROW, f"{table_path}:{reader.line_num}", f"no audio path in {list(row.values())[:4]!r}")
-                continue
-            records.append(
-                {
-                    # Strings, not Paths: pathlib costs ~30 us a clip, half a minute for a million-clip release.
-                    "id": os.path.splitext(os.path.basename(path))[0],
-                    "audio": os.path.join(clips, path),
-                    "sentence": row.get("sentence") or "",
-                    "language": row.get("locale") or folder.name,
-                }
-            )
+    layout = "a Common Voice split TSV has tab-separated columns including path and sentence"
+    for line_number, row in _tsv_rows(table_path, _COMMON_VOICE_COLUMNS, layout):
+        counter.seen += 1
+        path = row.get("path")
+        if not path or not path.strip():
+            counter.skip(SKIP_BAD_ROW, f"{table_path}:{line_number}", f"no audio path in {list(row.values())[:4]!r}")
+            continue
+        records.append(
+            {
+                # Strings, not Paths: pathlib costs ~30 us a clip, half a minute for a million-clip release.
+                "id": os.path.splitext(os.path.basename(path))[0],
+                "audio": os.path.join(clips, path),
+                "sentence": row.get("sentence") or "",
+                "language": row.get("locale") or folder.name,
+            }
+        )
     if counter.skipped:
         counter.log_summary(f"{table_path} (rows)")
     return records
@@ -339,6 +345,81 @@ def load_voxpopuli_folder(
     """
     records = voxpopuli_records(roots, languages)
     description = f"voxpopuli unlabeled ({', '.join(sorted({r['language'] for r in records}))})"
+    return dataset_from_records(
+        records,
+        streaming=streaming,
+        num_shards=num_shards,
+        target_sr=target_sr,
+        description=description,
+        keep_audio_reference=keep_audio_reference,
+        header_scan=header_scan,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Source 5: VoxPopuli's transcribed (ASR) data, a local copy
+# ---------------------------------------------------------------------------------------------
+
+# VoxPopuli's transcribed release (docs/design.md §8): `transcribed_data/<lang>/asr_{train,dev,test}.tsv`, tab
+# separated with a header (id, raw_text, normalized_text, speaker_id, split, gender, is_gold_transcript,
+# accent), and the audio of segment `<id>` at `<lang>/<year>/<id>.ogg`, the year being the id's first 4 digits.
+VOXPOPULI_ASR_TRANSCRIPT_COLUMN = "raw_text"  # cased and punctuated, like Common Voice's sentences
+
+
+def _is_voxpopuli_asr_language_folder(folder: Path) -> bool:
+    return any(folder.glob("asr_*.tsv"))
+
+
+def voxpopuli_asr_records(
+    roots: str | os.PathLike | Sequence[str | os.PathLike],
+    split: str = "test",
+    languages: Sequence[str] | None = None,
+    transcript_column: str = VOXPOPULI_ASR_TRANSCRIPT_COLUMN,
+) -> list[dict]:
+    """Records of VoxPopuli transcribed segments (`<root>/<lang>/asr_<split>.tsv`, audio `<lang>/<year>/<id>.ogg`).
+
+    `transcript_column`: `raw_text` (default; case and punctuation, as Common Voice) or `normalized_text`.
+    A row whose audio file is missing is a counted skip naming `file:line`, summarised in a warning.
+    """
+    records = []
+    for folder in _language_folders(roots, _is_voxpopuli_asr_language_folder, languages):
+        table_path = folder / f"asr_{split}.tsv"
+        if not table_path.is_file():
+            available = sorted(p.stem.removeprefix("asr_") for p in folder.glob("asr_*.tsv"))
+            raise ValueError(f"{table_path} does not exist; VoxPopuli ASR splits in {folder}: {available}")
+        counter = SkipCounter()
+        layout = "a VoxPopuli ASR table has tab-separated columns id, raw_text, normalized_text, speaker_id, ..."
+        for line_number, row in _tsv_rows(table_path, ("id", transcript_column), layout):
+            counter.seen += 1
+            identifier = (row.get("id") or "").strip()
+            audio = os.path.join(folder, identifier[:4], identifier + ".ogg")
+            if not identifier or not os.path.isfile(audio):
+                counter.skip(SKIP_BAD_ROW, f"{table_path}:{line_number}", f"no audio file {audio}")
+                continue
+            records.append({"id": identifier, "audio": audio, "sentence": row.get(transcript_column) or "", "language": folder.name})
+        if counter.skipped:
+            counter.log_summary(f"{table_path} (rows)")
+    return records
+
+
+def load_voxpopuli_asr_folder(
+    roots: str | os.PathLike | Sequence[str | os.PathLike],
+    split: str = "test",
+    *,
+    languages: Sequence[str] | None = None,
+    transcript_column: str = VOXPOPULI_ASR_TRANSCRIPT_COLUMN,
+    streaming: bool = False,
+    num_shards: int = DEFAULT_NUM_SHARDS,
+    target_sr: int = SAMPLING_RATE,
+    keep_audio_reference: bool = False,
+    header_scan: HeaderScan | None = None,
+) -> Dataset | IterableDataset:
+    """A local copy of VoxPopuli's transcribed data (labeled), one or many languages, in the example schema.
+
+    Args as `load_common_voice_folder`; `split` names the `asr_<split>.tsv` table, `transcript_column` its text.
+    """
+    records = voxpopuli_asr_records(roots, split, languages, transcript_column)
+    description = f"voxpopuli asr {split} ({', '.join(sorted({r['language'] for r in records}))})"
     return dataset_from_records(
         records,
         streaming=streaming,
@@ -469,9 +550,11 @@ __all__ = [
     "load_common_voice_folder",
     "load_flashlight_list",
     "load_hub_dataset",
+    "load_voxpopuli_asr_folder",
     "load_voxpopuli_folder",
     "read_flashlight_list",
     "standardize_hub_columns",
+    "voxpopuli_asr_records",
     "voxpopuli_languages",
     "voxpopuli_records",
     "write_flashlight_list",

@@ -46,6 +46,8 @@ class RecipeConfig:
 
     output_dir: str = "outputs/recipe"
     demo_corpus: str | None = None  # "default" | "tiny": build the demo corpus into <output_dir>/corpus, use it
+    # "same" | "plenary_hall": how the demo corpus's VoxPopuli part sounds (mlpl.demo_corpus; docs/design.md §11)
+    demo_corpus_voxpopuli_domain: str = "same"
     labeled: SourceConfig | None = None  # labeled data with train/dev/test splits (e.g. a Common Voice folder)
     unlabeled: SourceConfig | None = None  # unlabeled audio (e.g. a VoxPopuli folder)
     # Unlabeled audio of unknown language (e.g. a VoxPopuli-layout folder `und/`; with demo_corpus: its
@@ -65,6 +67,10 @@ class RecipeConfig:
     stage6: dict[str, Any] = field(default_factory=dict)
     pseudo_labels: dict[str, Any] = field(default_factory=dict)  # PseudoLabelConfig fields
     evaluation_splits: list[str] = field(default_factory=lambda: ["dev", "test"])
+    # Further labeled sets, by name, that every unit is also evaluated on, for the languages each holds: e.g.
+    # VoxPopuli's transcribed test, {vp_test: {kind: voxpopuli_asr, path: ..., split: test}}, to measure a model
+    # in the unlabeled audio's domain. With demo_corpus: the corpus's voxpopuli_asr/ dev and test as vp_dev, vp_test.
+    evaluation_sets: dict[str, SourceConfig] = field(default_factory=dict)
     evaluation_max_batch_seconds: float = 200.0
     hub: dict[str, Any] = field(default_factory=dict)  # HubConfig fields (no token: use HF_TOKEN / hf auth login)
     # AdapterConfig fields (mlpl.config): with enabled: true, stages 2-3 train a LoRA adapter per language on
@@ -82,10 +88,24 @@ def load_recipe_config(path: str | os.PathLike, overrides: list[str] | tuple[str
         apply_override(values, override)
     config = build_dataclass(RecipeConfig, values, str(path))
     base = path.parent.resolve()
-    for source in (config.labeled, config.unlabeled, config.unlabeled_mixed):
+    for source in (config.labeled, config.unlabeled, config.unlabeled_mixed, *config.evaluation_sets.values()):
         if source is not None and not Path(source.path).is_absolute() and (base / source.path).exists():
             source.path = str(base / source.path)
     return config
+
+
+# RecipeConfig keys added after run folders existed, with the value that leaves a run as it was: at that value
+# they are left out of the run's identity, so a folder made before them is still the same run (mlpl.run_folder).
+RECIPE_KEYS_ADDED_LATER = {"demo_corpus_voxpopuli_domain": "same", "evaluation_sets": {}}
+
+
+def recipe_run_identity(config: RecipeConfig) -> dict:
+    """What makes a recipe run the same run (`mlpl.run_folder.hold_run_folder` compares it): the config, less the
+    sections and keys that are at their "did not exist yet" value (adapters off, `RECIPE_KEYS_ADDED_LATER`)."""
+    from .adapters import run_identity
+
+    values = run_identity(config_to_dict(config))
+    return {key: value for key, value in values.items() if key not in RECIPE_KEYS_ADDED_LATER or value != RECIPE_KEYS_ADDED_LATER[key]}
 
 
 def parse_stages(text: str | None) -> list[int]:
@@ -152,17 +172,22 @@ class Recipe:
         self.output_dir = Path(config.output_dir)
         self.stages_dir = self.output_dir / "stages"
         if config.demo_corpus:
-            from .demo_corpus import make_demo_corpus
+            from .demo_corpus import TRANSCRIBED_SPLITS, VOXPOPULI_ASR_FOLDER, make_demo_corpus
 
             corpus = self.output_dir / "corpus"
             if self.is_main():
                 logger.info("demo corpus (%s) in %s: built once, 1-4 minutes on 2 cores, reused afterwards", config.demo_corpus, corpus)
-                make_demo_corpus(corpus, size=config.demo_corpus)
+                make_demo_corpus(corpus, size=config.demo_corpus, voxpopuli_domain=config.demo_corpus_voxpopuli_domain)
             self._wait()
             config.labeled = config.labeled or SourceConfig(kind="common_voice", path=str(corpus / "cv"))
             config.unlabeled = config.unlabeled or SourceConfig(kind="voxpopuli", path=str(corpus / "voxpopuli"))
             if config.pseudo_labels.get("router") is not None:  # only then: a run folder of an earlier config stays the same run
                 config.unlabeled_mixed = config.unlabeled_mixed or SourceConfig(kind="voxpopuli", path=str(corpus / "voxpopuli_mixed"))
+            if not config.evaluation_sets and (corpus / VOXPOPULI_ASR_FOLDER).is_dir():
+                config.evaluation_sets = {
+                    f"vp_{split}": SourceConfig(kind="voxpopuli_asr", path=str(corpus / VOXPOPULI_ASR_FOLDER), split=split)
+                    for split in TRANSCRIBED_SPLITS.values()
+                }
         if config.labeled is None:
             raise ValueError("the recipe needs `labeled:` data (or `demo_corpus: default`)")
         self.labeled_languages = config.languages or self._languages(replace(config.labeled, split="train"))
@@ -175,6 +200,11 @@ class Recipe:
             self.pl_languages = [code for code in self._languages(config.unlabeled) if code in self.labeled_languages]
         else:
             self.pl_languages = []
+        overlap = sorted(set(config.evaluation_sets) & set(config.evaluation_splits))
+        if overlap:
+            raise ValueError(f"evaluation_sets {overlap}: these names are already evaluation_splits of the labeled data; name the sets otherwise")
+        # Each extra evaluation set with the languages it holds (read from its metadata, no audio).
+        self.evaluation_set_languages = {name: self._languages(source) for name, source in config.evaluation_sets.items()}
         from .hub import HubConfig
 
         self.hub = HubConfig(**config.hub)
@@ -495,8 +525,8 @@ class Recipe:
 
             model = MlplForCTC.from_pretrained(model_folder)
             processor = MlplProcessor.from_pretrained(model_folder)
-            for split in self.config.evaluation_splits:
-                dataset = load_source(replace(self.config.labeled, split=split, languages=languages))
+            for split, source in self.evaluation_sources(languages):
+                dataset = load_source(source)
                 result = evaluate_model(
                     model, processor, dataset, output_dir=output_dir / split, max_batch_seconds=self.config.evaluation_max_batch_seconds,
                     plots=False, progress=True, description={"model": str(model_folder), "split": split},
@@ -505,6 +535,21 @@ class Recipe:
                 results[split] = result.metrics["greedy"]  # compute_asr_metrics: per-language CER/WER, LID
         self._wait()
         return results
+
+    def evaluation_sources(self, languages: list[str]) -> list[tuple[str, SourceConfig]]:
+        """`(name, source)` of every set a unit of `languages` is evaluated on: the labeled data's
+        `evaluation_splits`, then each of `evaluation_sets` that holds any of those languages (restricted to them)."""
+        sources = [(split, replace(self.config.labeled, split=split, languages=languages)) for split in self.config.evaluation_splits]
+        for name, source in self.config.evaluation_sets.items():
+            held = [code for code in languages if code in self.evaluation_set_languages[name]]
+            if held:
+                sources.append((name, replace(source, languages=held)))
+        return sources
+
+    @property
+    def evaluation_names(self) -> list[str]:
+        """Every evaluation's name: the splits, then the extra sets."""
+        return [*self.config.evaluation_splits, *self.config.evaluation_sets]
 
     def _repo_id(self, stage: int, language: str | None = None) -> str:
         """Where a unit's output is (or would be) published: the Hub naming scheme, with the namespace
@@ -596,7 +641,7 @@ class Recipe:
         stages = self.results.get("stages", {})
         evaluation_dirs = {key: [self.evaluation_dir(key, None if unit == "all" else unit) for unit in units] for key, units in stages.items()}
         self.results["comparisons"] = compare_with_controls(
-            evaluation_dirs, self.config.evaluation_splits, self.pl_languages, self.config.bootstrap_resamples
+            evaluation_dirs, self.evaluation_names, self.pl_languages, self.config.bootstrap_resamples
         )
         self._write_json(self.output_dir / "results.json", self.results)
         training_logs = {key: sorted((self.stages_dir / unit_folder_name(key)).glob("**/metrics.jsonl")) for key in stages}
@@ -620,9 +665,7 @@ class Recipe:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             from .run_folder import RECIPE_IGNORED_KEYS, hold_run_folder  # issue 13.4: lock; refuse another run's folder
 
-            from .adapters import run_identity
-
-            hold_run_folder(self.output_dir, run_identity(config_to_dict(self.config)), ignore=RECIPE_IGNORED_KEYS, what="recipe")
+            hold_run_folder(self.output_dir, recipe_run_identity(self.config), ignore=RECIPE_IGNORED_KEYS, what="recipe")
             save_config(self.config, self.output_dir / "recipe_config.yaml")
         logger.info("recipe in %s: stages %s; labeled languages %s; pseudo-labeling %s", self.output_dir, stages, self.labeled_languages, per_language)
         for stage in stages:

@@ -33,6 +33,11 @@ logger = logging.getLogger("mlpl.report")
 PREDICTIONS_FILE = "predictions.jsonl"  # as written by mlpl.evaluation
 
 
+def ordered_splits(keyed: Mapping[str, Any]) -> list[str]:
+    """The evaluation names of `keyed` in report order: test, dev, then the rest (extra sets) as they come."""
+    return [name for name in ("test", "dev") if name in keyed] + [name for name in keyed if name not in ("test", "dev")]
+
+
 def read_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The rows of a `predictions.jsonl` (or of the one inside an evaluation folder)."""
     path = Path(path)
@@ -234,7 +239,7 @@ def across_runs_markdown(aggregated: Mapping[str, Any], names: Sequence[str]) ->
         "mean over runs with its 95 % Student-t interval across runs; 'runs better' counts the runs whose own "
         "paired-bootstrap interval over utterances lies below 0.", "",
     ]  # fmt: skip
-    for split in [s for s in ("test", "dev") if s in aggregated] + [s for s in aggregated if s not in ("test", "dev")]:
+    for split in ordered_splits(aggregated):
         for entry in aggregated[split].values():
             lines += [f"## {entry['title']} ({split})", ""]
             lines += ["| | control CER | arm CER | relative per run | mean relative | 95 % CI across runs | difference (points), 95 % CI | runs better |",
@@ -457,6 +462,13 @@ def results_markdown(
         "Greedy CER (%), corpus-level per language; case and punctuation count. Each unit's model is its best "
         "checkpoint by dev CER.", "",
     ]  # fmt: skip
+    extra = [name for name in ordered_splits(table) if name not in ("test", "dev")]
+    if extra:
+        lines += [
+            f"Besides the labeled data's dev and test, every unit was evaluated on {', '.join(extra)}: the recipe's "
+            "`evaluation_sets`, held-out transcribed audio (e.g. VoxPopuli's, in the unlabeled audio's domain), for the "
+            "languages each holds.", "",
+        ]  # fmt: skip
     if comparisons:
         lines += ["## Pseudo-labels against matched labeled-only controls", ""]
         lines += [
@@ -465,11 +477,12 @@ def results_markdown(
             f"95 % paired bootstrap interval over utterances ({bootstrap_resamples} resamples); "
             "'mean' is the average over the languages with unlabeled audio.", "",
         ]  # fmt: skip
-        for split in [s for s in ("test", "dev") if s in comparisons] + [s for s in comparisons if s not in ("test", "dev")]:
+        for split in ordered_splits(comparisons):
             for entry in comparisons[split].values():
                 lines += [f"### {entry['title']} ({split})", ""]
                 lines += [*stored_comparison_table(entry["per_language"], f"control ({entry['control']})", f"arm ({entry['arm']})"), ""]
-    for split, rows in table.items():
+    for split in ordered_splits(table):
+        rows = table[split]
         lines += [f"## CER per stage ({split})", "", "| language | " + " | ".join(f"stage {s}" if not s.endswith("c") else f"{s[:-1]} control" for s in stages) + " |", "|---|" + "---:|" * len(stages)]
         for code in sorted(rows):
             cells = [f"{100 * rows[code][s]:.1f}" if rows[code].get(s) is not None else "-" for s in stages]
@@ -565,6 +578,7 @@ def _save_figure(plt, figure, path: Path) -> Path:
 
 
 __all__ = [
+    "ordered_splits",
     "cer_table",
     "compare_predictions",
     "compare_with_controls",

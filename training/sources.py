@@ -12,14 +12,15 @@ Scripts take one string, `--data SOURCE`, and `resolve_source` decides what it i
 |----------------------------------------------------------|-------------------|-------------------------------|
 | folder with `<lang>/clips/` + `<split>.tsv` (or one lang) | `common_voice`    | `load_common_voice_folder`    |
 | folder holding such a release as `cv/` (the demo corpus)  | `common_voice`    | `load_common_voice_folder`    |
+| folder of `<lang>/asr_<split>.tsv` + `<lang>/<year>/*.ogg` | `voxpopuli_asr` | `load_voxpopuli_asr_folder`   |
 | folder of `<lang>/**/*.ogg`                               | `voxpopuli`       | `load_voxpopuli_folder`       |
 | folder of parquet files                                   | `hub` (local)     | `load_hub_dataset`            |
 | a file                                                    | `flashlight`      | `load_flashlight_list`        |
 | anything else (`owner/name`)                              | `hub` (dataset id)| `load_hub_dataset`            |
 
 (`pseudo_labels`, a folder written by mlpl.pseudo_label, is named in configs only.)
-`load_labeled_source` gives a map-style dataset with transcripts (evaluation: VoxPopuli folders are
-unlabeled and refused); `source_transcripts` reads only the text of a source (building an LM), without
+`load_labeled_source` gives a map-style dataset with transcripts (evaluation: unlabeled VoxPopuli folders
+are refused; VoxPopuli's transcribed data is labeled); `source_transcripts` reads only the text of a source (building an LM), without
 touching audio.
 """
 
@@ -35,11 +36,15 @@ from datasets import Dataset, IterableDataset
 
 from . import data as data_layer
 from . import loaders
-from .config import COMMON_VOICE, FLASHLIGHT_LIST, HUB, PSEUDO_LABELS, SOURCE_KINDS, VOXPOPULI, SourceConfig
+from .config import COMMON_VOICE, FLASHLIGHT_LIST, HUB, PSEUDO_LABELS, SOURCE_KINDS, VOXPOPULI, VOXPOPULI_ASR, SourceConfig
 
 
 def _is_common_voice(folder: Path) -> bool:
     return (folder / "clips").is_dir() or any((child / "clips").is_dir() for child in folder.iterdir() if child.is_dir())
+
+
+def _is_voxpopuli_asr(folder: Path) -> bool:
+    return any(folder.glob("asr_*.tsv")) or any(folder.glob("*/asr_*.tsv"))
 
 
 def _has_files(folder: Path, pattern: str, depth: int = 3) -> bool:
@@ -58,6 +63,8 @@ def resolve_source(source: str | os.PathLike) -> tuple[str, Path | str]:
             return COMMON_VOICE, path
         if (path / "cv").is_dir() and _is_common_voice(path / "cv"):
             return COMMON_VOICE, path / "cv"
+        if _is_voxpopuli_asr(path):
+            return VOXPOPULI_ASR, path
         if _has_files(path, "*.ogg"):
             return VOXPOPULI, path
         if _has_files(path, "*.parquet"):
@@ -90,6 +97,16 @@ def _load_voxpopuli(source: SourceConfig, options: dict):
     return loaders.load_voxpopuli_folder(source.path, languages=source.languages, **options)
 
 
+def _voxpopuli_asr_column(source: SourceConfig) -> str:
+    return (source.columns or {}).get("sentence") or loaders.VOXPOPULI_ASR_TRANSCRIPT_COLUMN
+
+
+def _load_voxpopuli_asr(source: SourceConfig, options: dict):
+    return loaders.load_voxpopuli_asr_folder(
+        source.path, source.split, languages=source.languages, transcript_column=_voxpopuli_asr_column(source), **options
+    )
+
+
 def _load_flashlight(source: SourceConfig, options: dict):
     dataset = loaders.load_flashlight_list(source.path, language=source.language, labeled=source.labeled, **options)
     return data_layer.select_languages(dataset, source.languages, f"{source.path} ({source.split})")
@@ -116,6 +133,10 @@ def _common_voice_records(source: SourceConfig) -> Iterable[dict]:
 
 def _voxpopuli_records(source: SourceConfig) -> Iterable[dict]:
     return loaders.voxpopuli_records(source.path, source.languages)
+
+
+def _voxpopuli_asr_records(source: SourceConfig) -> Iterable[dict]:
+    return loaders.voxpopuli_asr_records(source.path, source.split, source.languages, _voxpopuli_asr_column(source))
 
 
 def _flashlight_records(source: SourceConfig) -> Iterable[dict]:
@@ -164,6 +185,7 @@ SOURCE_KIND_READERS: dict[str, SourceKindReader] = {
     FLASHLIGHT_LIST: SourceKindReader(_load_flashlight, None, _flashlight_records),
     HUB: SourceKindReader(_load_hub, None, _hub_records),
     PSEUDO_LABELS: SourceKindReader(_load_pseudo_labels, None, _pseudo_label_records),
+    VOXPOPULI_ASR: SourceKindReader(_load_voxpopuli_asr, _voxpopuli_asr_records, _voxpopuli_asr_records),
 }
 assert tuple(SOURCE_KIND_READERS) == SOURCE_KINDS, "every source kind needs a reader"
 

@@ -2,6 +2,7 @@
 
     python scripts/make_demo_corpus.py --out data/demo            # default size, < 2 minutes on 2 cores
     python scripts/make_demo_corpus.py --out /tmp/tiny --size tiny
+    python scripts/make_demo_corpus.py --out data/demo_hall --voxpopuli-domain plenary_hall   # docs/design.md §11
 
 (`mlpl-make-demo-corpus` is the same command.) Needs the `demo` extra: pip install "mlpl[demo]"
 (espeakng-loader, wordfreq).
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from ..demo_corpus import SIZES
+from ..demo_corpus import SIZES, VOXPOPULI_DOMAINS
 from . import setup_logging
 from .arguments import CommandLine, option
 
@@ -24,6 +25,10 @@ class DemoCorpusOptions:
     seed: int = option(0)
     workers: int = option(2, help="processes rendering clips at once")
     force: bool = option(False, help="rebuild even if the same corpus exists")
+    voxpopuli_domain: str = option(
+        "same", choices=list(VOXPOPULI_DOMAINS),
+        help="plenary_hall: the VoxPopuli part through a reverberant hall, plus transcribed voxpopuli_asr/ dev/test sets",
+    )
 
 
 def main(argv=None) -> None:
@@ -31,7 +36,9 @@ def main(argv=None) -> None:
 
     (options,) = CommandLine(__doc__, DemoCorpusOptions).parse(argv).sections
     setup_logging()
-    corpus = make_demo_corpus(options.out, options.size, options.seed, workers=options.workers, force=options.force)
+    corpus = make_demo_corpus(
+        options.out, options.size, options.seed, workers=options.workers, force=options.force, voxpopuli_domain=options.voxpopuli_domain
+    )
     manifest = read_manifest(corpus)
     hours = {code: language["hours"] for code, language in manifest["languages"].items()}
     print(f"demo corpus in {corpus} (built in {manifest['build_seconds']} s)")
