@@ -13,9 +13,10 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 
-from test_trainer import TINY_MODEL, run_train, write_config
+from test_trainer import TINY_MODEL, killed_after_checkpoint, run_train, write_config
 from mlpl.batching import DurationBatchSampler, LanguageBalancedBatchSampler, language_sampling_shares
 from mlpl.data import example_durations, example_languages
 from mlpl.loaders import load_common_voice_folder
@@ -128,10 +129,10 @@ def test_training_reports_realized_hours_and_resumes_exactly(tiny_demo_corpus, t
             "language_temperature": 5,
         },
         model={"overrides": TINY_MODEL, "dropout": 0.1, "layerdrop": 0.0},
-        train={"max_updates": 130, "eval_every": 1000, "save_every": 65, "log_every": 65, "keep_last": 2},
+        train={"max_updates": 130, "eval_every": 1000, "save_every": 60, "log_every": 65, "keep_last": 2},
     )
     whole = tmp_path / "whole"
-    run_train(config, whole)
+    first = run_train(config, whole)
     summary = json.loads((whole / "train_summary.json").read_text())["languages"]
     assert summary["temperature"] == 5.0
     natural = summary["natural_share"]
@@ -142,10 +143,18 @@ def test_training_reports_realized_hours_and_resumes_exactly(tiny_demo_corpus, t
     assert {f"train_hours/{code}" for code in natural} <= set(rows[-1])
     assert rows[-1]["train_hours/el"] == pytest.approx(summary["realized_hours"]["el"])
 
-    # Stopped at update 65 and resumed: the same parameters and the same realized hours.
-    parted = tmp_path / "parted"
-    first = run_train(config, parted, "train.max_updates=65")
+    # Killed after the checkpoint of update 120, inside an epoch, and resumed: the resumed updates finish that
+    # epoch and draw the next one, with the same parameters and the same realized hours as the whole run.
+    parted = killed_after_checkpoint(whole, 120, tmp_path / "parted")
+
+    def sampler_state(step: int) -> dict:
+        return torch.load(parted / "checkpoints" / f"step_{step}" / "trainer_state_rank0.pt", weights_only=True)["train_sampler"]
+
+    stopped = sampler_state(120)
+    assert 0 < stopped["position"] < stopped["num_batches"], stopped  # inside an epoch
     second = run_train(config, parted, "--resume")
+    assert f"resumed from {parted / 'checkpoints' / 'step_120'} at update 120" in second.stderr
+    assert sampler_state(130)["epoch"] > stopped["epoch"]  # the resumed part began a new epoch
     # Clip durations are cached beside the run (issue 14.3): the second invocation reads no header.
     assert "28 clip durations, 0 from the cache" in first.stderr and (parted / "duration_cache").is_dir()
     assert "28 clip durations, 28 from the cache" in second.stderr

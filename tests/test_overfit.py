@@ -1,6 +1,7 @@
 """A tiny model overfits a handful of real utterances (issue 2): the CTC loss falls far below its start and
 greedy decoding reproduces the transcripts. Real clips: the demo corpus's mp3s through the data layer."""
 
+import pytest
 import torch
 
 from modeling_mlpl import MlplForCTC, MlplProcessor
@@ -12,7 +13,18 @@ from mlpl.inference import transcribe_batch
 LANGUAGES = ["el", "ru"]  # two scripts, so the LID head has something to learn too
 
 
-def test_tiny_model_overfits_four_real_utterances(tiny_demo_corpus):
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the ~200 training steps: on tensors this small a second thread saves little,
+    and while any other process busies a core of a 2-core machine a 2-thread step takes 10-60x longer
+    (measured 0.04 s vs 0.5-2.4 s), which made this the slowest test of the suite under load."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_tiny_model_overfits_four_real_utterances(tiny_demo_corpus, one_thread):
     dataset = load_common_voice_folder(tiny_demo_corpus / "cv", "train", languages=LANGUAGES)
     records = dataset.with_format(None)
     picks = []

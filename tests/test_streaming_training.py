@@ -14,10 +14,10 @@ from test_trainer import SLIMIPL, TINY_MODEL, run_train, write_config
 from mlpl.config import load_config
 
 
-@pytest.fixture()
-def stream_config(tiny_demo_corpus, tmp_path):
+@pytest.fixture(scope="module")
+def stream_config(tiny_demo_corpus, tmp_path_factory):
     return write_config(
-        tmp_path / "stream.yaml",
+        tmp_path_factory.mktemp("stream") / "stream.yaml",
         tiny_demo_corpus,
         data={
             "train": [{"kind": "common_voice", "path": str(tiny_demo_corpus / "cv"), "split": "train", "streaming": True}],
@@ -31,51 +31,76 @@ def stream_config(tiny_demo_corpus, tmp_path):
     )
 
 
-def _train_whole_then_killed_and_resumed(config, tmp_path, *overrides, launch=run_train) -> dict:
-    """Train `config` for 24 updates in one go and again as 11 updates + `--resume` (the checkpoint of
-    update 11 falls inside a stream buffer); the two final models must be bit-identical. Returns the
-    uninterrupted run's summary (the resumed run's must be the same)."""
-    whole = tmp_path / "whole"
-    completed = launch(config, whole, *overrides)
+# data.num_workers is for map-style data (and not part of a run's identity): every single-process streamed run
+# here sets it, so the one uninterrupted run also shows that streams do not use it.
+WORKERS = "data.num_workers=2"
+
+
+@pytest.fixture(scope="module")
+def streamed_runs(stream_config, tmp_path_factory):
+    """The single-process streamed run of 24 updates in one go, and the same run stopped at
+    `train.max_updates=11`: (folder, train.py output) of each. Two independent single-threaded processes,
+    run side by side (one per core of a 2-core machine)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder = tmp_path_factory.mktemp("streamed")
+    with ThreadPoolExecutor(2) as pool:
+        whole = pool.submit(run_train, stream_config, folder / "whole", WORKERS)
+        parted = pool.submit(run_train, stream_config, folder / "parted", WORKERS, "train.max_updates=11")
+        return (folder / "whole", whole.result()), (folder / "parted", parted.result())
+
+
+def _check_whole(whole, completed) -> dict:
+    """The uninterrupted run of `stream_config`: 24 updates through an epoch boundary of the training stream,
+    slimIPL trained on the unlabeled stream. Returns its summary."""
     assert "training stream: epoch 1 begins" in completed.stderr  # an epoch boundary is logged, not a stop
     summary = json.loads((whole / "train_summary.json").read_text())
     assert summary["num_updates"] == 24 and len(summary["languages"]["realized_hours"]) == 7
+    assert summary["slimipl"]["training_reads"] > 0  # the unlabeled stream was trained on
+    return summary
 
-    parted = tmp_path / "parted"
-    launch(config, parted, *overrides, "train.max_updates=11")
-    state = torch.load(parted / "checkpoints" / "step_11" / "trainer_state_rank0.pt", weights_only=True)["train_sampler"]
+
+def _resume_matches_whole(config, whole, summary, parted, *overrides, launch=run_train) -> None:
+    """`parted` holds the run interrupted after its checkpoint of update 11, which falls inside a stream
+    buffer; `--resume` must finish it with the uninterrupted run's (`whole`) parameters, bit for bit, and its
+    summary."""
+    checkpoint = parted / "checkpoints" / "step_11"
+    state = torch.load(checkpoint / "trainer_state_rank0.pt", weights_only=True)["train_sampler"]
     assert state["batches_yielded_in_buffer"] > 0 and state["source_state"] is not None  # inside a buffer
-    assert "resumed from" in launch(config, parted, *overrides, "--resume").stderr
+    assert f"resumed from {checkpoint} at update 11" in launch(config, parted, *overrides, "--resume").stderr
     expected, resumed = load_file(whole / "final" / "model.safetensors"), load_file(parted / "final" / "model.safetensors")
     for name in expected:
         torch.testing.assert_close(resumed[name], expected[name], rtol=0, atol=0, msg=name)
     finished = json.loads((parted / "train_summary.json").read_text())
     assert finished["languages"] == summary["languages"] and finished["slimipl"] == summary["slimipl"]
-    assert summary["slimipl"]["training_reads"] > 0  # the unlabeled stream was trained on
-    return summary
 
 
 @pytest.mark.slow
-def test_streamed_training_passes_epochs_and_resumes_bit_exactly(stream_config, tmp_path):
-    _train_whole_then_killed_and_resumed(stream_config, tmp_path)
+def test_streamed_training_passes_epochs_and_resumes_bit_exactly(stream_config, streamed_runs):
+    """24 updates in one go, and again as a run stopped at `train.max_updates=11` then continued to 24 with
+    `--resume`: the two final models must be bit-identical."""
+    (whole, completed), (parted, _) = streamed_runs
+    summary = _check_whole(whole, completed)
+    _resume_matches_whole(stream_config, whole, summary, parted, WORKERS)
 
 
-def test_dataloader_workers_are_not_used_for_streams_and_say_so(stream_config, tmp_path):
+def test_dataloader_workers_are_not_used_for_streams_and_say_so(streamed_runs):
     """data.num_workers is for map-style data: a streamed run decodes in the training process and warns."""
-    completed = run_train(stream_config, tmp_path / "run", "data.num_workers=2", "train.max_updates=2")
+    (whole, completed), _ = streamed_runs
     assert "data.num_workers=2 is not used for streamed data" in completed.stderr
-    assert json.loads((tmp_path / "run" / "train_summary.json").read_text())["num_updates"] == 2
+    assert json.loads((whole / "train_summary.json").read_text())["num_updates"] == 24
 
 
 @pytest.mark.slow
 def test_two_processes_stream_and_resume_bit_exactly(stream_config, tmp_path):
     """The same on two CPU processes (`accelerate launch`, each process reads its own share of the stream),
-    with the language-balanced stream (`data.language_temperature: 5`)."""
+    with the language-balanced stream (`data.language_temperature: 5`); the interrupted run is the
+    uninterrupted one's folder as a kill right after its checkpoint of update 11 leaves it."""
     import subprocess
     import sys
 
     from test_distributed_data import free_port
-    from test_trainer import ENVIRONMENT, REPOSITORY
+    from test_trainer import ENVIRONMENT, REPOSITORY, killed_after_checkpoint
 
     def launch(config, output_dir, *extra):
         command = [
@@ -88,14 +113,20 @@ def test_two_processes_stream_and_resume_bit_exactly(stream_config, tmp_path):
         assert completed.returncode == 0, f"{completed.stdout[-2000:]}\n{completed.stderr[-4000:]}"
         return completed
 
-    summary = _train_whole_then_killed_and_resumed(stream_config, tmp_path, "data.language_temperature=5", launch=launch)
+    overrides = ("data.language_temperature=5", "train.keep_last=0")  # keep_last=0: every checkpoint stays
+    whole = tmp_path / "whole"
+    summary = _check_whole(whole, launch(stream_config, whole, *overrides))
+    parted = killed_after_checkpoint(whole, 11, tmp_path / "parted")
+    assert (parted / "checkpoints" / "step_11" / "trainer_state_rank1.pt").is_file()
+    _resume_matches_whole(stream_config, whole, summary, parted, *overrides, launch=launch)
     languages = summary["languages"]  # the balanced stream (T = 5): a flatter mix than the natural one
     assert languages["temperature"] == 5 and set(languages["target_share"]) == set(languages["utterances"]) == set(languages["realized_hours"])
     smallest = min(languages["utterances"], key=languages["utterances"].get)
     largest = max(languages["utterances"], key=languages["utterances"].get)
     assert languages["target_share"][smallest] > languages["natural_share"][smallest]
     assert languages["target_share"][largest] < languages["natural_share"][largest]
-    newest = max((tmp_path / "parted" / "checkpoints").glob("step_*"), key=lambda folder: int(folder.name.split("_")[1]))
+    newest = max((parted / "checkpoints").glob("step_*"), key=lambda folder: int(folder.name.split("_")[1]))
+    assert newest.name == "step_24"  # written by the resumed run
     states = [torch.load(newest / f"trainer_state_rank{rank}.pt", weights_only=True)["train_sampler"] for rank in range(2)]
     assert [state["rank"] for state in states] == [0, 1]  # each process saved the position of its own share
 

@@ -6,6 +6,7 @@ disk: metrics.jsonl, checkpoints, the best and final model folders, the summary.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,6 +52,22 @@ def run_train(config: Path, output_dir: Path, *extra: str, timeout: int = 300) -
 
 def records(output_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def killed_after_checkpoint(finished: Path, step: int, copy: Path) -> Path:
+    """`copy`: the finished run folder `finished` as the run would have left it had it been killed right after
+    writing its checkpoint of update `step`: the newer checkpoints, the final model and the summary are gone;
+    the metrics rows logged after the checkpoint stay (a `--resume` truncates them). A checkpoint holds nothing
+    of what the run does after writing it, so a `--resume` of `copy` must finish with `finished`'s parameters
+    bit for bit, as a second run stopped at `step` would, without the start-up of that second run."""
+    shutil.copytree(finished, copy)
+    for checkpoint in (copy / "checkpoints").glob("step_*"):
+        if int(checkpoint.name.split("_")[1]) > step:
+            shutil.rmtree(checkpoint)
+    shutil.rmtree(copy / "final")
+    (copy / "train_summary.json").unlink()
+    assert (copy / "checkpoints" / f"step_{step}" / "trainer_state_rank0.pt").is_file(), f"no checkpoint of update {step} kept"
+    return copy
 
 
 # ---- configuration ----------------------------------------------------------------------------------------
@@ -119,7 +136,7 @@ def test_supervised_run_lowers_dev_cer_and_leaves_a_usable_model(tiny_demo_corpu
         optim={"optimizer": "adamw", "lr": 0.003, "warmup_updates": 10, "halve_lr_at": None, "max_grad_norm": 5.0},
         spec_augment={"enabled": False},
         train={
-            "max_updates": 125, "eval_every": 125, "eval_before_training": True, "save_every": 125, "log_every": 25,
+            "max_updates": 75, "eval_every": 75, "eval_before_training": True, "save_every": 75, "log_every": 25,
             "keep_last": 1, "log_with": ["tensorboard"],
         },  # fmt: skip
     )
@@ -127,7 +144,7 @@ def test_supervised_run_lowers_dev_cer_and_leaves_a_usable_model(tiny_demo_corpu
     run_train(config, output_dir)
 
     dev = [r for r in records(output_dir) if "dev_cer" in r]
-    assert [r["update"] for r in dev] == [0, 125]
+    assert [r["update"] for r in dev] == [0, 75]
     assert dev[-1]["dev_cer"] < min(dev[0]["dev_cer"], 1.0) - 0.02, dev  # below the start and below all-blank output
     assert {f"dev/common_voice:cv:dev/cer/{code}" for code in languages} <= set(dev[-1])
     assert list(output_dir.rglob("events.out.tfevents.*")), "nothing reached the tensorboard tracker"
@@ -135,9 +152,9 @@ def test_supervised_run_lowers_dev_cer_and_leaves_a_usable_model(tiny_demo_corpu
     assert losses[-1] < 0.8 * losses[0]
 
     summary = json.loads((output_dir / "train_summary.json").read_text())
-    assert summary["num_updates"] == 125 and summary["skipped_non_finite"] == 0
+    assert summary["num_updates"] == 75 and summary["skipped_non_finite"] == 0
     assert summary["best_dev_cer"] == pytest.approx(min(r["dev_cer"] for r in dev))
-    assert [p.name for p in (output_dir / "checkpoints").iterdir()] == ["step_125"]  # keep_last=1
+    assert [p.name for p in (output_dir / "checkpoints").iterdir()] == ["step_75"]  # keep_last=1
     assert (output_dir / "config.yaml").is_file() and (output_dir / "best" / "training_config.yaml").is_file()
 
     # The best model folder is a pipeline-ready model, remote code included.
@@ -274,8 +291,6 @@ class _RunsCodeWhenUnpickled:
 
 @pytest.mark.slow
 def test_resume_refuses_a_crafted_trainer_state_and_never_runs_it(uninterrupted_slimipl_run, slimipl_config, tmp_path):
-    import shutil
-
     output_dir = tmp_path / "planted"
     shutil.copytree(uninterrupted_slimipl_run, output_dir)
     newest = max((output_dir / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
