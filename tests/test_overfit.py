@@ -15,9 +15,10 @@ LANGUAGES = ["el", "ru"]  # two scripts, so the LID head has something to learn 
 
 @pytest.fixture
 def one_thread():
-    """One intra-op thread for the ~200 training steps: on tensors this small a second thread saves little,
-    and while any other process busies a core of a 2-core machine a 2-thread step takes 10-60x longer
-    (measured 0.04 s vs 0.5-2.4 s), which made this the slowest test of the suite under load."""
+    """One intra-op thread for the ~200 training steps. On an idle 2-core machine a second thread saves about
+    3 s (the loop takes ~4 s instead of ~7 s); but while any other process busies a core, every 2-thread op
+    waits for the descheduled thread and a step takes 10-60x longer (measured 0.04 s vs 0.5-2.4 s a step: the
+    test took 75-313 s instead of ~5 s), which made it the slowest test of the suite under load."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
