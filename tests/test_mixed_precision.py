@@ -107,3 +107,17 @@ def test_native_bf16_on_this_cpu_follows_onednn_and_auto_reaches_the_accelerator
         assert not native  # an AVX2 x86 CPU only emulates bf16
     config = ExperimentConfig(train=TrainConfig(output_dir=str(tmp_path / "run"), mixed_precision="auto", cpu=True))
     assert _accelerator(config).mixed_precision == ("bf16" if native else "no")
+
+
+def test_a_second_run_in_the_same_process_may_change_its_precision(tmp_path):
+    """accelerate keeps one AcceleratorState per process and refuses a second Accelerator of another precision;
+    a second run in the same process (a notebook) gets its own (found on an AVX-512 CPU, where `auto` is bf16
+    while an earlier run in the process used "no")."""
+    from mlpl.config import ExperimentConfig, TrainConfig
+    from mlpl.trainer import _accelerator
+
+    precisions = []
+    for name, mixed_precision in (("a", "no"), ("b", "bf16"), ("c", "no")):
+        config = ExperimentConfig(train=TrainConfig(output_dir=str(tmp_path / name), mixed_precision=mixed_precision, cpu=True))
+        precisions.append(_accelerator(config).mixed_precision)
+    assert precisions == ["no", "bf16", "no"]

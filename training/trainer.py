@@ -330,15 +330,35 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _release_accelerator_state(mixed_precision: str, cpu: bool) -> None:
+    """Let a second run in the same process (a notebook, `train()` called twice) use another precision or device.
+
+    accelerate keeps one `AcceleratorState` per process and refuses an `Accelerator` whose mixed precision (or
+    `cpu=True`) differs from the first one's ("restart your runtime"). A run's state is its own, so the previous
+    run's is dropped; the process group (`PartialState`) is kept, so this is safe under `accelerate launch` too.
+    """
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state  # empty until the process's first Accelerator
+    previous, device = state.get("_mixed_precision"), state.get("device")
+    if previous is None:
+        return
+    if previous != mixed_precision or (cpu and device is not None and device.type != "cpu"):
+        logger.info("the previous Accelerator in this process used %s on %s: a fresh state for %s", previous, device, mixed_precision)
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
 def _accelerator(config: ExperimentConfig) -> Accelerator:
     """The Accelerator of the run, the seed set, and the run folder with the run's config.yaml."""
     output_dir = Path(config.train.output_dir)
     # Layerdrop skips whole branches, so some parameters get no gradient in a step: DDP must be told.
     layerdrop_possible = (config.model.layerdrop or 0) > 0 or config.slimipl.enabled or config.model.layerdrop is None
     device = torch.device("cpu") if config.train.cpu else process_state().device
+    mixed_precision = resolve_mixed_precision(config.train.mixed_precision, device)
+    _release_accelerator_state(mixed_precision, config.train.cpu)
     accelerator = Accelerator(
         gradient_accumulation_steps=config.optim.gradient_accumulation_steps,
-        mixed_precision=resolve_mixed_precision(config.train.mixed_precision, device),
+        mixed_precision=mixed_precision,
         log_with=config.train.log_with or None,
         project_dir=str(output_dir),
         cpu=config.train.cpu,
