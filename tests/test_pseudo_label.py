@@ -467,6 +467,46 @@ def test_model_revision_is_the_snapshot_commit_the_git_commit_or_a_weights_hash(
         model_revision(tmp_path)
 
 
+def test_with_an_lm_each_label_is_its_beam_search_over_the_lexicon_and_the_confidence_stays_greedy(
+    tiny_demo_corpus, model_and_processor, voxpopuli_run, tmp_path
+):
+    """`lm` + `lexicon: lm`: every PL is the LM beam search of the clip's own logits, written only with the
+    LM's words (the random model's greedy PLs are one long unknown blob), and the row keeps the greedy path's
+    confidence."""
+    from mlpl.evaluation import decode_with_lm, lm_decoders
+    from mlpl.ngram_lm import estimate_kneser_ney
+
+    model, processor = model_and_processor
+    records = voxpopuli_records(tiny_demo_corpus / "voxpopuli")
+    words = sorted({word for record in common_voice_records(tiny_demo_corpus / "cv", "train") for word in record["sentence"].split()})[:200]
+    arpa = tmp_path / "lm.arpa"
+    estimate_kneser_ney([" ".join(words[i : i + 6]) for i in range(0, len(words), 6)], order=2).write_arpa(arpa)
+    config = PseudoLabelConfig(lm=str(arpa), lexicon="lm", lm_alpha=1.0, lm_beta=0.0)
+    summary = generate_pseudo_labels(model, processor, load_voxpopuli_folder(tiny_demo_corpus / "voxpopuli"), tmp_path / "pl", config)
+    rows = read_rows(tmp_path / "pl")
+    greedy_rows = read_rows(voxpopuli_run[0])
+
+    decoders = lm_decoders(processor.tokenizer, config, LANGUAGES)
+    expected = {}
+    for record in records:  # each clip alone: its logits, the same decoder
+        example = decode_record({"sentence": None, **record}, SkipCounter())
+        inputs = processor.feature_extractor([example["audio"]], sampling_rate=16000, return_attention_mask=True, return_tensors="pt")
+        with torch.inference_mode():
+            result = transcribe_batch(model, dict(inputs), processor.tokenizer, CHUNK_FRAMES, return_logits=True)
+        expected[example["id"]] = decode_with_lm(decoders, example["language"], result["logits"].float(), result["output_lengths"], 0)
+    assert rows and summary["kept"] == len(rows) == sum(1 for text in expected.values() if text)  # empty: dropped
+    for identifier, row in rows.items():
+        assert row["pseudo_label"] == expected[identifier]
+        assert set(row["pseudo_label"].split()) <= set(words)
+        assert row["pseudo_label"] != greedy_rows[identifier]["pseudo_label"]
+        assert row["confidence"] == pytest.approx(greedy_rows[identifier]["confidence"], abs=1e-4)
+
+
+def test_lm_options_without_an_lm_are_refused_naming_lm():
+    with pytest.raises(ValueError, match="without lm"):
+        PseudoLabelConfig(lexicon="lm")
+
+
 @pytest.mark.parametrize(
     "options, message",
     [

@@ -227,6 +227,44 @@ def test_slimipl_run_follows_the_cache_rules(uninterrupted_slimipl_run):
 
 
 @pytest.mark.slow
+def test_slimipl_with_an_lm_caches_pseudo_labels_spelled_with_its_lexicon(slimipl_config, tiny_demo_corpus, tmp_path):
+    """`slimipl.lm` + `lexicon: lm`: every pseudo-label in the cache is written with the LM's words (the tiny
+    model's greedy PLs are not: they spell whatever it hears, unknown words included)."""
+    from modeling_mlpl import MlplProcessor
+    from mlpl.checkpoint import load_trainer_state
+    from mlpl.loaders import common_voice_records
+    from mlpl.ngram_lm import estimate_kneser_ney
+
+    sentences = [record["sentence"] for record in common_voice_records(tiny_demo_corpus / "cv", "train") if record["language"] in ("fi", "el")]
+    arpa = tmp_path / "lm.arpa"
+    estimate_kneser_ney(sentences, order=2).write_arpa(arpa)
+    lexicon = {word for sentence in sentences for word in sentence.split()}
+
+    # the pseudo-label test's random model with the blank pushed down: it emits a character on every frame
+    from test_pseudo_label import tiny_model
+
+    initial = tmp_path / "initial"
+    processor = MlplProcessor.from_transcripts([record["sentence"] for record in common_voice_records(tiny_demo_corpus / "cv", "train")])
+    tiny_model(processor, blank_bias=-5.0).save_pretrained(initial)
+    processor.save_pretrained(initial)
+
+    output_dir = tmp_path / "run"
+    lm = [f"slimipl.lm={arpa}", "slimipl.lexicon=lm", "slimipl.lm_alpha=0.5", "slimipl.lm_beta=0.0"]
+    run_train(slimipl_config, output_dir, *lm, f"model.init_from={initial}", "optim.lr=1e-6", "train.max_updates=12", "train.save_every=12")
+    state = load_trainer_state(output_dir / "checkpoints" / "step_12" / "trainer_state_rank0.pt")
+    tokenizer = MlplProcessor.from_pretrained(output_dir / "final").tokenizer
+    texts = [
+        tokenizer.decode([token for token in row.tolist() if token >= 0], group_tokens=False).strip()
+        for labels in state["cache"]["labels"] for row in labels
+    ]
+    assert len(texts) >= SLIMIPL["cache_size"] and any(texts)
+    for text in texts:
+        assert set(text.split()) <= lexicon, text
+    saved = yaml.safe_load((output_dir / "config.yaml").read_text())["slimipl"]
+    assert (saved["lm"], saved["lexicon"]) == (str(arpa), "lm")
+
+
+@pytest.mark.slow
 def test_sigkill_and_resume_gives_the_same_parameters(slimipl_config, uninterrupted_slimipl_run, tmp_path):
     output_dir = tmp_path / "killed"
     command = [sys.executable, "scripts/train.py", "--config", str(slimipl_config), f"train.output_dir={output_dir}"]

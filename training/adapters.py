@@ -207,11 +207,16 @@ def set_adapter_base_model(folder: str | os.PathLike, base_model: str) -> None:
 
 def run_identity(values: dict) -> dict:
     """A config dict (ExperimentConfig or RecipeConfig, as `config_to_dict` gives it) without its `adapters`
-    section when adapters are off: a run folder made before adapters existed is still the same run
-    (mlpl.run_folder compares every key)."""
+    section when adapters are off, and without slimIPL's LM options when they are unset: a run folder made
+    before those existed is still the same run (mlpl.run_folder compares every key)."""
     adapters = values.get("adapters")
     if adapters is not None and not (adapters or {}).get("enabled", False):
         values = {key: value for key, value in values.items() if key != "adapters"}
+    slimipl = values.get("slimipl")
+    if isinstance(slimipl, dict):  # its LM options came later: unset, a run folder made before them is the same run
+        from .config import LM_OPTION_KEYS
+
+        values = {**values, "slimipl": {key: value for key, value in slimipl.items() if key not in LM_OPTION_KEYS or value is not None}}
     return values
 
 

@@ -184,7 +184,33 @@ class SpecAugmentConfig:
 
 
 @dataclass
-class SlimIPLConfig:
+class LMDecodingOptions:
+    """Pseudo-labels from an n-gram LM's beam search instead of greedy CTC (docs/design.md §7; iterative
+    pseudo-labeling's way, not slimIPL's): the options `SlimIPLConfig` and `PseudoLabelConfig` share.
+
+    lm: an ARPA file for every language, or a path with `{language}` (languages without a file stay greedy).
+    lexicon: "lm" (the LM's words), a word-list / Flashlight lexicon file, or None (lexicon-free).
+    lm_alpha, lm_beta: LM weight and word score; None: the weights chosen on dev in `lm_decoding`.
+    lm_decoding: an `lm_decoding.json` (or its folder) from `scripts/evaluate.py --lm ... --grid-search` on dev;
+        None: the one in the labeling model's folder, if any (else the decoder's defaults).
+    """
+
+    lm: str | None = None
+    lexicon: str | None = None
+    lm_alpha: float | None = None
+    lm_beta: float | None = None
+    lm_decoding: str | None = None
+
+    def check_lm_options(self, section: str) -> None:
+        if self.lm is None and any(value is not None for value in (self.lexicon, self.lm_alpha, self.lm_beta, self.lm_decoding)):
+            raise ValueError(f"{section}: lexicon / lm_alpha / lm_beta / lm_decoding set without lm: name the ARPA file(s) with lm")
+
+
+LM_OPTION_KEYS = tuple(option.name for option in dataclasses.fields(LMDecodingOptions))
+
+
+@dataclass
+class SlimIPLConfig(LMDecodingOptions):
     enabled: bool = False
     supervised_warmup_updates: int = 20_000  # M (slimIPL)
     unlabeled_ratio: int = 10  # lambda (mling_pl)
@@ -208,6 +234,7 @@ class SlimIPLConfig:
             "dropout": DROP_RATE, "layerdrop": DROP_RATE, "ema_decay": DECAY,
             "min_confidence": ((lambda value: value <= 0), "<= 0 (a mean log-probability; null keeps every utterance)"),
         })  # fmt: skip
+        self.check_lm_options("slimipl")
 
 
 @dataclass

@@ -252,7 +252,7 @@ def evaluate_model(
                     caches[key].add(logits[position : position + 1], output_lengths[position : position + 1])
                     cache_rows[key].append(row)
                 else:
-                    with_lm[row] = decoders[key].decode(logits[position : position + 1], output_lengths[position : position + 1])[0]
+                    with_lm[row] = decode_with_lm(decoders, languages[row], logits, output_lengths, position)
     finally:
         model.train(was_training)
 
@@ -318,6 +318,33 @@ def _prepare_lm_decoding(tokenizer, language_models, lexicon, alpha, beta, grid_
             caches[key] = LogProbCache(decoder.vocab_size, (decoder.blank_index, decoder.sil_index), top_k=max(128, decoder.beam_size_token))
             cache_rows[key] = []
     return decoders, caches, cache_rows
+
+
+def lm_decoders(tokenizer, options, languages: Sequence[str], model_folder: str | os.PathLike | None = None) -> dict:
+    """`{language or "*": MlplBeamSearchDecoder}` for pseudo-labels (`options`: `mlpl.config.LMDecodingOptions`,
+    as stage 4 and slimIPL hold them; `{}` without `options.lm`). Weights: `lm_alpha` / `lm_beta`, else those
+    chosen on dev in `lm_decoding`, else in the labeling model's folder (`model_folder/lm_decoding.json`, as
+    `scripts/evaluate.py --grid-search` leaves it), else the decoder's defaults. `decode_with_lm` picks an
+    utterance's decoder."""
+    if options.lm is None:
+        return {}
+    lm_decoding = options.lm_decoding
+    if lm_decoding is None and model_folder is not None and (Path(model_folder) / LM_DECODING_FILE).is_file():
+        lm_decoding = Path(model_folder) / LM_DECODING_FILE
+    language_models = resolve_language_models(options.lm, languages)
+    decoders, _, _ = _prepare_lm_decoding(tokenizer, language_models, options.lexicon, options.lm_alpha, options.lm_beta, False, None, lm_decoding)
+    for key, decoder in decoders.items():
+        logger.info("pseudo-labels of %s from the LM beam search: %s", key, decoder.settings())
+    return decoders
+
+
+def decode_with_lm(decoders: Mapping, language: str, logits: torch.Tensor, output_lengths: torch.Tensor, position: int) -> str | None:
+    """The LM beam search's transcript of row `position` of a batch's logits with its language's decoder (or the
+    one for every language); None where no LM covers the language."""
+    key = _lm_key(language, decoders)
+    if key is None:
+        return None
+    return decoders[key].decode(logits[position : position + 1], output_lengths[position : position + 1])[0]
 
 
 def _score(ids, references, languages, durations, greedy, with_lm, predicted, codes, normalized):
@@ -539,5 +566,7 @@ __all__ = [
     "plot_cer_per_language",
     "plot_lid_confusion",
     "resolve_language_models",
+    "lm_decoders",
+    "decode_with_lm",
     "write_evaluation_files",
 ]

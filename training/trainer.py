@@ -473,7 +473,20 @@ def _set_up(config: ExperimentConfig) -> _TrainingRun:
         cache=PseudoLabelCache(slimipl.cache_size, slimipl.replace_probability, seed=config.train.seed + rank),
         counters=RunCounters(language_seconds=[0.0] * len(unwrapped.config.language_codes)),
         vocabulary=processor.tokenizer.get_vocab(),
+        lm_decoders=_slimipl_lm_decoders(config, processor, unwrapped),
     )  # fmt: skip
+
+
+def _slimipl_lm_decoders(config: ExperimentConfig, processor: MlplProcessor, model: MlplForCTC) -> dict:
+    """slimIPL's LM decoders per language with `slimipl.lm` (mlpl.config.LMDecodingOptions), else {}; weights
+    default to the `lm_decoding.json` chosen on dev beside the initial model (`model.init_from`)."""
+    if not (config.slimipl.enabled and config.slimipl.lm):
+        return {}
+    from .evaluation import lm_decoders
+
+    init_from = config.model.init_from
+    folder = init_from if init_from and Path(init_from).is_dir() else None
+    return lm_decoders(processor.tokenizer, config.slimipl, model.config.language_codes, model_folder=folder)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -514,6 +527,7 @@ class _TrainingRun:
     cache: PseudoLabelCache
     counters: RunCounters
     vocabulary: dict[str, int]  # the tokenizer's, for script-constrained pseudo-labels
+    lm_decoders: dict = field(default_factory=dict)  # slimipl.lm: language (or "*") -> MlplBeamSearchDecoder
     teacher: EmaTeacher | None = None
     window: _LossWindow = field(default_factory=_LossWindow)
     progress: Any = None  # the tqdm bar, from start_logging on
@@ -687,6 +701,8 @@ class _TrainingRun:
             languages = [codes[index] if index >= 0 else AUTO_LANGUAGE for index in batch["language_ids"].tolist()]
         with pseudo_labeling_mode(labeler):
             token_ids, logits, output_lengths, _ = greedy_batch(labeler, batch, self.vocabulary, crop_frames, language=languages)
+        if self.lm_decoders:  # slimipl.lm: the LM beam search's transcripts of the same logits
+            token_ids = self.lm_token_ids(batch, token_ids, logits, output_lengths)
         if slimipl.min_confidence is None:
             return pad_labels(token_ids)
         confidences = sequence_confidence(logits, output_lengths)
@@ -695,6 +711,19 @@ class _TrainingRun:
         counters.pseudo_labeled_utterances += len(confidences)
         counters.dropped_pseudo_labels += len(confidences) - len(rows)
         return KeptRows(select_rows(batch, rows), pad_labels([token_ids[row] for row in rows]))
+
+    def lm_token_ids(self, batch: dict, greedy_ids: list, logits: torch.Tensor, output_lengths: torch.Tensor) -> list:
+        """Each utterance's PL from its language's LM decoder, as the tokenizer encodes a transcript (the greedy
+        one where no LM covers the language)."""
+        from .evaluation import decode_with_lm
+
+        codes = self.unwrapped.config.language_codes
+        logits, output_lengths = logits.float().cpu(), output_lengths.cpu()
+        token_ids = []
+        for row, index in enumerate(batch["language_ids"].tolist()):
+            text = decode_with_lm(self.lm_decoders, codes[index] if index >= 0 else "", logits, output_lengths, row)
+            token_ids.append(greedy_ids[row] if text is None else self.processor.tokenizer(text).input_ids)
+        return token_ids
 
     def train_step(self, batch: dict) -> tuple[Any, torch.Tensor | None]:
         """SpecAugment (labeled and pseudo-labeled batches alike, one set of masks per batch), forward, the

@@ -8,6 +8,7 @@ import dataclasses
 import re
 from collections.abc import Sequence
 
+from ..config import LMDecodingOptions
 from ..inference import FRAMES_PER_SECOND
 
 # docs/design.md §3 / 6: pseudo-labels longer than 630 characters are dropped (Flashlight's label length limit).
@@ -30,7 +31,7 @@ UNREADABLE = "unreadable audio"
 
 
 @dataclasses.dataclass
-class PseudoLabelConfig:
+class PseudoLabelConfig(LMDecodingOptions):
     """How pseudo-labels are made and filtered; the defaults are the paper's where it has one.
 
     Args:
@@ -50,6 +51,8 @@ class PseudoLabelConfig:
         languages: read only these source languages (None: all).
         language_constraint: restrict each PL to its language's characters (docs/design.md §3.1: the model
             config's `language_characters`): the source language, or the LID's top-1 where it is unknown.
+        lm, lexicon, lm_alpha, lm_beta, lm_decoding: PLs from an n-gram LM's beam search instead of greedy CTC
+            (`mlpl.config.LMDecodingOptions`); the row's confidence stays the greedy best path's.
         split: split name in the part files' names (`data/<split>-*.parquet`).
         buffer_size: streams only: examples per bucketing buffer (decoded audio is held: 200 x 30 s x 64 kB/s
             = 384 MB).
@@ -100,6 +103,7 @@ class PseudoLabelConfig:
             raise ValueError(f"language_routing={self.language_routing!r} must be one of {LANGUAGE_ROUTINGS}")
         if not re.fullmatch(r"[A-Za-z0-9_.]+", self.split):
             raise ValueError(f"split={self.split!r} must be a plain name such as 'train' (it names the part files)")
+        self.check_lm_options("pseudo_labels")
         if self.languages is not None:
             self.languages = sorted(set(map(str, self.languages)))
 

@@ -100,6 +100,11 @@ def generate_pseudo_labels(
     collator = PseudoLabelCollator(
         processor.feature_extractor, processor.tokenizer, {code: index for index, code in enumerate(language_codes)}
     )
+    decoders = {}
+    if config.lm is not None:  # an LM beam search instead of greedy PLs
+        from ..evaluation import lm_decoders
+
+        decoders = lm_decoders(processor.tokenizer, config, language_codes, model_folder=name if Path(name).is_dir() else None)
     batches_class = MapStyleBatches if isinstance(source, Dataset) else StreamBatches
     batches = batches_class(source, config, processes, collator)
     parameters = {
@@ -132,7 +137,7 @@ def generate_pseudo_labels(
             logger.warning("process %d: cannot continue its share (%s); starting it again", processes.rank, error)
             writer.reset()
     if not writer.done:
-        _pseudo_label_share(model, processor, batches, writer, config, name, revision, processes, routed_languages)
+        _pseudo_label_share(model, processor, batches, writer, config, name, revision, processes, routed_languages, decoders)
 
     if processes.world_size > 1:
         wait_for_all_ranks(work_dir, processes.world_size)
@@ -156,7 +161,7 @@ def _routes_digest(routes: Mapping[str, tuple[str, float]] | None) -> str | None
     return digest.hexdigest()
 
 
-def _pseudo_label_share(model, processor, batches, writer: RankWriter, config, name, revision, processes, routes=None) -> None:
+def _pseudo_label_share(model, processor, batches, writer: RankWriter, config, name, revision, processes, routes=None, decoders=None) -> None:
     """Transcribe this process's batches, filter, and write rows as the parts fill."""
     counts = writer.counts
     skips_before = data_layer.stream_skipped_total()
@@ -181,7 +186,7 @@ def _pseudo_label_share(model, processor, batches, writer: RankWriter, config, n
         for batch, requested_ids in read:
             count_undecoded(requested_ids, batch, counts.dropped)
             if batch is not None:
-                _transcribe_and_keep(model, processor, batch, writer, config, name, revision, routes)
+                _transcribe_and_keep(model, processor, batch, writer, config, name, revision, routes, decoders)
             count_stream_skips()
             counts.elapsed_seconds = time.monotonic() - started
             progress.update(1)
@@ -198,16 +203,21 @@ def _pseudo_label_share(model, processor, batches, writer: RankWriter, config, n
     )  # fmt: skip
 
 
-def _transcribe_and_keep(model, processor, batch, writer, config, name, revision, routes=None) -> None:
-    """One batch: greedy PLs (mlpl.inference), filters, rows for the writer."""
+def _transcribe_and_keep(model, processor, batch, writer, config, name, revision, routes=None, decoders=None) -> None:
+    """One batch: greedy PLs (mlpl.inference), or the LM's where `decoders` cover the language, filters, rows."""
     counts = writer.counts
     constraint = None  # docs/design.md §3.1: the utterance's language, or the LID's guess where it is unknown
     if config.language_constraint:
         languages = [routes[i][0] if routes and i in routes else code for i, code in zip(batch["ids"], batch["languages"])]  # routed: its language
         constraint = [AUTO_LANGUAGE if code in UNKNOWN_LANGUAGES else code for code in languages]
     result = transcribe_batch(
-        model, batch, processor.tokenizer, config.chunk_frames, config.max_chunks_per_forward, language=constraint
+        model, batch, processor.tokenizer, config.chunk_frames, config.max_chunks_per_forward, language=constraint,
+        return_logits=bool(decoders),
     )
+    if decoders:
+        from ..evaluation import decode_with_lm
+
+        logits, output_lengths = result["logits"].float().cpu(), result["output_lengths"].cpu()
     predicted = probabilities = [None] * len(batch["ids"])
     if result["language_ids"] is not None:
         predicted = [model.config.language_codes[index] for index in result["language_ids"].tolist()]
@@ -222,6 +232,9 @@ def _transcribe_and_keep(model, processor, batch, writer, config, name, revision
             language, language_source, language_score = predicted[index], LANGUAGE_FROM_LID, probabilities[index]
         duration = float(batch["durations"][index])
         text, confidence = result["texts"][index], float(result["confidences"][index])
+        if decoders:
+            with_lm = decode_with_lm(decoders, language, logits, output_lengths, index)
+            text = text if with_lm is None else with_lm  # None: no LM for this language; "" is an empty PL
         counts.dropped.seen += 1
         counts.audio_seconds += duration
         reason = _drop_reason(text, confidence, config)
