@@ -473,20 +473,20 @@ def _set_up(config: ExperimentConfig) -> _TrainingRun:
         cache=PseudoLabelCache(slimipl.cache_size, slimipl.replace_probability, seed=config.train.seed + rank),
         counters=RunCounters(language_seconds=[0.0] * len(unwrapped.config.language_codes)),
         vocabulary=processor.tokenizer.get_vocab(),
-        lm_decoders=_slimipl_lm_decoders(config, processor, unwrapped),
+        lm_decoders=_slimipl_lm_decoders(config, processor, data.languages),
     )  # fmt: skip
 
 
-def _slimipl_lm_decoders(config: ExperimentConfig, processor: MlplProcessor, model: MlplForCTC) -> dict:
-    """slimIPL's LM decoders per language with `slimipl.lm` (mlpl.config.LMDecodingOptions), else {}; weights
-    default to the `lm_decoding.json` chosen on dev beside the initial model (`model.init_from`)."""
+def _slimipl_lm_decoders(config: ExperimentConfig, processor: MlplProcessor, languages) -> dict:
+    """slimIPL's LM decoders for the run's languages with `slimipl.lm` (mlpl.config.LMDecodingOptions), else {};
+    weights default to the `lm_decoding.json` chosen on dev beside the initial model (`model.init_from`)."""
     if not (config.slimipl.enabled and config.slimipl.lm):
         return {}
     from .evaluation import lm_decoders
 
     init_from = config.model.init_from
     folder = init_from if init_from and Path(init_from).is_dir() else None
-    return lm_decoders(processor.tokenizer, config.slimipl, model.config.language_codes, model_folder=folder)
+    return lm_decoders(processor.tokenizer, config.slimipl, languages, model_folder=folder)
 
 
 # ---------------------------------------------------------------------------------------------------------
