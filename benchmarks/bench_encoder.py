@@ -4,6 +4,7 @@
     python benchmarks/bench_encoder.py                                  # T = 100 500 1000 1500, fp32, 2 threads
     python benchmarks/bench_encoder.py --dtypes fp32 bf16 --compile     # bf16 autocast and torch.compile columns
     python benchmarks/bench_encoder.py --memory                          # peak memory, one fresh process per cell
+    python benchmarks/bench_encoder.py --profile --lengths 1000 --variants mlpl mlpl-norel   # where the time goes
     python benchmarks/bench_encoder.py --device cuda --dtypes fp32 bf16 --lengths 500 1000 2000 3000
 
 Every model is a stack of `--layers` base-size blocks (768 wide, 4 heads, 3072 MLP; `--dropout`, default 0) fed the same
@@ -232,6 +233,45 @@ def memory(arguments):
     return results
 
 
+def profile(arguments):
+    """One forward+backward per (T, variant) under torch.profiler after a warm-up; per cell the operators with
+    the most self time, and how much of the step the matmuls take (where a variant's extra time goes)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    device = arguments.device
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    rows = []
+    for length in arguments.lengths:
+        batch = max(1, round(arguments.frames / length))
+        inputs = torch.randn(batch, length, arguments.hidden, generator=torch.Generator().manual_seed(length)).to(device)
+        for variant in arguments.variants:
+            model = build(variant, arguments).to(device).train()
+            autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=arguments.dtypes[0] == "bf16")
+            for _ in range(1 + arguments.warmup):
+                step(model, inputs, True, autocast)
+                model.zero_grad(set_to_none=True)
+            with torch_profile(activities=activities) as profiler:
+                step(model, inputs, True, autocast)
+                synchronize(device)
+            events = [event for event in profiler.key_averages() if event.self_cpu_time_total > 0]
+            total = sum(event.self_cpu_time_total for event in events)
+            matmul = sum(event.self_cpu_time_total for event in events if event.key in MATMUL_OPS)
+            top = sorted(events, key=lambda event: event.self_cpu_time_total, reverse=True)[: arguments.profile_top]
+            print(f"\nT = {length}, {variant}: step {total / 1e3:.1f} ms (self time summed), matmuls {matmul / total:.0%}")
+            for event in top:
+                print(f"  {event.key:<48} {event.self_cpu_time_total / 1e3:8.1f} ms  {event.self_cpu_time_total / total:5.1%}  x{event.count}")
+            rows.append({
+                "T": length, "batch": batch, "variant": variant, "dtype": arguments.dtypes[0], "step_ms": round(total / 1e3, 1),
+                "matmul_share": round(matmul / total, 3),
+                "top": [{"op": event.key, "self_ms": round(event.self_cpu_time_total / 1e3, 2), "count": event.count} for event in top],
+            })
+    return rows
+
+
+MATMUL_OPS = {"aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::matmul", "aten::linear"}
+
+
 def print_table(rows, columns):
     print(" | ".join(columns))
     print(" | ".join("---" for _ in columns))
@@ -248,6 +288,8 @@ def main():
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd stacks")
     parser.add_argument("--memory", action="store_true", help="peak memory of forward+backward, fresh processes")
     parser.add_argument("--memory-cell", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--profile", action="store_true", help="torch.profiler of one forward+backward per cell: where the time goes")
+    parser.add_argument("--profile-top", type=int, default=12, help="operators listed per profiled cell")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
@@ -269,7 +311,9 @@ def main():
         print(json.dumps(measure_memory_cell(arguments)))
         return
     machine = {"device": arguments.device, "threads": torch.get_num_threads(), "torch": torch.__version__}
-    if arguments.memory:
+    if arguments.profile:
+        rows = profile(arguments)
+    elif arguments.memory:
         rows = memory(arguments)
         print_table(rows, ["T", "batch", "variant", "dtype", "peak_mib", "peak_mib_per_1000_frames", "vs_norel"])
     else:
