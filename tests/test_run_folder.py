@@ -131,3 +131,15 @@ def test_metrics_are_truncated_to_the_checkpoint_and_a_partial_row_is_dropped(tm
     assert truncate_metrics(path, 3) == 3
     assert [json.loads(line)["update"] for line in path.read_text().splitlines()] == [1, 2, 3]
     assert truncate_metrics(path, 3) == 0 and truncate_metrics(tmp_path / "absent.jsonl", 3) == 0
+
+
+def test_a_training_folder_recorded_before_slimipls_lm_options_is_the_same_run():
+    """The slimIPL LM options came later: unset, they are not part of a run's identity; set, they are."""
+    from mlpl.adapters import run_identity
+    from mlpl.config import LM_OPTION_KEYS, ExperimentConfig, config_to_dict
+
+    new = config_to_dict(ExperimentConfig())
+    old = {**new, "slimipl": {k: v for k, v in new["slimipl"].items() if k not in LM_OPTION_KEYS}}
+    assert run_identity(new) == run_identity(old)
+    with_lm = {**new, "slimipl": {**new["slimipl"], "lm": "lm/{language}.arpa"}}
+    assert run_identity(with_lm)["slimipl"]["lm"] == "lm/{language}.arpa" and run_identity(with_lm) != run_identity(old)

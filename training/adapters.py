@@ -212,12 +212,10 @@ def run_identity(values: dict) -> dict:
     adapters = values.get("adapters")
     if adapters is not None and not (adapters or {}).get("enabled", False):
         values = {key: value for key, value in values.items() if key != "adapters"}
-    slimipl = values.get("slimipl")
-    if isinstance(slimipl, dict):  # its LM options came later: unset, a run folder made before them is the same run
-        from .config import LM_OPTION_KEYS
+    from .config import LM_OPTION_KEYS
+    from .run_folder import without_keys_added_later
 
-        values = {**values, "slimipl": {key: value for key, value in slimipl.items() if key not in LM_OPTION_KEYS or value is not None}}
-    return values
+    return without_keys_added_later(values, {"slimipl": dict.fromkeys(LM_OPTION_KEYS)})  # None: no LM
 
 
 def folder_bytes(folder: str | os.PathLike) -> int:

@@ -103,9 +103,9 @@ def recipe_run_identity(config: RecipeConfig) -> dict:
     """What makes a recipe run the same run (`mlpl.run_folder.hold_run_folder` compares it): the config, less the
     sections and keys that are at their "did not exist yet" value (adapters off, `RECIPE_KEYS_ADDED_LATER`)."""
     from .adapters import run_identity
+    from .run_folder import without_keys_added_later
 
-    values = run_identity(config_to_dict(config))
-    return {key: value for key, value in values.items() if key not in RECIPE_KEYS_ADDED_LATER or value != RECIPE_KEYS_ADDED_LATER[key]}
+    return without_keys_added_later(run_identity(config_to_dict(config)), RECIPE_KEYS_ADDED_LATER)
 
 
 def parse_stages(text: str | None) -> list[int]:

@@ -58,6 +58,22 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def without_keys_added_later(values: Mapping[str, Any], added_later: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` less the keys that a later version added, where they hold the value that means "not used"
+    (`added_later`: key -> that value, or a nested mapping for a section), so that a run folder recorded before
+    those keys existed is still the same run (every key is compared)."""
+    kept = {}
+    for key, value in values.items():
+        if key in added_later:
+            unused = added_later[key]
+            if isinstance(unused, Mapping) and unused and isinstance(value, Mapping):
+                value = without_keys_added_later(value, unused)
+            elif value == unused:
+                continue
+        kept[key] = value
+    return kept
+
+
 def _identity(values: Mapping[str, Any], ignore: Iterable[str]) -> dict[str, Any]:
     ignored = tuple(ignore)
     # JSON round trip: tuples and lists compare alike, as they do once written.
