@@ -265,6 +265,42 @@ def test_slimipl_with_an_lm_caches_pseudo_labels_spelled_with_its_lexicon(slimip
 
 
 @pytest.mark.slow
+def test_the_oracle_topline_trains_on_the_true_transcripts_of_the_unlabeled_audio(slimipl_config, tiny_demo_corpus, tmp_path):
+    """`slimipl.oracle_transcripts`: every cached batch carries, as its labels, the answer key's sentence of each of
+    its utterances (the demo corpus's voxpopuli/answer_key.tsv), tokenized as labeled transcripts are; an
+    utterance missing from the table is an error naming it and the table."""
+    from modeling_mlpl import MlplProcessor
+    from mlpl.checkpoint import load_trainer_state
+    from mlpl.demo_corpus import read_answer_key, unlabeled_answer_key_path
+
+    key = unlabeled_answer_key_path(tiny_demo_corpus / "voxpopuli")
+    truth = {row["id"]: row["sentence"] for row in read_answer_key(key)}
+    output_dir = tmp_path / "run"
+    run_train(slimipl_config, output_dir, f"slimipl.oracle_transcripts={key}", "train.max_updates=12", "train.save_every=12")
+    state = load_trainer_state(output_dir / "checkpoints" / "step_12" / "trainer_state_rank0.pt")
+    tokenizer = MlplProcessor.from_pretrained(output_dir / "final").tokenizer
+    vocabulary = set(tokenizer.get_vocab())
+    cached = 0
+    for batch, labels in zip(state["cache"]["batches"], state["cache"]["labels"]):
+        for key_id, row in zip(batch["ids"], labels):
+            text = tokenizer.decode([token for token in row.tolist() if token >= 0], group_tokens=False)
+            # the true sentence, its characters outside the tiny labeled data's vocabulary as <unk>
+            expected = "".join(c if c in vocabulary or c == " " else tokenizer.unk_token for c in truth[key_id])
+            assert text == expected, key_id
+            cached += 1
+    assert cached >= SLIMIPL["cache_size"]
+    summary = json.loads((output_dir / "train_summary.json").read_text())["slimipl"]
+    assert summary["pseudo_labeled_batches"] == summary["filling_steps"] + summary["replacements"]
+
+    partial = tmp_path / "partial.tsv"
+    lines = key.read_text(encoding="utf-8").splitlines()
+    partial.write_text("\n".join(line for line in lines if "_el_" not in line) + "\n", encoding="utf-8")
+    command = [sys.executable, "scripts/train.py", "--config", str(slimipl_config), f"train.output_dir={tmp_path / 'bad'}", f"slimipl.oracle_transcripts={partial}"]
+    completed = subprocess.run(command, cwd=REPOSITORY, env=ENVIRONMENT, capture_output=True, text=True, timeout=300)
+    assert completed.returncode != 0 and "has no row in slimipl.oracle_transcripts" in completed.stderr and str(partial) in completed.stderr
+
+
+@pytest.mark.slow
 def test_sigkill_and_resume_gives_the_same_parameters(slimipl_config, uninterrupted_slimipl_run, tmp_path):
     output_dir = tmp_path / "killed"
     command = [sys.executable, "scripts/train.py", "--config", str(slimipl_config), f"train.output_dir={output_dir}"]

@@ -9,6 +9,10 @@ labeled-only controls, for arm (a)) are run first if they are not done. The arms
 observation each one checks (Lugosch et al. 2022; docs/design.md, "Ablations"):
 
 - `pseudo_labels` (a): stage 3 (slimIPL) against its labeled-only control (`controls: true`), per language.
+- `oracle_labels` (a', the topline): stage 3 with the unlabeled audio's TRUE transcripts in place of its
+  pseudo-labels (`slimipl.oracle_transcripts` = `<unlabeled root>/answer_key.tsv`, which the demo corpus
+  writes), everything else as in stage 3, against the same control: the most pseudo-labels could give on this
+  data and budget. (a) divided by (a') is the share of that gap the pseudo-labels close.
 - `pooled_slimipl` (b): one slimIPL run from the stage-1 model on all languages' labeled data and all
   unlabeled audio pooled, as many updates as stages 2 + 3 give each language, against the per-language
   stage-3 models (paper Fig. 5 / Table 1: pooled pseudo-labels mix scripts for low-resource languages).
@@ -41,6 +45,7 @@ logger = logging.getLogger("mlpl.ablations")
 
 ABLATIONS = {
     "pseudo_labels": "(a) stage 3 slimIPL vs its labeled-only control",
+    "oracle_labels": "(a') stage 3 with the unlabeled audio's true transcripts in place of pseudo-labels (topline) vs the labeled-only control",
     "pooled_slimipl": "(b) pooled slimIPL from stage 1 on all unlabeled audio vs per-language stages 2-3",
     "no_cropping": "(c) slimIPL without the cropping warm-up vs with it",
     "always_cropping": "(c) slimIPL cropping every pseudo-labeled batch vs the warm-up",
@@ -90,13 +95,27 @@ class Ablations:
             arms.append(folder / "evaluation")
         return references, arms, recipe.pl_languages, [a.parent for a in arms]
 
-    def pseudo_labels(self):
+    def _stage3_controls(self) -> list[Path]:
+        """The evaluation folders of stage 3's labeled-only controls, run first if the recipe had no controls."""
         recipe = self.recipe
         if not recipe.config.controls:
             recipe.config.controls = True
             recipe.stage3(recipe.pl_languages)  # finished stage-3 units are skipped; their controls run
-        controls = [recipe.evaluation_dir("3c", code) for code in recipe.pl_languages]
+        return [recipe.evaluation_dir("3c", code) for code in recipe.pl_languages]
+
+    def pseudo_labels(self):
+        recipe = self.recipe
+        controls = self._stage3_controls()
         return controls, [recipe.evaluation_dir("3", code) for code in recipe.pl_languages], recipe.pl_languages, [c.parent for c in controls]
+
+    def oracle_labels(self):
+        from .demo_corpus import unlabeled_answer_key_path
+
+        recipe = self.recipe
+        key = unlabeled_answer_key_path(recipe.config.unlabeled.path)
+        controls = self._stage3_controls()
+        _, arms, languages, units = self._per_language_slimipl("oracle_labels", {"oracle_transcripts": str(key)})
+        return controls, arms, languages, units
 
     def pooled_slimipl(self):
         recipe = self.recipe

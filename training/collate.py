@@ -17,6 +17,8 @@ import torch
 
 from modeling_mlpl import describe_characters, unknown_characters
 
+from .inference import pad_labels
+
 
 logger = logging.getLogger(__name__)
 
@@ -120,11 +122,7 @@ class MlplCollator:
             )
         for example in examples:
             self.check_characters(example["id"], example["sentence"])
-        token_ids = self.tokenizer(sentences).input_ids
-        labels = torch.full((len(token_ids), max(map(len, token_ids))), LABEL_PADDING, dtype=torch.long)
-        for row, ids in enumerate(token_ids):
-            labels[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        return labels
+        return pad_labels(self.tokenizer(sentences).input_ids, LABEL_PADDING)
 
     # ---- the batch -------------------------------------------------------------------------
 

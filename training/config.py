@@ -207,6 +207,8 @@ class LMDecodingOptions:
 
 
 LM_OPTION_KEYS = tuple(option.name for option in dataclasses.fields(LMDecodingOptions))
+# slimIPL options added after run folders existed, with their "off" value (mlpl.run_folder.without_keys_added_later)
+SLIMIPL_KEYS_ADDED_LATER = {**dict.fromkeys(LM_OPTION_KEYS), "oracle_transcripts": None}
 
 
 @dataclass
@@ -226,6 +228,10 @@ class SlimIPLConfig(LMDecodingOptions):
     # ours (docs/design.md §5): drop a pseudo-labeled utterance whose confidence (mean best-path log-probability
     # per frame, inference.sequence_confidence, <= 0) is below this; the batch's most confident one stays
     min_confidence: float | None = None
+    # ours (docs/design.md §5, "The oracle topline"): a TSV with `id` and `sentence` columns holding the TRUE
+    # transcripts of the unlabeled audio (the demo corpus's voxpopuli/answer_key.tsv); they replace the
+    # pseudo-labels, everything else as in slimIPL. The most pseudo-labels could give: an ablation arm, not a recipe
+    oracle_transcripts: str | None = None
 
     def __post_init__(self):
         check_ranges(self, "slimipl", {

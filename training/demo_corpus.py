@@ -20,7 +20,10 @@ synthesizes a small corpus with the shape of the paper's data (issue 3):
 - a small mixed-language unlabeled folder, `voxpopuli_mixed/und/<year>/*.ogg` (VoxPopuli layout, language
   "und": unknown), a few utterances of every language, for stage 4's LID routing (docs/design.md §10);
   the true language and text of each utterance are in `voxpopuli_mixed/manifest.tsv`, which no recipe code
-  reads (routing accuracy is scored against it by `mlpl.report.routing_accuracy`);
+  reads (routing accuracy is scored against it by `mlpl.report.routing_accuracy`); likewise the true text of
+  every unlabeled utterance is in `voxpopuli/answer_key.tsv`, read only by the oracle topline of the
+  ablations (`slimipl.oracle_transcripts`: the unlabeled audio trained with its true transcripts in place
+  of pseudo-labels, the most that pseudo-labels could give);
 - paper-like imbalance: "high" languages with over an hour of labeled training audio, "mid" ones with
   minutes, and "low" ones with a few minutes labeled plus unlabeled audio (the languages pseudo-labeling
   helps, docs/design.md §5);
@@ -65,7 +68,8 @@ from tqdm.auto import tqdm
 from .files import atomic_directory, atomic_writer, write_json_atomically
 
 # Bump when the output of a given (size, seed) changes, so that old corpora are rebuilt.
-DEMO_CORPUS_VERSION = 3  # 3: the mixed-language folder voxpopuli_mixed/ (every earlier clip unchanged)
+# 3: the mixed-language folder voxpopuli_mixed/; 4: voxpopuli/answer_key.tsv (every earlier clip unchanged)
+DEMO_CORPUS_VERSION = 4
 # How the VoxPopuli-layout part sounds: "same" as the Common Voice part, or through a "plenary_hall" (far_field),
 # which also adds the transcribed voxpopuli_asr/ sets (docs/design.md §11).
 VOXPOPULI_DOMAINS = ("same", "plenary_hall")
@@ -78,6 +82,7 @@ MIXED = "mixed"  # the mixed-language unlabeled folder (language unknown to the 
 MIXED_FOLDER = "voxpopuli_mixed"  # a VoxPopuli-layout root holding one folder, `und/`
 MIXED_LANGUAGE = "und"  # ISO 639-2 "undetermined": the data layer's language of its clips
 MIXED_MANIFEST = "manifest.tsv"  # beside `und/`: id, path, language, duration, sentence (the answer key)
+UNLABELED_ANSWER_KEY = "answer_key.tsv"  # voxpopuli/answer_key.tsv: the same columns for the unlabeled audio
 # Transcribed VoxPopuli-domain speech (VoxPopuli's ASR layout) for the languages with unlabeled audio.
 VOXPOPULI_ASR_FOLDER = "voxpopuli_asr"
 TRANSCRIBED_SPLITS = {"vp_dev": "dev", "vp_test": "test"}  # corpus split -> its asr_<split>.tsv
@@ -581,17 +586,54 @@ def _write_voxpopuli_asr_tables(build_dir: Path, done: dict) -> None:
             _write_tsv(build_dir / VOXPOPULI_ASR_FOLDER / language.code / f"asr_{table}.tsv", VOXPOPULI_ASR_COLUMNS, rows)
 
 
-def _write_mixed_manifest(build_dir: Path, done: dict) -> None:
-    """`voxpopuli_mixed/manifest.tsv`: the true language and text of each clip of the mixed folder, in name
-    order (not grouped by language). The answer key of LID routing; no recipe code reads it."""
+ANSWER_KEY_COLUMNS = ["id", "path", "language", "duration", "sentence"]
+
+
+def _answer_key_rows(done: dict, split: str, path_of) -> list[dict]:
+    """The answer-key rows of `split`'s clips (the true language and text), sorted by path; `path_of(language,
+    result)` is a clip's path relative to the table's folder."""
     rows = []
     for language_index, language in enumerate(LANGUAGES):
-        for result in done.get((language_index, MIXED), []):
-            path = f"{MIXED_LANGUAGE}/{result['name']}"
+        for result in done.get((language_index, split), []):
+            path = path_of(language, result)
             rows.append({"id": Path(path).stem, "path": path, "language": language.code,
                          "duration": f"{result['duration']:.3f}", "sentence": result["sentence"]})  # fmt: skip
-    rows.sort(key=lambda row: row["path"])
-    _write_tsv(build_dir / MIXED_FOLDER / MIXED_MANIFEST, ["id", "path", "language", "duration", "sentence"], rows)
+    return sorted(rows, key=lambda row: row["path"])
+
+
+def _write_answer_keys(build_dir: Path, done: dict) -> None:
+    """The corpus's answer keys, tables that no recipe stage reads:
+    - `voxpopuli_mixed/manifest.tsv`: the true language and text of each clip of the mixed folder, in name
+      order (not grouped by language); the answer key of LID routing;
+    - `voxpopuli/answer_key.tsv`: the true text of each unlabeled utterance; the answer key of the
+      pseudo-labels, read only by the oracle topline (`slimipl.oracle_transcripts`, docs/design.md §5)."""
+    mixed = _answer_key_rows(done, MIXED, lambda language, result: f"{MIXED_LANGUAGE}/{result['name']}")
+    _write_tsv(build_dir / MIXED_FOLDER / MIXED_MANIFEST, ANSWER_KEY_COLUMNS, mixed)
+    unlabeled = _answer_key_rows(done, UNLABELED, lambda language, result: f"{language.code}/{result['name']}")
+    if unlabeled:
+        _write_tsv(build_dir / "voxpopuli" / UNLABELED_ANSWER_KEY, ANSWER_KEY_COLUMNS, unlabeled)
+
+
+def read_answer_key(path: str | os.PathLike) -> list[dict]:
+    """The rows of an answer-key table (id, path, language, duration, sentence), duration as a float."""
+    with open(path, encoding="utf-8", newline="") as table:
+        rows = list(csv.DictReader(table, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\"))
+    for row in rows:
+        row["duration"] = float(row["duration"])
+    return rows
+
+
+def unlabeled_answer_key_path(unlabeled_root: str | os.PathLike) -> Path:
+    """`<unlabeled root>/answer_key.tsv` (the demo corpus's `voxpopuli/answer_key.tsv`), with an error naming
+    the fix when it is not there."""
+    path = Path(unlabeled_root) / UNLABELED_ANSWER_KEY
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist: the oracle topline needs the true transcripts of the unlabeled audio there (a TSV "
+            f"with id and sentence columns). The demo corpus has it from DEMO_CORPUS_VERSION 4 on: rebuild an older one "
+            f"(delete its folder); for other data write one"
+        )
+    return path
 
 
 def read_mixed_manifest(corpus_dir: str | os.PathLike) -> list[dict]:
@@ -607,11 +649,7 @@ def read_mixed_manifest(corpus_dir: str | os.PathLike) -> list[dict]:
             f"{path} does not exist: build the demo corpus with DEMO_CORPUS_VERSION >= 3 (scripts/make_demo_corpus.py), "
             f"or give the folder that holds {MIXED_MANIFEST}"
         )
-    with open(path, encoding="utf-8", newline="") as table:
-        rows = list(csv.DictReader(table, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\"))
-    for row in rows:
-        row["duration"] = float(row["duration"])
-    return rows
+    return read_answer_key(path)
 
 
 def _write_tsv(path: Path, columns: list[str], rows: Iterable[dict]) -> None:
@@ -663,7 +701,7 @@ def _manifest(done: dict, size: str, seed: int, build_seconds: float, voxpopuli_
         scripts.setdefault(language.script.capitalize(), []).append(language.code)
     layout = {
         "labeled": "cv/<lang>/clips/*.mp3 (48 kHz mono) + train/dev/test/validated/clip_durations.tsv",
-        "unlabeled": "voxpopuli/<lang>/<year>/*.ogg (16 kHz mono vorbis, 10-30 s)",
+        "unlabeled": f"voxpopuli/<lang>/<year>/*.ogg (16 kHz mono vorbis, 10-30 s) + voxpopuli/{UNLABELED_ANSWER_KEY} (true text per utterance)",
         "mixed": f"{MIXED_FOLDER}/{MIXED_LANGUAGE}/<year>/*.ogg (as unlabeled; every language, language unknown) "
         f"+ {MIXED_FOLDER}/{MIXED_MANIFEST} (true language and text per clip)",
     }
@@ -730,7 +768,7 @@ def make_demo_corpus(out_dir: str | os.PathLike, size: str = "default", seed: in
         done = _build_parts(build_dir, size, seed, workers, voxpopuli_domain)
         _write_common_voice_tables(build_dir, done)
         _write_voxpopuli_asr_tables(build_dir, done)
-        _write_mixed_manifest(build_dir, done)
+        _write_answer_keys(build_dir, done)
         manifest = _manifest(done, size, seed, time.perf_counter() - start, voxpopuli_domain)
         # Written last, as the marker of a complete corpus.
         write_json_atomically(build_dir / "manifest.json", manifest)
@@ -744,6 +782,7 @@ __all__ = [
     "MIXED_FOLDER",
     "MIXED_LANGUAGE",
     "MIXED_MANIFEST",
+    "UNLABELED_ANSWER_KEY",
     "MIXED_MINUTES",
     "PLENARY_HALL",
     "TRANSCRIBED_SPLITS",
@@ -757,7 +796,9 @@ __all__ = [
     "make_demo_corpus",
     "make_sentence",
     "read_manifest",
+    "read_answer_key",
     "read_mixed_manifest",
+    "unlabeled_answer_key_path",
     "render_chunk",
     "render_clip",
     "vocabulary",

@@ -244,6 +244,16 @@ def _tsv_rows(table_path: Path, required: Sequence[str], layout: str) -> Iterato
             yield reader.line_num, row
 
 
+def transcripts_by_id(table_path: str | os.PathLike) -> dict[str, str]:
+    """`{id: sentence}` of a tab-separated table with `id` and `sentence` columns and a header (e.g. the demo
+    corpus's `voxpopuli/answer_key.tsv`), for slimIPL's oracle topline (`slimipl.oracle_transcripts`)."""
+    table_path = Path(table_path)
+    if not table_path.is_file():
+        raise FileNotFoundError(f"{table_path}: no such transcript table (slimipl.oracle_transcripts); give a TSV with id and sentence columns")
+    layout = "a transcript table has tab-separated columns id and sentence, with a header"
+    return {row["id"]: row["sentence"] or "" for _, row in _tsv_rows(table_path, ("id", "sentence"), layout)}
+
+
 def _common_voice_table(table_path: Path, folder: Path) -> list[dict]:
     """Records of one split TSV. A table without the needed columns is an error naming it; a row without an
     audio path (a short or broken line) is a counted skip naming `file:line`, summarised in a warning."""

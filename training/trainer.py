@@ -49,6 +49,7 @@ from .collate import MlplCollator
 from .config import MODEL_SIZES, ExperimentConfig, config_to_dict, save_config
 from .files import replace_directory, write_json_atomically, write_text_atomically
 from .data import example_durations, records_of
+from .loaders import transcripts_by_id
 from .inference import FRAMES_PER_SECOND, greedy_batch, pad_labels, sequence_confidence, transcribe_batch
 from .metrics import compute_asr_metrics, flatten_metrics
 from .precision import resolve_mixed_precision
@@ -474,6 +475,7 @@ def _set_up(config: ExperimentConfig) -> _TrainingRun:
         counters=RunCounters(language_seconds=[0.0] * len(unwrapped.config.language_codes)),
         vocabulary=processor.tokenizer.get_vocab(),
         lm_decoders=_slimipl_lm_decoders(config, processor, data.languages),
+        oracle=transcripts_by_id(slimipl.oracle_transcripts) if slimipl.enabled and slimipl.oracle_transcripts else None,
     )  # fmt: skip
 
 
@@ -528,6 +530,7 @@ class _TrainingRun:
     counters: RunCounters
     vocabulary: dict[str, int]  # the tokenizer's, for script-constrained pseudo-labels
     lm_decoders: dict = field(default_factory=dict)  # slimipl.lm: language (or "*") -> MlplBeamSearchDecoder
+    oracle: dict[str, str] | None = None  # slimipl.oracle_transcripts: utterance id -> its true transcript
     teacher: EmaTeacher | None = None
     window: _LossWindow = field(default_factory=_LossWindow)
     progress: Any = None  # the tqdm bar, from start_logging on
@@ -691,6 +694,9 @@ class _TrainingRun:
         `slimipl.min_confidence`, only the utterances at least that confident (and always the most confident
         one) are kept, as `KeptRows`."""
         slimipl, counters = self.config.slimipl, self.counters
+        if self.oracle is not None:  # the topline: the true transcripts, not the model's (docs/design.md §5)
+            counters.pseudo_labeled_batches += 1
+            return self.collator.labels([{"id": key, "sentence": self.oracle_transcript(key)} for key in batch["ids"]])
         crop_frames = int(slimipl.crop_seconds * FRAMES_PER_SECOND) if self.schedule.crops_unlabeled(counters.num_updates) else None
         counters.pseudo_labeled_batches += 1
         counters.cropped_pseudo_labeled_batches += crop_frames is not None
@@ -711,6 +717,14 @@ class _TrainingRun:
         counters.pseudo_labeled_utterances += len(confidences)
         counters.dropped_pseudo_labels += len(confidences) - len(rows)
         return KeptRows(select_rows(batch, rows), pad_labels([token_ids[row] for row in rows]))
+
+    def oracle_transcript(self, key: str) -> str:
+        if key not in self.oracle:
+            raise KeyError(
+                f"unlabeled utterance {key!r} has no row in slimipl.oracle_transcripts ({self.config.slimipl.oracle_transcripts}); "
+                f"the oracle topline needs the true transcript of every unlabeled utterance"
+            )
+        return self.oracle[key]
 
     def lm_token_ids(self, batch: dict, greedy_ids: list, logits: torch.Tensor, output_lengths: torch.Tensor) -> list:
         """Each utterance's PL from its language's LM decoder, as the tokenizer encodes a transcript (the greedy
