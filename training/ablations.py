@@ -75,10 +75,40 @@ def parse_ablations(text: str | None) -> list[str]:
 class Ablations:
     """Runs the arms of `names` on top of `recipe` and writes the report; `run()` is the entry point."""
 
-    def __init__(self, recipe: Recipe, names: Sequence[str]):
+    def __init__(self, recipe: Recipe, names: Sequence[str], skip_unavailable: bool = False):
+        """`skip_unavailable`: leave out, with a warning, the arms whose data is missing (the oracle topline
+        without an answer key), as the default "all arms" selection does; otherwise such an arm is an error."""
         self.recipe = recipe
         self.names = list(names)
+        self.skip_unavailable = skip_unavailable
         self.folder = recipe.output_dir / FOLDER
+
+    def missing_data(self, name: str) -> str | None:
+        """Why arm `name` cannot run on this recipe's data (an error message naming the fix), or None."""
+        if name == "oracle_labels":
+            from .demo_corpus import unlabeled_answer_key_path
+
+            unlabeled = self.recipe.config.unlabeled
+            if unlabeled is None:
+                return "the oracle topline needs unlabeled audio (the recipe's `unlabeled:`)"
+            try:
+                unlabeled_answer_key_path(unlabeled.path)
+            except FileNotFoundError as error:
+                return str(error)
+        return None
+
+    def runnable_names(self) -> list[str]:
+        """The selected arms that can run, checked before anything trains."""
+        names = []
+        for name in self.names:
+            reason = self.missing_data(name)
+            if reason is None:
+                names.append(name)
+            elif self.skip_unavailable:
+                logger.warning("ablation %s left out: %s", name, reason)
+            else:
+                raise FileNotFoundError(f"ablation {name}: {reason}")
+        return names
 
     # ---- arms: (reference evaluation folders, arm evaluation folders, languages, the arm's unit folders) -------
     def _per_language_slimipl(self, name: str, slimipl_changes: dict) -> tuple[list[Path], list[Path], list[str]]:
@@ -167,11 +197,12 @@ class Ablations:
         from .report import compare_predictions, comparison_to_dict, read_predictions
 
         recipe = self.recipe
-        needed = [1] if set(self.names) <= {"no_lid_loss", "script_constraint", "language_temperature"} else [1, 2, 3]
+        names = self.runnable_names()
+        needed = [1] if set(names) <= {"no_lid_loss", "script_constraint", "language_temperature"} else [1, 2, 3]
         recipe.run(needed)  # finished stages are skipped
         results: dict = {}
         files: dict[str, Path] = {}
-        for name in self.names:
+        for name in names:
             references, arms, languages, units = getattr(self, name)()
             seconds = sum((recipe.read_json(unit / DONE) or {}).get("seconds", 0.0) for unit in units)
             results[name] = {"title": ABLATIONS[name], "seconds": round(seconds, 1), "splits": {}}

@@ -3,8 +3,10 @@
     accelerate launch scripts/run_ablations.py --config training/configs/demo_recipe.yaml
     accelerate launch scripts/run_ablations.py --config my.yaml --ablations pseudo_labels,no_cropping
 
-(`mlpl-ablations` is the same command.) Arms: pseudo_labels (a), pooled_slimipl (b), no_cropping and
-always_cropping (c), no_lid_loss (d). Stages 1-3 of the recipe run first where they are not done (the same
+(`mlpl-ablations` is the same command.) Arms: pseudo_labels (a), oracle_labels (a', the topline: true
+transcripts of the unlabeled audio from <unlabeled root>/answer_key.tsv; left out of the default selection
+when there is none), pooled_slimipl (b), no_cropping and always_cropping (c), no_lid_loss (d),
+script_constraint, language_temperature. Stages 1-3 of the recipe run first where they are not done (the same
 output_dir: finished units are reused). Ends with <output_dir>/ablations.md and ablations.json.
 """
 
@@ -30,7 +32,8 @@ def main(argv=None) -> None:
     setup_logging()
     state = process_state()
     names = parse_ablations(options.ablations)
-    files = Ablations(Recipe(parsed.config), names).run()
+    # all arms (no --ablations): those whose data is missing are left out with a warning; named ones must run
+    files = Ablations(Recipe(parsed.config), names, skip_unavailable=options.ablations is None).run()
     if state.is_main_process and files:
         print(files["ablations.md"].read_text(encoding="utf-8"))
         for name, path in files.items():
