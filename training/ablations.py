@@ -83,16 +83,19 @@ class Ablations:
         self.skip_unavailable = skip_unavailable
         self.folder = recipe.output_dir / FOLDER
 
+    def _answer_key(self) -> Path:
+        """The unlabeled audio's true transcripts, for the oracle topline; FileNotFoundError naming the fix."""
+        from .demo_corpus import unlabeled_answer_key_path
+
+        if self.recipe.config.unlabeled is None:
+            raise FileNotFoundError("the oracle topline needs unlabeled audio (the recipe's `unlabeled:`)")
+        return unlabeled_answer_key_path(self.recipe.config.unlabeled.path)
+
     def missing_data(self, name: str) -> str | None:
         """Why arm `name` cannot run on this recipe's data (an error message naming the fix), or None."""
         if name == "oracle_labels":
-            from .demo_corpus import unlabeled_answer_key_path
-
-            unlabeled = self.recipe.config.unlabeled
-            if unlabeled is None:
-                return "the oracle topline needs unlabeled audio (the recipe's `unlabeled:`)"
             try:
-                unlabeled_answer_key_path(unlabeled.path)
+                self._answer_key()
             except FileNotFoundError as error:
                 return str(error)
         return None
@@ -139,12 +142,8 @@ class Ablations:
         return controls, [recipe.evaluation_dir("3", code) for code in recipe.pl_languages], recipe.pl_languages, [c.parent for c in controls]
 
     def oracle_labels(self):
-        from .demo_corpus import unlabeled_answer_key_path
-
-        recipe = self.recipe
-        key = unlabeled_answer_key_path(recipe.config.unlabeled.path)
         controls = self._stage3_controls()
-        _, arms, languages, units = self._per_language_slimipl("oracle_labels", {"oracle_transcripts": str(key)})
+        _, arms, languages, units = self._per_language_slimipl("oracle_labels", {"oracle_transcripts": str(self._answer_key())})
         return controls, arms, languages, units
 
     def pooled_slimipl(self):

@@ -320,17 +320,17 @@ def _prepare_lm_decoding(tokenizer, language_models, lexicon, alpha, beta, grid_
     return decoders, caches, cache_rows
 
 
-def lm_decoders(tokenizer, options, languages: Sequence[str], model_folder: str | os.PathLike | None = None) -> dict:
+def lm_decoders(tokenizer, options, languages: Sequence[str], model: str | os.PathLike | None = None) -> dict:
     """`{language or "*": MlplBeamSearchDecoder}` for pseudo-labels (`options`: `mlpl.config.LMDecodingOptions`,
     as stage 4 and slimIPL hold them; `{}` without `options.lm`). Weights: `lm_alpha` / `lm_beta`, else those
-    chosen on dev in `lm_decoding`, else in the labeling model's folder (`model_folder/lm_decoding.json`, as
+    chosen on dev in `lm_decoding`, else in the labeling model's folder (`model/lm_decoding.json`, as
     `scripts/evaluate.py --grid-search` leaves it), else the decoder's defaults. `decode_with_lm` picks an
     utterance's decoder."""
     if options.lm is None:
         return {}
     lm_decoding = options.lm_decoding
-    if lm_decoding is None and model_folder is not None and (Path(model_folder) / LM_DECODING_FILE).is_file():
-        lm_decoding = Path(model_folder) / LM_DECODING_FILE
+    if lm_decoding is None and model is not None and (Path(model) / LM_DECODING_FILE).is_file():  # (a Hub id has none)
+        lm_decoding = Path(model) / LM_DECODING_FILE
     language_models = resolve_language_models(options.lm, languages)
     decoders, _, _ = _prepare_lm_decoding(tokenizer, language_models, options.lexicon, options.lm_alpha, options.lm_beta, False, None, lm_decoding)
     for key, decoder in decoders.items():

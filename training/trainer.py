@@ -486,9 +486,7 @@ def _slimipl_lm_decoders(config: ExperimentConfig, processor: MlplProcessor, lan
         return {}
     from .evaluation import lm_decoders
 
-    init_from = config.model.init_from
-    folder = init_from if init_from and Path(init_from).is_dir() else None
-    return lm_decoders(processor.tokenizer, config.slimipl, languages, model_folder=folder)
+    return lm_decoders(processor.tokenizer, config.slimipl, languages, model=config.model.init_from)
 
 
 # ---------------------------------------------------------------------------------------------------------

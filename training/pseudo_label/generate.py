@@ -104,7 +104,7 @@ def generate_pseudo_labels(
     if config.lm is not None:  # an LM beam search instead of greedy PLs
         from ..evaluation import lm_decoders
 
-        decoders = lm_decoders(processor.tokenizer, config, language_codes, model_folder=name if Path(name).is_dir() else None)  # routed clips may be of any
+        decoders = lm_decoders(processor.tokenizer, config, language_codes, model=name)  # routed clips may be of any
     batches_class = MapStyleBatches if isinstance(source, Dataset) else StreamBatches
     batches = batches_class(source, config, processes, collator)
     parameters = {
