@@ -350,3 +350,80 @@ def test_seed_replicates_rerun_the_last_stages_on_the_same_earlier_ones(recipe_r
     assert again["comparisons"]["test"]["6 vs 6c"]["per_language"]["el"]["mean_relative"] == summary["comparisons"]["test"]["6 vs 6c"]["per_language"]["el"]["mean_relative"]
     single = subprocess.run(evaluate[:4], cwd=REPOSITORY, env=ENVIRONMENT, capture_output=True, text=True, timeout=300)
     assert single.returncode == 2 and "at least 2 runs, got 1" in single.stderr
+
+
+@pytest.mark.slow
+def test_units_side_by_side_train_the_models_of_one_at_a_time(recipe_run, tmp_path):
+    """--jobs 2: units that do not depend on each other (an arm and its control; each language's stages 2-3) train
+    in two worker processes at once. With the same threads per unit (OMP_NUM_THREADS=1 here, so 1 // 2 -> 1) every
+    unit's evaluation is the one-at-a-time run's, and results.json keeps the recipe's order."""
+    import re
+
+    output, _, _ = recipe_run
+    side = tmp_path / "side_by_side"
+    command = [sys.executable, "scripts/run_recipe.py", "--config", str(output.parent / "recipe.yaml"), "--jobs", "2", f"output_dir={side}"]
+    completed = subprocess.run([*command, "--languages", "el"], cwd=REPOSITORY, env=ENVIRONMENT, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, f"{completed.stdout[-2000:]}\n{completed.stderr[-5000:]}"
+    assert "units side by side: 2 worker processes of 1 thread(s) each" in completed.stderr
+    workers = dict(re.findall(r"train \S+/stages/(\S+): running in worker process (\d+)", completed.stderr))
+    # stage 1 and the lone language's stage 2 run here; every arm beside its control, in two different workers
+    assert set(workers) == {"3_slimipl/el", "3_slimipl_control/el", "5_pl_training", "5_pl_training_control", "6_finetune", "6_finetune_control"}
+    for arm, control in (("3_slimipl/el", "3_slimipl_control/el"), ("5_pl_training", "5_pl_training_control")):
+        assert workers[arm] != workers[control]
+    base, ours = (json.loads((folder / "results.json").read_text()) for folder in (output, side))
+    assert list(ours["stages"]) == ["1", "2", "3", "3c", "5", "5c", "6", "6c"]
+    for key, units in ours["stages"].items():  # (other tests add languages to the base run: compare what this one ran)
+        assert list(units) == (["all"] if key[0] in "156" else ["el"]), key
+        for unit, entry in units.items():
+            assert entry["evaluation"] == base["stages"][key][unit]["evaluation"], (key, unit)
+    for split, comparisons in ours["comparisons"].items():
+        for name, entry in comparisons.items():
+            assert entry["per_language"]["el"] == base["comparisons"][split][name]["per_language"]["el"], (split, name)
+    # two languages' stages 2-3 side by side: el's are done (skipped), fi's train in the workers
+    completed = subprocess.run([*command, "--languages", "el,fi", "--stages", "2-3"], cwd=REPOSITORY, env=ENVIRONMENT, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, f"{completed.stdout[-2000:]}\n{completed.stderr[-5000:]}"
+    assert completed.stderr.count("already done") == 3  # el's stage 2, stage 3 and its control
+    fi = set(re.findall(r"train \S+/stages/(\S+): running in worker process", completed.stderr))
+    assert fi == {"2_finetune/fi", "3_slimipl/fi", "3_slimipl_control/fi"}
+    ours = json.loads((side / "results.json").read_text())
+    assert list(ours["stages"]["3c"]) == ["el", "fi"] and list(ours["stages"])[:4] == ["1", "2", "3", "3c"]
+
+
+def test_side_by_side_tasks_all_end_before_the_first_error_is_raised():
+    import threading
+    import time
+
+    from mlpl.unit_pool import UnitPool, in_side_by_side_task, side_by_side
+
+    finished, seen = [], []
+
+    def fails():
+        seen.append(in_side_by_side_task())
+        raise ValueError("unit A failed")
+
+    def slow():
+        seen.append(in_side_by_side_task())
+        time.sleep(0.2)
+        finished.append(threading.current_thread().name)
+
+    pool = UnitPool(jobs=2, threads=1)  # never entered: side_by_side only needs to know there is one
+    with pytest.raises(ValueError, match="unit A failed"):
+        side_by_side([fails, slow], pool)
+    assert len(finished) == 1 and seen == [True, True]  # the other unit was not abandoned halfway
+    assert not in_side_by_side_task()
+    seen.clear()
+    side_by_side([slow, slow], None)  # no pool: one after the other, here
+    assert seen == [False, False] and finished[-1] == threading.current_thread().name
+    with pytest.raises(ValueError, match="jobs=1: a pool of workers needs jobs >= 2"):
+        UnitPool(jobs=1, threads=2)
+    with pytest.raises(RuntimeError, match="outside `with UnitPool"):
+        pool.run("a unit", print)
+
+
+def test_a_bad_jobs_value_is_named(tmp_path):
+    from mlpl.config import build_dataclass
+    from mlpl.recipe import Recipe, RecipeConfig
+
+    config = build_dataclass(RecipeConfig, {"labeled": {"kind": "common_voice", "path": str(tmp_path)}, "jobs": 0})
+    with pytest.raises(ValueError, match=r"jobs=0 must be >= 1"):
+        Recipe(config)

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import logging
 import os
 import shutil
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ from .files import replace_directory, write_json_atomically
 from .config import ExperimentConfig, SourceConfig, build_dataclass, config_to_dict, save_config
 from .sources import load_source
 from .stages import CONTROL_FOLDERS, STAGE_FOLDERS, TABLE_STAGES, unit_folder_name
+from .unit_pool import UnitPool, in_side_by_side_task, side_by_side
 
 logger = logging.getLogger("mlpl.recipe")
 
@@ -76,6 +80,11 @@ class RecipeConfig:
     # AdapterConfig fields (mlpl.config): with enabled: true, stages 2-3 train a LoRA adapter per language on
     # the frozen stage-1 model instead of a full copy; stage 4 labels with base + adapter (docs/design.md §6)
     adapters: dict[str, Any] = field(default_factory=dict)
+    # Units that do not depend on each other (each language's stages 2-3, an arm and its control) run side by side
+    # in this many worker processes, each with cores / jobs threads (mlpl.unit_pool; docs/design.md §6). For CPU
+    # machines, where a small model does not keep every core busy; one process only (not under a multi-process
+    # `accelerate launch`). A run's models then differ from jobs: 1 by floating-point summation order only.
+    jobs: int = 1
 
 
 def load_recipe_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> RecipeConfig:
@@ -163,6 +172,8 @@ class Recipe:
     """Runs the stages of a RecipeConfig; `run(stages, languages)` is the one entry point."""
 
     def __init__(self, config: RecipeConfig):
+        if config.jobs < 1:
+            raise ValueError(f"jobs={config.jobs} must be >= 1 (1: one unit at a time; 2 or more: units side by side)")
         for stage in TABLE_STAGES:  # a typo in any stage's settings fails now, not hours later
             build_dataclass(ExperimentConfig, merge_sections(config.common, getattr(config, f"stage{stage}")), f"common + stage{stage}")
         from .config import AdapterConfig
@@ -209,6 +220,8 @@ class Recipe:
 
         self.hub = HubConfig(**config.hub)
         self.results: dict = self.read_json(self.output_dir / "results.json") or {}
+        self._pool: UnitPool | None = None  # set by run() with jobs > 1
+        self._results_lock = threading.Lock()
 
     # ---- processes ----------------------------------------------------------------------------------
     @staticmethod
@@ -245,13 +258,58 @@ class Recipe:
         if done is not None:
             logger.info("%s: already done (%s), skipped", description, marker)
             return done
-        logger.info("%s: running in %s", description, folder)
-        started = time.time()
-        result = work(folder)
-        result = {**result, "description": description, "seconds": round(time.time() - started, 1)}
+        with self._slot():
+            logger.info("%s: running in %s", description, folder)
+            started = time.time()
+            result = work(folder)
+            result = {**result, "description": description, "seconds": round(time.time() - started, 1)}
         self._write_json(marker, result)  # written last: the unit is finished
         self._wait()
         return result
+
+    # ---- units side by side (jobs > 1; mlpl.unit_pool) -------------------------------------------------------
+    @contextmanager
+    def _units_side_by_side(self):
+        """With jobs > 1, a pool of `jobs` workers of cores / jobs threads for the span of a run."""
+        if self.config.jobs == 1:
+            yield
+            return
+        if self._state().num_processes > 1:
+            raise ValueError(
+                f"jobs={self.config.jobs} runs units side by side in worker processes of this one process; under accelerate "
+                f"launch with {self._state().num_processes} processes every unit already uses them all: set jobs: 1"
+            )
+        import torch
+
+        threads = max(1, torch.get_num_threads() // self.config.jobs)
+        with UnitPool(self.config.jobs, threads) as pool:
+            self._pool = pool
+            try:
+                yield
+            finally:
+                self._pool = None
+
+    def _side_by_side(self, tasks) -> None:
+        side_by_side(tasks, self._pool)
+
+    def _worker_pool(self) -> UnitPool | None:
+        """The pool this thread's units go to: the run's, inside one of `_side_by_side`'s tasks."""
+        return self._pool if self._pool is not None and in_side_by_side_task() else None
+
+    @contextmanager
+    def _slot(self):
+        """A worker slot for the span of a unit run side by side (so its time is its own), else nothing."""
+        pool = self._worker_pool()
+        if pool is None:
+            yield
+            return
+        with pool.slots:
+            yield
+
+    def _run(self, label: str, function, *args):
+        """`function(*args)` in a worker (a unit run side by side) or here."""
+        pool = self._worker_pool()
+        return function(*args) if pool is None else pool.run(label, function, *args)
 
     # ---- training stages ------------------------------------------------------------------------------
     def experiment(self, stage: int, overrides: dict, *, train, dev, unlabeled=(), init_from=None, folder: Path) -> ExperimentConfig:
@@ -268,10 +326,10 @@ class Recipe:
         return build_dataclass(ExperimentConfig, values, f"stage {stage}")
 
     def train_unit(self, stage: int, folder: Path, experiment: ExperimentConfig, languages: list[str], lineage: dict, card: bool = True) -> dict:
-        from .trainer import BEST_MODEL, FINISHED_MARKER, train
+        from .trainer import BEST_MODEL, FINISHED_MARKER
 
         if not (folder / FINISHED_MARKER).is_file():
-            train(experiment, resume=True)  # resumes from the newest step_N/ of a killed run
+            self._run(f"train {folder}", train_model, experiment)  # resumes from the newest step_N/ of a killed run
         model_folder = folder / BEST_MODEL
         evaluation = self._evaluate(model_folder, languages, folder / "evaluation")
         if card:  # controls are measurements, not models to publish
@@ -327,9 +385,10 @@ class Recipe:
                 folder=folder,
             )
             lineage = {"initialized_from": str(init), "parent": [2, language], "labeled": [labeled.path], "unlabeled": [unlabeled.path]}
-            self._record(3, language, self.unit(folder, f"stage 3 ({language} slimIPL)", lambda f: self.train_unit(3, f, experiment, [language], lineage)))
+            units = [lambda: self._record(3, language, self.unit(folder, f"stage 3 ({language} slimIPL)", lambda f: self.train_unit(3, f, experiment, [language], lineage)))]
             if self.config.controls:
-                self._control(3, experiment, [language], lineage, language)
+                units.append(lambda: self._control(3, experiment, [language], lineage, language))
+            self._side_by_side(units)
 
     def _adapter_overrides(self, base_model: Path | None = None) -> dict:
         """Stages 2-3 with `adapters.enabled`: the adapter settings (stage 3 continues stage 2's adapter on the stage-1 model)."""
@@ -483,9 +542,10 @@ class Recipe:
             "pseudo_labels": [s.path for s in pseudo_labels],
             "pseudo_label_languages": list(languages),
         }
-        self._record(5, None, self.unit(folder, "stage 5 (labeled + pseudo-labels)", lambda f: self.train_unit(5, f, experiment, self.labeled_languages, lineage)))
+        units = [lambda: self._record(5, None, self.unit(folder, "stage 5 (labeled + pseudo-labels)", lambda f: self.train_unit(5, f, experiment, self.labeled_languages, lineage)))]
         if self.config.controls:
-            self._control(5, experiment, self.labeled_languages, lineage)
+            units.append(lambda: self._control(5, experiment, self.labeled_languages, lineage))
+        self._side_by_side(units)
 
     def stage6(self) -> None:
         folder = self.stages_dir / STAGE_FOLDERS[6]
@@ -495,7 +555,7 @@ class Recipe:
             6, {}, train=[replace(labeled, split="train")], dev=[replace(labeled, split="dev")], init_from=init, folder=folder
         )
         lineage = {"initialized_from": str(init), "parent": [5, None], "labeled": [labeled.path]}
-        self._record(6, None, self.unit(folder, "stage 6 (labeled fine-tune)", lambda f: self.train_unit(6, f, experiment, self.labeled_languages, lineage)))
+        units = [lambda: self._record(6, None, self.unit(folder, "stage 6 (labeled fine-tune)", lambda f: self.train_unit(6, f, experiment, self.labeled_languages, lineage)))]
         if self.config.controls:
             # stage 6's control fine-tunes stage 5's control, with stage 6's settings
             control_init = self._unit_model(self.stages_dir / CONTROL_FOLDERS[5], "stage 5 control", 5)
@@ -503,7 +563,8 @@ class Recipe:
                 6, {}, train=[replace(labeled, split="train")], dev=[replace(labeled, split="dev")], init_from=control_init,
                 folder=self.stages_dir / CONTROL_FOLDERS[6],
             )  # fmt: skip
-            self._control(6, control, self.labeled_languages, {"initialized_from": str(control_init), "labeled": [labeled.path]})
+            units.append(lambda: self._control(6, control, self.labeled_languages, {"initialized_from": str(control_init), "labeled": [labeled.path]}))
+        self._side_by_side(units)
         final = self.output_dir / "final_model"
         if self.is_main():
             temporary = final.with_name(final.name + ".tmp")
@@ -519,20 +580,10 @@ class Recipe:
         `language_constraint`: script-constrained decoding (docs/design.md §3.1), e.g. "auto"."""
         results = {}
         if self.is_main():
-            from modeling_mlpl import MlplForCTC, MlplProcessor
-
-            from .evaluation import evaluate_model
-
-            model = MlplForCTC.from_pretrained(model_folder)
-            processor = MlplProcessor.from_pretrained(model_folder)
-            for split, source in self.evaluation_sources(languages):
-                dataset = load_source(source)
-                result = evaluate_model(
-                    model, processor, dataset, output_dir=output_dir / split, max_batch_seconds=self.config.evaluation_max_batch_seconds,
-                    plots=False, progress=True, description={"model": str(model_folder), "split": split},
-                    language_constraint=language_constraint,
-                )  # fmt: skip
-                results[split] = result.metrics["greedy"]  # compute_asr_metrics: per-language CER/WER, LID
+            results = self._run(
+                f"evaluate {model_folder}", evaluate_on_sources, model_folder, self.evaluation_sources(languages), output_dir,
+                self.config.evaluation_max_batch_seconds, language_constraint,
+            )  # fmt: skip
         self._wait()
         return results
 
@@ -611,9 +662,13 @@ class Recipe:
             publish_folder(folder, repo_id, repo_type="dataset", hub_config=self.hub, commit_message=f"mlpl pseudo-labels {language}")
 
     def _record(self, stage: int | str, language: str | None, result: dict) -> None:
-        entry = self.results.setdefault("stages", {}).setdefault(str(stage), {})
-        entry[language or "all"] = {key: result.get(key) for key in ("evaluation", "model", "seconds", "evaluation_dir", "training")}
-        self._write_json(self.output_dir / "results.json", self.results)
+        with self._results_lock:  # units side by side finish in any order: results.json keeps the stages' order
+            stages = self.results.setdefault("stages", {})
+            stages.setdefault(str(stage), {})[language or "all"] = {
+                key: result.get(key) for key in ("evaluation", "model", "seconds", "evaluation_dir", "training")
+            }
+            self.results["stages"] = {key: dict(sorted(stages[key].items())) for key in sorted(stages, key=unit_order)}
+            self._write_json(self.output_dir / "results.json", self.results)
 
     def evaluation_dir(self, stage_key: str, language: str | None) -> Path:
         return self.stages_dir / unit_folder_name(stage_key) / (language or "") / "evaluation"
@@ -668,14 +723,59 @@ class Recipe:
             hold_run_folder(self.output_dir, recipe_run_identity(self.config), ignore=RECIPE_IGNORED_KEYS, what="recipe")
             save_config(self.config, self.output_dir / "recipe_config.yaml")
         logger.info("recipe in %s: stages %s; labeled languages %s; pseudo-labeling %s", self.output_dir, stages, self.labeled_languages, per_language)
-        for stage in stages:
-            if stage == 1:
-                self.stage1()
-            elif stage in (2, 3, 4, 5):
-                getattr(self, f"stage{stage}")(per_language)
-            else:
-                getattr(self, f"stage{stage}")()
+        language_stages = [stage for stage in stages if stage in (2, 3)]
+        with self._units_side_by_side():
+            for stage in stages:
+                if stage == 1:
+                    self.stage1()
+                elif stage in language_stages:
+                    if stage == language_stages[0]:  # each language's stages 2-3 in turn, the languages side by side
+                        self._side_by_side([functools.partial(self._language_stages, language_stages, code) for code in per_language])
+                elif stage in (4, 5):
+                    getattr(self, f"stage{stage}")(per_language)
+                else:
+                    getattr(self, f"stage{stage}")()
         return self.write_report()
 
+    def _language_stages(self, stages: list[int], language: str) -> None:
+        for stage in stages:
+            getattr(self, f"stage{stage}")([language])
 
-__all__ = ["DONE", "Recipe", "RecipeConfig", "labeled_only_control", "load_recipe_config", "parse_stages"]
+
+def unit_order(key: str) -> tuple[int, bool]:
+    """A results.json stage key in the recipe's order: "3" before "3c" before "4"."""
+    return int(key.rstrip("c")), key.endswith("c")
+
+
+def train_model(experiment: ExperimentConfig) -> None:
+    """Train one unit (resuming from its newest checkpoint); module-level, so that a worker process can run it."""
+    from .trainer import train
+
+    train(experiment, resume=True)
+
+
+def evaluate_on_sources(
+    model_folder: Path, sources: list[tuple[str, SourceConfig]], output_dir: Path, max_batch_seconds: float, language_constraint: str | None = None
+) -> dict:
+    """Greedy CER/WER per language of the model in `model_folder` on each `(name, source)`, written under
+    `output_dir/<name>/`; module-level, so that a worker process can run it."""
+    from modeling_mlpl import MlplForCTC, MlplProcessor
+
+    from .evaluation import evaluate_model
+
+    model = MlplForCTC.from_pretrained(model_folder)
+    processor = MlplProcessor.from_pretrained(model_folder)
+    results = {}
+    for split, source in sources:
+        result = evaluate_model(
+            model, processor, load_source(source), output_dir=output_dir / split, max_batch_seconds=max_batch_seconds,
+            plots=False, progress=True, description={"model": str(model_folder), "split": split}, language_constraint=language_constraint,
+        )  # fmt: skip
+        results[split] = result.metrics["greedy"]  # compute_asr_metrics: per-language CER/WER, LID
+    return results
+
+
+__all__ = [
+    "DONE", "Recipe", "RecipeConfig", "evaluate_on_sources", "labeled_only_control", "load_recipe_config", "parse_stages", "train_model",
+    "unit_order",
+]  # fmt: skip

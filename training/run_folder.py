@@ -38,8 +38,9 @@ LOCK_FILE = "run.lock"
 RUN_FILE = "run.json"
 
 
-# RecipeConfig keys that may change between invocations of one recipe run (publishing, reporting, controls).
-RECIPE_IGNORED_KEYS = ("output_dir", "hub", "controls", "bootstrap_resamples", "evaluation_max_batch_seconds")
+# RecipeConfig keys that may change between invocations of one recipe run (publishing, reporting, controls, how
+# many units run side by side).
+RECIPE_IGNORED_KEYS = ("output_dir", "hub", "controls", "bootstrap_resamples", "evaluation_max_batch_seconds", "jobs")
 
 
 class RunFolderError(RuntimeError):

@@ -26,13 +26,14 @@ def process_state():
     return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
-def setup_logging(level: int = logging.INFO) -> None:
-    """Log to stderr with time, process rank and logger name; processes other than the main one only
-    report warnings (launched with `accelerate launch`, every process would otherwise repeat each line)."""
+def setup_logging(level: int = logging.INFO, label: str | None = None) -> None:
+    """Log to stderr with time, process rank (or `label`, e.g. a recipe worker's "worker 1234") and logger name;
+    processes other than the main one only report warnings (launched with `accelerate launch`, every process
+    would otherwise repeat each line)."""
     state = process_state()
     logging.basicConfig(
         level=level if state.is_main_process else logging.WARNING,
-        format=f"%(asctime)s [rank {state.process_index}] %(name)s %(levelname)s %(message)s",
+        format=f"%(asctime)s [{label or f'rank {state.process_index}'}] %(name)s %(levelname)s %(message)s",
     )
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))

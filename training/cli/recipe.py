@@ -5,6 +5,7 @@
     accelerate launch scripts/run_recipe.py --config my.yaml --controls     # + labeled-only controls, CIs
     python scripts/run_recipe.py --config training/configs/demo_recipe.yaml --seeds 1 2   # + stages 5-6 with 2 more seeds
     python scripts/run_recipe.py --config my.yaml stage1.train.max_updates=500    # overrides
+    python scripts/run_recipe.py --config my.yaml --jobs 2   # a CPU machine: independent units side by side
 
 (`mlpl-recipe` is the same command.) Finished units are skipped (DONE.json); a unit killed halfway resumes
 from its newest checkpoint. Ends with results.md / results.json (per-language CER after each stage),
@@ -31,6 +32,8 @@ class RecipeOptions:
                                      help="then rerun stages --replicate-from..6 (arms and controls) once per seed on the same earlier stages, "
                                           "into <output_dir>/seeds/seed_K/, and write across_seeds.md/.json: each effect over the runs")
     replicate_from: int = option(5, help="first stage the seed replicates rerun (the earlier ones are linked from the base run)")
+    jobs: int | None = option(None, help="run independent units (each language's stages 2-3, an arm and its control) side by side in this many "
+                                         "worker processes, cores / jobs threads each (same as jobs=N; for CPU machines)")
 
 
 def main(argv=None) -> None:
@@ -44,6 +47,8 @@ def main(argv=None) -> None:
     config = parsed.config
     if options.controls:
         config.controls = True
+    if options.jobs is not None:
+        config.jobs = options.jobs
     languages = options.languages.split(",") if options.languages else None
     recipe = Recipe(config)
     files = recipe.run(parse_stages(options.stages), languages)
