@@ -122,6 +122,7 @@ def test_results_table_plots_and_final_model(recipe_run):
     report = (output / "results.md").read_text()
     assert "| el (unlabeled audio) |" in report and "stage 6" in report and "6 control" in report
     assert "## CER per stage (dev)" in report and "## CER per stage (test)" in report and "## CER per stage (vp_test)" in report
+    assert "## Time" in report and "| sum of the units |" in report
     # the extra evaluation set serves each unit for the languages it holds: stage 1 (en, el, fi) on el and fi
     assert set(results["stages"]["1"]["all"]["evaluation"]["vp_test"]["per_language"]) == {"el", "fi"}
     assert set(results["stages"]["3"]["el"]["evaluation"]["vp_test"]["per_language"]) == {"el"}
@@ -385,6 +386,7 @@ def test_units_side_by_side_train_the_models_of_one_at_a_time(recipe_run, tmp_pa
     assert completed.stderr.count("already done") == 3  # el's stage 2, stage 3 and its control
     fi = set(re.findall(r"train \S+/stages/(\S+): running in worker process", completed.stderr))
     assert fi == {"2_finetune/fi", "3_slimipl/fi", "3_slimipl_control/fi"}
+    assert "update/s" not in completed.stderr  # workers log lines, not tqdm bars (two would overwrite each other)
     ours = json.loads((side / "results.json").read_text())
     assert list(ours["stages"]["3c"]) == ["el", "fi"] and list(ours["stages"])[:4] == ["1", "2", "3", "3c"]
 

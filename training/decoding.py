@@ -56,6 +56,7 @@ from accelerate.utils import tqdm
 
 from modeling_mlpl import constrain_to_language
 
+from .cli import progress_bars_off
 from .inference import collapse_ctc_path, decode_token_ids
 from .files import write_json_atomically
 from .metrics import compute_asr_metrics
@@ -715,7 +716,7 @@ def grid_search_lm_weights(
         raise ValueError("the grid is empty: give at least one alpha and one beta")
 
     grid, best, best_key, best_hypotheses = [], None, None, None
-    for alpha, beta in tqdm(points, desc=f"LM weight grid ({key})", unit="point", disable=not progress):
+    for alpha, beta in tqdm(points, desc=f"LM weight grid ({key})", unit="point", disable=progress_bars_off() or not progress):
         hypotheses = _decode_all(decoder.with_weights(alpha, beta), log_probs)
         metrics = compute_asr_metrics(hypotheses, list(references), languages)
         grid.append({"alpha": alpha, "beta": beta, "wer": metrics["wer"], "cer": metrics["cer"]})

@@ -38,6 +38,7 @@ from accelerate.utils import tqdm
 from datasets import Dataset
 
 from .batching import DurationBatchSampler
+from .cli import progress_bars_off
 from .collate import MlplCollator
 from .data import records_of
 from .decoding import (
@@ -232,7 +233,7 @@ def evaluate_model(
     with_lm: list[str | None] = [None] * len(ids)
     predicted: list[str | None] = [None] * len(ids)
     try:
-        for batch in tqdm(loader, desc="evaluating", unit="batch", disable=not progress):
+        for batch in tqdm(loader, desc="evaluating", unit="batch", disable=progress_bars_off() or not progress):
             rows = [row_of_id[identifier] for identifier in batch["ids"]]
             constraint = language_constraint
             if language_constraint == REFERENCE_LANGUAGE:

@@ -39,6 +39,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .audio import AudioDecodeError, audio_value_source, describe_audio_source, probe_duration
+from .cli import progress_bars_off
 from .files import atomic_writer
 
 logger = logging.getLogger("mlpl.data")
@@ -85,7 +86,7 @@ class HeaderScan:
 
 def _read_paths(paths: list[str], workers: int, description: str) -> list[HeaderResult]:
     chunks = [paths[start : start + CHUNK_SIZE] for start in range(0, len(paths), CHUNK_SIZE)]
-    progress = tqdm(total=len(paths), desc=f"reading headers of {description}", unit="clip", disable=len(paths) < MIN_CLIPS_FOR_WORKERS)
+    progress = tqdm(total=len(paths), desc=f"reading headers of {description}", unit="clip", disable=progress_bars_off() or len(paths) < MIN_CLIPS_FOR_WORKERS)
     results: list[HeaderResult] = []
     if workers <= 1 or len(paths) < MIN_CLIPS_FOR_WORKERS:
         for chunk in chunks:

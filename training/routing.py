@@ -41,6 +41,7 @@ from datasets import Dataset, IterableDataset
 from tqdm.auto import tqdm
 
 from . import data as data_layer
+from .cli import progress_bars_off
 from .data import SkipCounter, records_of
 from .files import atomic_path, write_json_atomically
 from .inference import forward_batch, predict_languages
@@ -127,7 +128,7 @@ def route_utterances(
     unreadable, rows = SkipCounter(), []
     skips_before = data_layer.stream_skipped_total()
     read = Prefetched.of(batches, config, processes.device)
-    progress = tqdm(total=read.total, desc="routing by LID", unit="batch", disable=not processes.is_main or None)
+    progress = tqdm(total=read.total, desc="routing by LID", unit="batch", disable=progress_bars_off() or not processes.is_main or None)
     router.to(processes.device)
     with pseudo_labeling_mode(router), torch.inference_mode():
         for batch, requested_ids in read:

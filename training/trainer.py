@@ -42,7 +42,7 @@ from modeling_mlpl import AUTO_LANGUAGE, MlplConfig, MlplForCTC, MlplProcessor
 
 from .adapters import load_initial_model, parameter_counts, run_identity
 from .augment import SpecAugment
-from .cli import process_state
+from .cli import process_state, progress_bars_off
 from .checkpoint import CHECKPOINTS, RunCounters, TrainerState, checkpoint_steps, load_checkpoint, newest_checkpoint, save_checkpoint
 from .batching import DurationBatchSampler, DurationBucketingStream
 from .collate import MlplCollator
@@ -198,7 +198,7 @@ def evaluate(accelerator, model, processor, dev_sets: dict, collator, max_batch_
         rows = []
         loader = _data_loader(dataset, sampler, collator)
         with pseudo_labeling_mode(unwrapped):  # eval mode, no grad
-            for batch in tqdm(loader, desc=f"eval {name}", leave=False, disable=not accelerator.is_local_main_process):
+            for batch in tqdm(loader, desc=f"eval {name}", leave=False, disable=progress_bars_off() or not accelerator.is_local_main_process):
                 if batch is None:
                     continue
                 decoded = transcribe_batch(unwrapped, batch, processor.tokenizer)  # on the model's device
@@ -600,7 +600,7 @@ class _TrainingRun:
             if dropped:
                 logger.info("metrics.jsonl: dropped %d row(s) logged after update %d (they are logged again)", dropped, updates)
         self.progress = tqdm(
-            total=config.train.max_updates, initial=updates, desc="train", unit="update", disable=not self.accelerator.is_local_main_process
+            total=config.train.max_updates, initial=updates, desc="train", unit="update", disable=progress_bars_off() or not self.accelerator.is_local_main_process
         )
         self.window = _LossWindow()
 

@@ -8,6 +8,7 @@ shares, logging set up once, the same way, per process.
 from __future__ import annotations
 
 import logging
+import os
 
 QUIET_LOGGERS = ("accelerate", "httpx", "urllib3", "filelock")
 
@@ -39,4 +40,10 @@ def setup_logging(level: int = logging.INFO, label: str | None = None) -> None:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 
-__all__ = ["process_state", "setup_logging"]
+def progress_bars_off() -> bool:
+    """Whether tqdm's own switch, `TQDM_DISABLE`, is set (a recipe worker sets it, mlpl.unit_pool): every progress
+    bar then stays off, also where a call passes `disable=` (tqdm lets an explicit argument win over the variable)."""
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+__all__ = ["process_state", "progress_bars_off", "setup_logging"]

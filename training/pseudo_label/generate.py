@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from modeling_mlpl import AUTO_LANGUAGE
 
 from .. import data as data_layer
+from ..cli import progress_bars_off
 from ..data import SkipCounter
 from ..inference import transcribe_batch
 from ..slimipl import pseudo_labeling_mode
@@ -171,7 +172,7 @@ def _pseudo_label_share(model, processor, batches, writer: RankWriter, config, n
     started = time.monotonic() - counts.elapsed_seconds
     read = Prefetched.of(batches, config, processes.device)  # a thread decodes ahead where a core is free for it
     progress = tqdm(total=read.total, initial=writer.position.get("batches", 0) if writer.position else 0,
-                    desc=f"pseudo-labeling ({name})", unit="batch", disable=not processes.is_main or None)  # fmt: skip
+                    desc=f"pseudo-labeling ({name})", unit="batch", disable=progress_bars_off() or not processes.is_main or None)  # fmt: skip
     model.to(processes.device)
 
     def count_stream_skips() -> None:
