@@ -4,6 +4,7 @@ loads in the ASR pipeline."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -211,9 +212,12 @@ def test_ablation_command_produces_its_table(recipe_run, tiny_demo_corpus):
     per language; here (c) without the cropping warm-up and the oracle topline, on the tiny corpus."""
     output, _, _ = recipe_run
     config = output.parent / "recipe.yaml"
-    command = [sys.executable, "scripts/run_ablations.py", "--config", str(config), "--ablations", "pseudo_labels,oracle_labels,no_cropping,always_cropping,language_temperature"]
+    arms = "pseudo_labels,oracle_labels,no_cropping,always_cropping,language_temperature"
+    command = [sys.executable, "scripts/run_ablations.py", "--config", str(config), "--ablations", arms, "jobs=2"]  # arms side by side
     completed = subprocess.run(command, cwd=REPOSITORY, env=ENVIRONMENT, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, f"{completed.stdout[-2000:]}\n{completed.stderr[-5000:]}"
+    in_workers = set(re.findall(r"train \S+/ablations/(\S+): running in worker process", completed.stderr))
+    assert in_workers == {f"{arm}/{code}" for arm in ("oracle_labels", "no_cropping", "always_cropping") for code in ("el", "fi")} | {"language_temperature"}
     assert "stage 1 (multilingual supervised): already done" in completed.stderr and "stage 3 control (el, labeled only): already done" in completed.stderr
     results = json.loads((output / "ablations.json").read_text())
     assert set(results) == {"pseudo_labels", "oracle_labels", "no_cropping", "always_cropping", "language_temperature"}
@@ -358,8 +362,6 @@ def test_units_side_by_side_train_the_models_of_one_at_a_time(recipe_run, tmp_pa
     """--jobs 2: units that do not depend on each other (an arm and its control; each language's stages 2-3) train
     in two worker processes at once. With the same threads per unit (OMP_NUM_THREADS=1 here, so 1 // 2 -> 1) every
     unit's evaluation is the one-at-a-time run's, and results.json keeps the recipe's order."""
-    import re
-
     output, _, _ = recipe_run
     side = tmp_path / "side_by_side"
     command = [sys.executable, "scripts/run_recipe.py", "--config", str(output.parent / "recipe.yaml"), "--jobs", "2", f"output_dir={side}"]

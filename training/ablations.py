@@ -31,8 +31,10 @@ Results: `<output_dir>/ablations.md` (one table per arm) and `ablations.json`.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -115,7 +117,7 @@ class Ablations:
 
     # ---- arms: (reference evaluation folders, arm evaluation folders, languages, the arm's unit folders) -------
     def _per_language_slimipl(self, name: str, slimipl_changes: dict) -> tuple[list[Path], list[Path], list[str]]:
-        recipe, references, arms = self.recipe, [], []
+        recipe, references, arms, units = self.recipe, [], [], []
         for language in recipe.pl_languages:
             folder = self.folder / name / language
             labeled = replace(recipe.config.labeled, languages=[language])
@@ -123,9 +125,12 @@ class Ablations:
                 3, {"slimipl": {"enabled": True, **slimipl_changes}}, train=[replace(labeled, split="train")], dev=[replace(labeled, split="dev")],
                 unlabeled=[replace(recipe.config.unlabeled, languages=[language])], init_from=recipe.model_of(2, language), folder=folder,
             )  # fmt: skip
-            recipe.unit(folder, f"ablation {name} ({language})", lambda f, e=experiment, code=language: recipe.train_unit(3, f, e, [code], {}, card=False))
+            units.append(functools.partial(
+                recipe.unit, folder, f"ablation {name} ({language})", lambda f, e=experiment, code=language: recipe.train_unit(3, f, e, [code], {}, card=False)
+            ))  # fmt: skip
             references.append(recipe.evaluation_dir("3", language))
             arms.append(folder / "evaluation")
+        recipe.side_by_side(units)  # the languages side by side with the recipe's `jobs`
         return references, arms, recipe.pl_languages, [a.parent for a in arms]
 
     def _stage3_controls(self) -> list[Path]:
@@ -133,7 +138,8 @@ class Ablations:
         recipe = self.recipe
         if not recipe.config.controls:
             recipe.config.controls = True
-            recipe.stage3(recipe.pl_languages)  # finished stage-3 units are skipped; their controls run
+            # finished stage-3 units are skipped; their controls run (the languages side by side with `jobs`)
+            recipe.side_by_side([functools.partial(recipe.stage3, [code]) for code in recipe.pl_languages])
         return [recipe.evaluation_dir("3c", code) for code in recipe.pl_languages]
 
     def pseudo_labels(self):
@@ -199,20 +205,30 @@ class Ablations:
         names = self.runnable_names()
         needed = [1] if set(names) <= {"no_lid_loss", "script_constraint", "language_temperature"} else [1, 2, 3]
         recipe.run(needed)  # finished stages are skipped
-        results: dict = {}
         files: dict[str, Path] = {}
-        for name in names:
+        lock = threading.Lock()
+
+        def arm(name: str) -> None:
             references, arms, languages, units = getattr(self, name)()
             seconds = sum((recipe.read_json(unit / DONE) or {}).get("seconds", 0.0) for unit in units)
-            results[name] = {"title": ABLATIONS[name], "seconds": round(seconds, 1), "splits": {}}
+            entry = {"title": ABLATIONS[name], "seconds": round(seconds, 1), "splits": {}}
             for split in recipe.evaluation_names:
                 if not all((folder / split).is_dir() for folder in [*references, *arms]):
                     continue  # an extra evaluation set that holds none of the arm's languages
                 reference = [row for folder in references for row in read_predictions(folder / split)]
                 arm = [row for folder in arms for row in read_predictions(folder / split)]
                 comparison = compare_predictions(reference, arm, languages=languages, num_resamples=recipe.config.bootstrap_resamples)
-                results[name]["splits"][split] = comparison_to_dict(comparison)
-            files = self.write_report({name: results[name]}) if recipe.is_main() else {}  # after every arm: a long run keeps what it has
+                entry["splits"][split] = comparison_to_dict(comparison)
+            if recipe.is_main():
+                with lock:  # after every arm: a long run keeps what it has
+                    files.update(self.write_report({name: entry}))
+
+        # The arms side by side with the recipe's `jobs` (each one's units too); the stage-3 controls that two arms
+        # compare with run first, once.
+        with recipe.units_side_by_side():
+            if {"pseudo_labels", "oracle_labels"} & set(names):
+                self._stage3_controls()
+            recipe.side_by_side([functools.partial(arm, name) for name in names])
         return files
 
     def write_report(self, results: dict) -> dict[str, Path]:

@@ -269,7 +269,7 @@ class Recipe:
 
     # ---- units side by side (jobs > 1; mlpl.unit_pool) -------------------------------------------------------
     @contextmanager
-    def _units_side_by_side(self):
+    def units_side_by_side(self):
         """With jobs > 1, a pool of `jobs` workers of cores / jobs threads for the span of a run."""
         if self.config.jobs == 1:
             yield
@@ -289,11 +289,12 @@ class Recipe:
             finally:
                 self._pool = None
 
-    def _side_by_side(self, tasks) -> None:
+    def side_by_side(self, tasks) -> None:
+        """Run `tasks` (callables) at once inside `units_side_by_side()` with jobs > 1, else in turn (mlpl.unit_pool)."""
         side_by_side(tasks, self._pool)
 
     def _worker_pool(self) -> UnitPool | None:
-        """The pool this thread's units go to: the run's, inside one of `_side_by_side`'s tasks."""
+        """The pool this thread's units go to: the run's, inside one of `side_by_side`'s tasks."""
         return self._pool if self._pool is not None and in_side_by_side_task() else None
 
     @contextmanager
@@ -388,7 +389,7 @@ class Recipe:
             units = [lambda: self._record(3, language, self.unit(folder, f"stage 3 ({language} slimIPL)", lambda f: self.train_unit(3, f, experiment, [language], lineage)))]
             if self.config.controls:
                 units.append(lambda: self._control(3, experiment, [language], lineage, language))
-            self._side_by_side(units)
+            self.side_by_side(units)
 
     def _adapter_overrides(self, base_model: Path | None = None) -> dict:
         """Stages 2-3 with `adapters.enabled`: the adapter settings (stage 3 continues stage 2's adapter on the stage-1 model)."""
@@ -545,7 +546,7 @@ class Recipe:
         units = [lambda: self._record(5, None, self.unit(folder, "stage 5 (labeled + pseudo-labels)", lambda f: self.train_unit(5, f, experiment, self.labeled_languages, lineage)))]
         if self.config.controls:
             units.append(lambda: self._control(5, experiment, self.labeled_languages, lineage))
-        self._side_by_side(units)
+        self.side_by_side(units)
 
     def stage6(self) -> None:
         folder = self.stages_dir / STAGE_FOLDERS[6]
@@ -564,7 +565,7 @@ class Recipe:
                 folder=self.stages_dir / CONTROL_FOLDERS[6],
             )  # fmt: skip
             units.append(lambda: self._control(6, control, self.labeled_languages, {"initialized_from": str(control_init), "labeled": [labeled.path]}))
-        self._side_by_side(units)
+        self.side_by_side(units)
         final = self.output_dir / "final_model"
         if self.is_main():
             temporary = final.with_name(final.name + ".tmp")
@@ -724,13 +725,13 @@ class Recipe:
             save_config(self.config, self.output_dir / "recipe_config.yaml")
         logger.info("recipe in %s: stages %s; labeled languages %s; pseudo-labeling %s", self.output_dir, stages, self.labeled_languages, per_language)
         language_stages = [stage for stage in stages if stage in (2, 3)]
-        with self._units_side_by_side():
+        with self.units_side_by_side():
             for stage in stages:
                 if stage == 1:
                     self.stage1()
                 elif stage in language_stages:
                     if stage == language_stages[0]:  # each language's stages 2-3 in turn, the languages side by side
-                        self._side_by_side([functools.partial(self._language_stages, language_stages, code) for code in per_language])
+                        self.side_by_side([functools.partial(self._language_stages, language_stages, code) for code in per_language])
                 elif stage in (4, 5):
                     getattr(self, f"stage{stage}")(per_language)
                 else:

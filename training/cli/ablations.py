@@ -7,7 +7,8 @@
 transcripts of the unlabeled audio from <unlabeled root>/answer_key.tsv; left out of the default selection
 when there is none), pooled_slimipl (b), no_cropping and always_cropping (c), no_lid_loss (d),
 script_constraint, language_temperature. Stages 1-3 of the recipe run first where they are not done (the same
-output_dir: finished units are reused). Ends with <output_dir>/ablations.md and ablations.json.
+output_dir: finished units are reused). With the recipe's `jobs: N` (the demo config: 2; or `jobs=N`), the arms and
+their per-language units run side by side in N workers. Ends with <output_dir>/ablations.md and ablations.json.
 """
 
 from __future__ import annotations
