@@ -26,7 +26,7 @@ import os
 import shutil
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -297,15 +297,10 @@ class Recipe:
         """The pool this thread's units go to: the run's, inside one of `side_by_side`'s tasks."""
         return self._pool if self._pool is not None and in_side_by_side_task() else None
 
-    @contextmanager
     def _slot(self):
         """A worker slot for the span of a unit run side by side (so its time is its own), else nothing."""
         pool = self._worker_pool()
-        if pool is None:
-            yield
-            return
-        with pool.slots:
-            yield
+        return pool.slots if pool is not None else nullcontext()
 
     def _run(self, label: str, function, *args):
         """`function(*args)` in a worker (a unit run side by side) or here."""
