@@ -118,6 +118,19 @@ def test_learning_rate_warms_up_linearly_and_halves_once():
     assert factor(9) == 1.0 and factor(10) == 0.5 and factor(10_000) == 0.5
 
 
+def test_learning_rate_decays_linearly_to_zero_at_the_last_update():
+    factor = linear_warmup_with_halving(warmup_updates=2, halve_at=6, decay_from=4, max_updates=8)
+    assert [factor(n) for n in range(9)] == [0.5, 1.0, 1.0, 1.0, 1.0, 0.75, 0.25, 0.125, 0.0]
+    with pytest.raises(ValueError, match="decay_from=8 is not below train.max_updates=8"):
+        load_config(None, ["optim.decay_from=8", "train.max_updates=8"])
+    # a run folder recorded before the option existed is still the same run; one that decays is another
+    from mlpl.adapters import run_identity
+    from mlpl.config import config_to_dict
+
+    assert "decay_from" not in run_identity(config_to_dict(load_config(None)))["optim"]
+    assert run_identity(config_to_dict(load_config(None, ["optim.decay_from=4", "train.max_updates=8"])))["optim"]["decay_from"] == 4
+
+
 # ---- real runs ---------------------------------------------------------------------------------------------
 
 

@@ -155,13 +155,14 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.98)  # adamw only
     warmup_updates: int = 64_000  # docs/design.md §4: linear warm-up over 64k updates
     halve_lr_at: int | None = 250_000  # docs/design.md §4: lr halved once at 250k updates
+    decay_from: int | None = None  # from this update, lr falls linearly to 0 at train.max_updates (None: no decay)
     max_grad_norm: float | None = 0.1  # docs/design.md §4: gradient-norm clip 0.1
     gradient_accumulation_steps: int = 1
 
     def __post_init__(self):
         check_ranges(self, "optim", {
             "optimizer": one_of("adagrad", "adamw"), "lr": POSITIVE, "eps": POSITIVE, "weight_decay": NON_NEGATIVE,
-            "betas": DROP_RATE, "warmup_updates": NON_NEGATIVE, "halve_lr_at": NON_NEGATIVE,
+            "betas": DROP_RATE, "warmup_updates": NON_NEGATIVE, "halve_lr_at": NON_NEGATIVE, "decay_from": NON_NEGATIVE,
             "max_grad_norm": (POSITIVE[0], "> 0 (null turns clipping off)"), "gradient_accumulation_steps": COUNT,
         })  # fmt: skip
 
@@ -209,6 +210,7 @@ class LMDecodingOptions:
 LM_OPTION_KEYS = tuple(option.name for option in dataclasses.fields(LMDecodingOptions))
 # slimIPL options added after run folders existed, with their "off" value (mlpl.run_folder.without_keys_added_later)
 SLIMIPL_KEYS_ADDED_LATER = {**dict.fromkeys(LM_OPTION_KEYS), "oracle_transcripts": None}
+OPTIM_KEYS_ADDED_LATER = {"decay_from": None}
 
 
 @dataclass
@@ -304,6 +306,18 @@ class ExperimentConfig:
     slimipl: SlimIPLConfig = field(default_factory=SlimIPLConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     adapters: AdapterConfig = field(default_factory=AdapterConfig)
+
+    def __post_init__(self):
+        check_decay_from(self.optim.decay_from, self.train.max_updates)
+
+
+def check_decay_from(decay_from: int | None, max_updates: int | None) -> None:
+    """`optim.decay_from` (the update from which the lr falls linearly to 0) must come before the run's last update."""
+    if decay_from is not None and (max_updates is None or decay_from >= max_updates):
+        raise ValueError(
+            f"optim.decay_from={decay_from} is not below train.max_updates={max_updates}: the lr would never decay; "
+            "set it below max_updates (e.g. 0.7 x max_updates) or to null"
+        )
 
 
 def check_model_overrides(overrides: dict, size: str = "base") -> None:

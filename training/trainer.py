@@ -46,7 +46,7 @@ from .cli import process_state, progress_bars_off
 from .checkpoint import CHECKPOINTS, RunCounters, TrainerState, checkpoint_steps, load_checkpoint, newest_checkpoint, save_checkpoint
 from .batching import DurationBatchSampler, DurationBucketingStream
 from .collate import MlplCollator
-from .config import MODEL_SIZES, ExperimentConfig, config_to_dict, save_config
+from .config import MODEL_SIZES, ExperimentConfig, check_decay_from, config_to_dict, save_config
 from .files import replace_directory, write_json_atomically, write_text_atomically
 from .data import example_durations, records_of
 from .loaders import transcripts_by_id
@@ -99,13 +99,19 @@ def save_model_folder(model, processor, folder: str | os.PathLike, extra: dict[s
     return replace_directory(temporary, folder)
 
 
-def linear_warmup_with_halving(warmup_updates: int, halve_at: int | None):
+def linear_warmup_with_halving(warmup_updates: int, halve_at: int | None, decay_from: int | None = None, max_updates: int | None = None):
     """lr factor for update `n` (0-based): linear warm-up to 1 over `warmup_updates`, then 1, halved
-    once from update `halve_at` on (docs/design.md §4: 64k warm-up, halved at 250k)."""
+    once from update `halve_at` on (docs/design.md §4: 64k warm-up, halved at 250k). With `decay_from`, the
+    factor then falls linearly from its value there to 0 at update `max_updates` (an annealed end, for runs
+    of a fixed, short budget; docs/design.md §4)."""
+    check_decay_from(decay_from, max_updates)
 
     def factor(update: int) -> float:
         value = min(1.0, (update + 1) / warmup_updates) if warmup_updates > 0 else 1.0
-        return value * (0.5 if halve_at is not None and update >= halve_at else 1.0)
+        value *= 0.5 if halve_at is not None and update >= halve_at else 1.0
+        if decay_from is not None and update >= decay_from:
+            value *= max(0.0, (max_updates - update) / (max_updates - decay_from))
+        return value
 
     return factor
 
@@ -457,7 +463,9 @@ def _set_up(config: ExperimentConfig) -> _TrainingRun:
 
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], config.optim)  # (an adapter's base is frozen)
     # Stepped by hand once per update (accelerate's prepared scheduler steps once per process).
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_with_halving(config.optim.warmup_updates, config.optim.halve_lr_at))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_with_halving(
+        config.optim.warmup_updates, config.optim.halve_lr_at, config.optim.decay_from, config.train.max_updates
+    ))
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
     spec, slimipl = config.spec_augment, config.slimipl
