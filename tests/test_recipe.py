@@ -5,6 +5,7 @@ loads in the ASR pipeline."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -355,6 +356,18 @@ def test_seed_replicates_rerun_the_last_stages_on_the_same_earlier_ones(recipe_r
     assert again["comparisons"]["test"]["6 vs 6c"]["per_language"]["el"]["mean_relative"] == summary["comparisons"]["test"]["6 vs 6c"]["per_language"]["el"]["mean_relative"]
     single = subprocess.run(evaluate[:4], cwd=REPOSITORY, env=ENVIRONMENT, capture_output=True, text=True, timeout=300)
     assert single.returncode == 2 and "at least 2 runs, got 1" in single.stderr
+    # the report covers every finished replicate under seeds/, not only this invocation's: a copy of seed 1's folder
+    # stands in for a replicate of an earlier invocation (links kept), one stopped before stage 6 is left out
+    shutil.copytree(replicate, output / "seeds" / "seed_2", symlinks=True)
+    shutil.copytree(replicate, output / "seeds" / "seed_3", symlinks=True)
+    (output / "seeds" / "seed_3" / "stages" / CONTROL_FOLDERS[6] / "DONE.json").unlink()
+    completed = subprocess.run(command, cwd=REPOSITORY, env=ENVIRONMENT, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    pooled = json.loads((output / "across_seeds.json").read_text())
+    assert list(pooled["runs"]) == ["seed 0", "seed 1", "seed 2"] and pooled["replicated_stages_by_run"] == {"seed 1": "5-6", "seed 2": "5-6"}
+    row = pooled["comparisons"]["test"]["6 vs 6c"]["per_language"]["el"]
+    assert row["num_runs"] == 3 and row["runs"]["seed 2"] == row["runs"]["seed 1"]
+    assert "seed 2 (" in (output / "across_seeds.md").read_text() and "stages 5-6 replicated" in (output / "across_seeds.md").read_text()
 
 
 @pytest.mark.slow

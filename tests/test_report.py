@@ -145,13 +145,21 @@ def test_across_runs_gives_the_mean_effect_and_its_interval_over_runs():
     assert "| el | 40.0 | 32.0 | -10.0 / -20.0 / -30.0 % | -20.0 % | [-44.8, +4.8] % |" in table and "| 2 of 3 |" in table
 
 
-def test_across_runs_leaves_out_what_a_run_lacks_and_refuses_a_single_run(tmp_path):
-    from mlpl.report import across_runs, read_run_results
+def test_across_runs_takes_each_comparison_over_the_runs_that_hold_it_and_refuses_a_single_run(tmp_path):
+    from mlpl.report import across_runs, across_runs_markdown, read_run_results
 
     with_stage3 = _run_results({"el": -0.1, "mean": -0.1})
     with_stage3["comparisons"]["test"]["3 vs 3c"] = with_stage3["comparisons"]["test"]["6 vs 6c"]
     aggregated = across_runs({"a": with_stage3, "b": _run_results({"el": -0.2, "mean": -0.2})})
     assert set(aggregated["test"]) == {"6 vs 6c"}
+    # a comparison that only some runs hold (stage 3 in the replicates that retrained it) is taken over those runs
+    third = _run_results({"el": -0.3, "mean": -0.3})
+    third["comparisons"]["test"]["3 vs 3c"] = third["comparisons"]["test"]["6 vs 6c"]
+    aggregated = across_runs({"a": with_stage3, "b": _run_results({"el": -0.2, "mean": -0.2}), "c": third})
+    stage3, final = aggregated["test"]["3 vs 3c"], aggregated["test"]["6 vs 6c"]
+    assert stage3["runs"] == ["a", "c"] and stage3["per_language"]["el"]["num_runs"] == 2 and final["per_language"]["el"]["num_runs"] == 3
+    assert stage3["per_language"]["el"]["mean_relative"] == pytest.approx(-0.2) and list(stage3["per_language"]["el"]["runs"]) == ["a", "c"]
+    assert "Over 2 of the 3 runs, those that hold this comparison: a, c." in across_runs_markdown(aggregated, ["a", "b", "c"])
     with pytest.raises(ValueError, match="at least 2 runs, got 1"):
         across_runs({"a": with_stage3})
     with pytest.raises(FileNotFoundError, match="no results.json"):

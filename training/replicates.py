@@ -7,7 +7,9 @@ SpecAugment). On the demo the final effect moved from -6 % to -13.5 % between ru
 `<output_dir>/seeds/seed_<K>/`, on the very same earlier stages: their folders are linked, not retrained, so
 only the replicated stages' randomness varies. It then reads every run's comparisons, the base run's and the
 replicates', and writes `<output_dir>/across_seeds.md` / `.json` (`mlpl.report.across_runs`: each effect's mean
-over the runs with its Student-t interval). `scripts/run_recipe.py --seeds 1 2` is the command.
+over the runs with its Student-t interval). `scripts/run_recipe.py --seeds 1 2` is the command. The report covers
+every finished replicate under `seeds/`, this invocation's and earlier ones' (`--seeds 1 2`, then `--seeds 3 4
+--replicate-from 3`: five runs), each named with the stages it replicated.
 """
 
 from __future__ import annotations
@@ -81,6 +83,30 @@ def link_earlier_stages(base_stages: Path, replicate_stages: Path, first_stage: 
     return linked
 
 
+def finished_replicates(output_dir: str | os.PathLike) -> dict[int, Path]:
+    """seed -> folder of every replicate under `<output_dir>/seeds/` whose last stage finished, arm and control, by seed
+    (one stopped midway is left out until it is resumed)."""
+    from .recipe import DONE
+
+    last = max(STAGE_FOLDERS)
+    found = {}
+    for folder in (Path(output_dir) / SEEDS_FOLDER).glob("seed_*"):
+        suffix = folder.name.removeprefix("seed_")
+        if suffix.isdigit() and all((folder / "stages" / name / DONE).is_file() for _, name in _unit_folders([last])):
+            found[int(suffix)] = folder
+    return dict(sorted(found.items()))
+
+
+def replicated_from(replicate: str | os.PathLike) -> int:
+    """The first stage a replicate retrained: its earlier stage folders are links to the base run's."""
+    stages = Path(replicate) / "stages"
+    for stage in range(2, max(STAGE_FOLDERS) + 1):
+        folder = stages / STAGE_FOLDERS[stage]
+        if folder.exists() and not folder.is_symlink():
+            return stage
+    raise FileNotFoundError(f"{replicate} holds no retrained stage folder under stages/; it is not a finished seed replicate")
+
+
 def replicate_with_seeds(recipe, seeds: Sequence[int], first_stage: int = 5, languages: Sequence[str] | None = None) -> dict[str, Path]:
     """Run stages `first_stage`..6 again for each seed on `recipe`'s earlier stages; write across_seeds.md/.json.
 
@@ -100,7 +126,6 @@ def replicate_with_seeds(recipe, seeds: Sequence[int], first_stage: int = 5, lan
         folder = recipe.stages_dir / STAGE_FOLDERS[stage]
         if not folder.exists():
             raise FileNotFoundError(f"{folder} is missing: run stages 1-{first_stage - 1} before replicating stages {first_stage}-6")
-    runs = {f"seed {base}": recipe.output_dir}
     for seed in seeds:
         replicate = Recipe(replicate_config(config, seed, first_stage))
         if replicate.is_main():
@@ -108,16 +133,24 @@ def replicate_with_seeds(recipe, seeds: Sequence[int], first_stage: int = 5, lan
         replicate._wait()
         logger.info("seed replicate %d: stages %d-6 in %s, stages 1-%d linked from %s", seed, first_stage, replicate.output_dir, first_stage - 1, recipe.stages_dir)
         replicate.run(list(range(first_stage, max(STAGE_FOLDERS) + 1)), list(languages) if languages else None)
-        runs[f"seed {seed}"] = replicate.output_dir
     if not recipe.is_main():
         return {}
+    replicates = finished_replicates(recipe.output_dir)
+    runs = {f"seed {base}": recipe.output_dir, **{f"seed {seed}": folder for seed, folder in replicates.items()}}
+    replicated = {f"seed {seed}": f"{replicated_from(folder)}-{max(STAGE_FOLDERS)}" for seed, folder in replicates.items()}
     aggregated = across_runs({name: read_run_results(folder) for name, folder in runs.items()})
-    names = [f"{name} ({folder})" for name, folder in runs.items()]
+    names = [f"{name} ({folder}; {f'stages {replicated[name]} replicated' if name in replicated else 'the base run'})" for name, folder in runs.items()]
     files = {
         "across_seeds.md": write_text_atomically(recipe.output_dir / "across_seeds.md", across_runs_markdown(aggregated, names) + "\n"),
         "across_seeds.json": write_json_atomically(
             recipe.output_dir / "across_seeds.json",
-            {"runs": {name: str(folder) for name, folder in runs.items()}, "replicated_stages": f"{first_stage}-6", "comparisons": aggregated},
+            {
+                "runs": {name: str(folder) for name, folder in runs.items()},
+                # one range when every replicate reran the same stages; else each replicate's, "3-6 / 5-6"
+                "replicated_stages": " / ".join(sorted(set(replicated.values()))),
+                "replicated_stages_by_run": replicated,
+                "comparisons": aggregated,
+            },
         ),
     }
     for path in files.values():
@@ -125,4 +158,4 @@ def replicate_with_seeds(recipe, seeds: Sequence[int], first_stage: int = 5, lan
     return files
 
 
-__all__ = ["SEEDS_FOLDER", "base_seed", "link_earlier_stages", "replicate_config", "replicate_with_seeds"]
+__all__ = ["SEEDS_FOLDER", "base_seed", "finished_replicates", "link_earlier_stages", "replicate_config", "replicate_with_seeds", "replicated_from"]

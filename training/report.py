@@ -195,39 +195,43 @@ def across_runs(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     relative change, each with its 95 % Student-t interval across the runs (N - 1 degrees of freedom), and how many
     runs' own utterance-level intervals exclude 0.
 
-    `runs`: name -> results.json content (`read_run_results`). Returns {split: {comparison: {"title",
-    "per_language": {code | "mean": {...}}}}} for the comparisons and languages every run has.
+    `runs`: name -> results.json content (`read_run_results`). Returns {split: {comparison: {"title", "runs",
+    "per_language": {code | "mean": {...}}}}}: each comparison over the runs that hold it (at least 2; e.g. stage 3
+    only over the seed replicates that retrained it, the others link the base run's), each language over those runs
+    that all have it.
     """
     if len(runs) < 2:
         raise ValueError(f"an interval across runs needs at least 2 runs, got {len(runs)}")
-    names = list(runs)
-    first = runs[names[0]]["comparisons"]
     aggregated: dict[str, Any] = {}
-    for split, comparisons in first.items():
-        for key, entry in comparisons.items():
-            present = [runs[name]["comparisons"].get(split, {}).get(key) for name in names]
-            if any(item is None for item in present):
-                missing = [name for name, item in zip(names, present) if item is None]
-                logger.warning("%s (%s) is missing in %s; left out of the table across runs", key, split, ", ".join(missing))
+    comparisons = {
+        (split, key): entry for run in runs.values() for split, entries in run["comparisons"].items() for key, entry in entries.items()
+    }
+    for (split, key), entry in comparisons.items():
+        names = [name for name, run in runs.items() if key in run["comparisons"].get(split, {})]
+        if len(names) < 2:
+            logger.warning("%s (%s) is held by %s only; left out of the tables across runs", key, split, names[0])
+            continue
+        if len(names) < len(runs):
+            logger.info("%s (%s): over the %d runs that hold it (%s)", key, split, len(names), ", ".join(names))
+        present = [runs[name]["comparisons"][split][key] for name in names]
+        per_language = {}
+        for label in entry["per_language"]:
+            rows = [item["per_language"].get(label) for item in present]
+            if any(row is None for row in rows):
                 continue
-            per_language = {}
-            for label in entry["per_language"]:
-                rows = [item["per_language"].get(label) for item in present]
-                if any(row is None for row in rows):
-                    continue
-                difference = t_interval([row["difference"] for row in rows])
-                relative = t_interval([row["relative"] for row in rows])
-                per_language[label] = {
-                    "runs": dict(zip(names, ({"cer_control": r["cer_a"], "cer_arm": r["cer_b"], "relative": r["relative"],
-                                               "excludes_zero": r["excludes_zero"]} for r in rows))),  # fmt: skip
-                    "mean_cer_control": sum(r["cer_a"] for r in rows) / len(rows),
-                    "mean_cer_arm": sum(r["cer_b"] for r in rows) / len(rows),
-                    "mean_difference": difference[0], "difference_low": difference[1], "difference_high": difference[2],
-                    "mean_relative": relative[0], "relative_low": relative[1], "relative_high": relative[2],
-                    "runs_excluding_zero": sum(1 for r in rows if r["excludes_zero"] and r["difference"] < 0),
-                    "num_runs": len(rows),
-                }  # fmt: skip
-            aggregated.setdefault(split, {})[key] = {"title": entry["title"], "per_language": per_language}
+            difference = t_interval([row["difference"] for row in rows])
+            relative = t_interval([row["relative"] for row in rows])
+            per_language[label] = {
+                "runs": dict(zip(names, ({"cer_control": r["cer_a"], "cer_arm": r["cer_b"], "relative": r["relative"],
+                                           "excludes_zero": r["excludes_zero"]} for r in rows))),  # fmt: skip
+                "mean_cer_control": sum(r["cer_a"] for r in rows) / len(rows),
+                "mean_cer_arm": sum(r["cer_b"] for r in rows) / len(rows),
+                "mean_difference": difference[0], "difference_low": difference[1], "difference_high": difference[2],
+                "mean_relative": relative[0], "relative_low": relative[1], "relative_high": relative[2],
+                "runs_excluding_zero": sum(1 for r in rows if r["excludes_zero"] and r["difference"] < 0),
+                "num_runs": len(rows),
+            }  # fmt: skip
+        aggregated.setdefault(split, {})[key] = {"title": entry["title"], "runs": names, "per_language": per_language}
     return aggregated
 
 
@@ -242,6 +246,8 @@ def across_runs_markdown(aggregated: Mapping[str, Any], names: Sequence[str]) ->
     for split in ordered_splits(aggregated):
         for entry in aggregated[split].values():
             lines += [f"## {entry['title']} ({split})", ""]
+            if len(entry.get("runs", names)) < len(names):
+                lines += [f"Over {len(entry['runs'])} of the {len(names)} runs, those that hold this comparison: {', '.join(entry['runs'])}.", ""]
             lines += ["| | control CER | arm CER | relative per run | mean relative | 95 % CI across runs | difference (points), 95 % CI | runs better |",
                       "|---|---:|---:|---|---:|---:|---:|---:|"]  # fmt: skip
             for label, row in entry["per_language"].items():

@@ -11,8 +11,9 @@
 from its newest checkpoint. Ends with results.md / results.json (per-language CER after each stage),
 cer_by_stage.png, dev_cer_curves.png and final_model/ under the config's output_dir.
 With --seeds, stages --replicate-from..6 then run again per seed on the base run's earlier stages (linked, not
-retrained) and across_seeds.md / across_seeds.json give each arm-vs-control effect's mean over the runs with a
-95 % Student-t interval across them (training/replicates.py).
+retrained) and across_seeds.md / across_seeds.json give each arm-vs-control effect's mean over the runs (the base
+run and every finished replicate under seeds/, earlier invocations' too) with a 95 % Student-t interval across
+them (training/replicates.py).
 """
 
 from __future__ import annotations
