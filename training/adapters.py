@@ -163,15 +163,15 @@ def set_active_adapter(model, adapter_name: str) -> None:
     from transformers.integrations.peft import MIN_PEFT_VERSION
     from transformers.utils.import_utils import is_peft_greater_or_equal
 
+    loaded = list(getattr(model, "peft_config", {}) or {})
+    if adapter_name not in loaded:  # checked here for every peft version: our message names the fix
+        raise ValueError(f"adapter {adapter_name!r} is not loaded; loaded adapters: {loaded} (model.load_adapter(folder, adapter_name=...))")
     if is_peft_greater_or_equal(MIN_PEFT_VERSION):
         model.set_adapter(adapter_name)
         return
     from peft.tuners.tuners_utils import BaseTunerLayer
     from peft.utils import ModulesToSaveWrapper
 
-    loaded = list(getattr(model, "peft_config", {}) or {})
-    if adapter_name not in loaded:
-        raise ValueError(f"adapter {adapter_name!r} is not loaded; loaded adapters: {loaded} (model.load_adapter(folder, adapter_name=...))")
     for module in model.modules():
         if isinstance(module, (BaseTunerLayer, ModulesToSaveWrapper)):
             module.set_adapter(adapter_name)
