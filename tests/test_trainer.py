@@ -340,6 +340,23 @@ def test_sigkill_and_resume_gives_the_same_parameters(slimipl_config, uninterrup
 
 
 @pytest.mark.slow
+def test_the_decoded_audio_cache_changes_no_parameter(slimipl_config, uninterrupted_slimipl_run, tmp_path):
+    """`data.audio_cache_gb` > 0 (labeled epochs, unlabeled batches and dev reads come from memory after the
+    first decode) trains bit for bit as the run without it, and the summary says what the cache did."""
+    output_dir = tmp_path / "cached"
+    run_train(slimipl_config, output_dir, "data.audio_cache_gb=0.5")
+    expected = load_file(uninterrupted_slimipl_run / "final" / "model.safetensors")
+    cached = load_file(output_dir / "final" / "model.safetensors")
+    for name in expected:
+        torch.testing.assert_close(cached[name], expected[name], rtol=0, atol=0, msg=name)
+    summary = json.loads((output_dir / "train_summary.json").read_text())
+    assert summary["audio_cache"]["hits"] > 0 and summary["audio_cache"]["clips"] > 0 and not summary["audio_cache"]["full"]
+    assert json.loads((uninterrupted_slimipl_run / "train_summary.json").read_text())["audio_cache"]["clips"] == 0
+    # the cache is not part of the run's identity: a resume may turn it off
+    run_train(slimipl_config, output_dir, "--resume", "train.max_updates=17")
+
+
+@pytest.mark.slow
 def test_two_processes_train_with_identical_parameters(slimipl_config, tmp_path):
     output_dir = tmp_path / "ddp"
     command = [

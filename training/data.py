@@ -57,6 +57,7 @@ from .audio import (
     decode_audio_column,
     describe_audio_source,
 )
+from .audio_cache import process_audio_cache
 from .header_index import HeaderResult, HeaderScan, describe_error, read_header, read_headers
 
 logger = logging.getLogger("mlpl.data")
@@ -240,7 +241,7 @@ def _read_checked(record: Mapping[str, Any], counter: SkipCounter, read) -> tupl
 
 
 def _decode(audio: Any, target_sr: int) -> tuple[np.ndarray, float]:
-    waveform = decode_audio_column(audio, target_sr)
+    waveform = process_audio_cache().decode(audio, target_sr, decode_audio_column)  # off unless data.audio_cache_gb > 0
     return waveform, waveform.size / target_sr
 
 

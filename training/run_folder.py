@@ -39,8 +39,11 @@ RUN_FILE = "run.json"
 
 
 # RecipeConfig keys that may change between invocations of one recipe run (publishing, reporting, controls, how
-# many units run side by side).
-RECIPE_IGNORED_KEYS = ("output_dir", "hub", "controls", "bootstrap_resamples", "evaluation_max_batch_seconds", "jobs")
+# many units run side by side, the decoded-audio cache, which changes no result).
+RECIPE_IGNORED_KEYS = (
+    "output_dir", "hub", "controls", "bootstrap_resamples", "evaluation_max_batch_seconds", "jobs",
+    *(f"{section}.data.audio_cache_gb" for section in ("common", *(f"stage{number}" for number in range(1, 7)))),
+)  # fmt: skip
 
 
 class RunFolderError(RuntimeError):

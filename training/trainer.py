@@ -46,6 +46,7 @@ from .cli import process_state, progress_bars_off
 from .checkpoint import CHECKPOINTS, RunCounters, TrainerState, checkpoint_steps, load_checkpoint, newest_checkpoint, save_checkpoint
 from .batching import DurationBatchSampler, DurationBucketingStream
 from .collate import MlplCollator
+from .audio_cache import process_audio_cache
 from .config import MODEL_SIZES, ExperimentConfig, check_decay_from, config_to_dict, save_config
 from .files import replace_directory, write_json_atomically, write_text_atomically
 from .data import example_durations, records_of
@@ -249,7 +250,7 @@ class TrainResult:
 # What may change between invocations of one run: the run folder's identity (mlpl.run_folder) ignores it.
 RUN_IGNORED_KEYS = (
     "train.output_dir", "train.max_updates", "train.log_with", "train.keep_last", "data.num_workers", "data.duration_cache_dir",
-    "data.scan_workers",
+    "data.scan_workers", "data.audio_cache_gb",
 )  # fmt: skip
 
 
@@ -829,6 +830,7 @@ class _TrainingRun:
             },  # fmt: skip
             "parameters": parameter_counts(self.unwrapped),
             "mixed_precision": self.accelerator.mixed_precision,  # as run (train.mixed_precision: auto resolved)
+            "audio_cache": process_audio_cache().stats(),  # this process's decoded-audio cache (data.audio_cache_gb)
             "best_model": str(output_dir / BEST_MODEL) if data.dev_sets else None,
             "final_model": str(final_model),
         }
@@ -836,6 +838,8 @@ class _TrainingRun:
             save_model_folder(self.unwrapped, self.processor, final_model)
             write_json_atomically(output_dir / FINISHED_MARKER, summary)
             logger.info("finished %d updates; final model %s; summary %s", counters.num_updates, final_model, output_dir / FINISHED_MARKER)
+            if config.data.audio_cache_gb > 0:
+                logger.info("decoded-audio cache (main process): %s", summary["audio_cache"])
         self.accelerator.wait_for_everyone()
         if config.train.log_with:
             self.accelerator.end_training()

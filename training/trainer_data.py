@@ -1,6 +1,7 @@
 """What the trainer trains on: the config's sources loaded as map-style sets or streams, and their languages.
 
-`load_training_data(config, accelerator)` gives a run's `TrainingData` (mlpl.trainer's set-up); the pieces
+`load_training_data(config, accelerator)` gives a run's `TrainingData` (mlpl.trainer's set-up; it sizes the process's decoded-audio cache,
+`mlpl.audio_cache`); the pieces
 serve the benchmarks and the tests too: `load_map_style` (sources -> one decoded dataset, clips over
 `max_clip_seconds` skipped, docs/design.md §4 and §8), `training_sampler` (duration batches, natural or
 language-balanced, docs/design.md §4), the languages and character inventories of the data
@@ -18,6 +19,7 @@ from datasets import concatenate_datasets
 
 from modeling_mlpl import build_language_characters
 
+from .audio_cache import set_audio_cache_budget
 from .batching import DurationBatchSampler, LanguageBalancedBatchSampler, language_sampling_shares
 from .config import ExperimentConfig, SourceConfig
 from .data import EXAMPLE_COLUMNS, DecodeTransform, drop_long_clips, example_durations, example_languages, records_of
@@ -112,6 +114,7 @@ def load_training_data(config: ExperimentConfig, accelerator: Accelerator) -> Tr
     """The run's data (`data.train`, `data.dev`, with slimIPL `data.unlabeled`), map-style or streamed; the main
     process reads clip headers first (the others find them in the duration cache)."""
     max_seconds, slimipl = config.data.max_clip_seconds, config.slimipl
+    set_audio_cache_budget(config.data.audio_cache_gb)
     scan = HeaderScan(config.data.duration_cache_dir or Path(config.train.output_dir) / DURATION_CACHE, config.data.scan_workers)
     if not config.data.train:
         raise ValueError("data.train is empty: the trainer needs labeled data (add a source under data.train)")

@@ -1,0 +1,138 @@
+"""mlpl.audio_cache: a clip decoded once per process is read back exactly, keyed by what the audio is, within a budget."""
+
+import numpy as np
+import pytest
+import soundfile
+
+from mlpl.audio import decode_audio_column
+from mlpl.audio_cache import DecodedAudioCache, process_audio_cache, set_audio_cache_budget
+from mlpl.data import _records_dataset, map_style_dataset
+
+MB = 1 << 20
+
+
+def tone(frequency, seconds=1.0, sampling_rate=48000):
+    time = np.arange(int(seconds * sampling_rate)) / sampling_rate
+    return (0.4 * np.sin(2 * np.pi * frequency * time)).astype(np.float32)
+
+
+def write_mp3(path, frequency, seconds=1.0):
+    soundfile.write(path, tone(frequency, seconds), 48000, format="MP3")
+    return path
+
+
+class CountingDecoder:
+    """The real decoder, counting its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, audio, target_sr):
+        self.calls += 1
+        return decode_audio_column(audio, target_sr)
+
+
+@pytest.fixture
+def process_cache_off_afterwards():
+    yield
+    set_audio_cache_budget(0.0)  # the process cache is global: leave it off (and empty) for other tests
+
+
+def test_a_cached_clip_is_decoded_once_and_read_back_exactly(tmp_path):
+    path = write_mp3(tmp_path / "a.mp3", 440.0)
+    cache, decoder = DecodedAudioCache(64 * MB), CountingDecoder()
+
+    first = cache.decode(str(path), 16000, decoder)
+    first[:100] = 9.0  # what a caller does to its copy does not reach the cache
+    second = cache.decode({"path": str(path), "bytes": None}, 16000, decoder)
+
+    np.testing.assert_array_equal(second, decode_audio_column(str(path), 16000))
+    assert decoder.calls == 1
+    assert cache.stats()["hits"] == 1 and cache.stats()["clips"] == 1
+    assert cache.stats()["held_gb"] == pytest.approx(second.nbytes / (1 << 30), abs=1e-3)
+    # another target rate is another waveform
+    assert len(cache.decode(str(path), 8000, decoder)) == len(second) // 2 and decoder.calls == 2
+
+
+def test_a_file_rewritten_in_place_is_decoded_again(tmp_path):
+    path = write_mp3(tmp_path / "a.mp3", 440.0, seconds=1.0)
+    cache, decoder = DecodedAudioCache(64 * MB), CountingDecoder()
+    before = cache.decode(str(path), 16000, decoder)
+
+    write_mp3(path, 1000.0, seconds=1.5)
+    after = cache.decode(str(path), 16000, decoder)
+
+    assert decoder.calls == 2 and len(after) > len(before)
+    np.testing.assert_array_equal(after, decode_audio_column(str(path), 16000))
+
+
+def test_embedded_bytes_are_keyed_by_their_content_not_their_name(tmp_path):
+    low, high = (write_mp3(tmp_path / f"{name}.mp3", frequency).read_bytes() for name, frequency in (("low", 300.0), ("high", 2000.0)))
+    cache, decoder = DecodedAudioCache(64 * MB), CountingDecoder()
+
+    a = cache.decode({"bytes": low, "path": "clip.mp3"}, 16000, decoder)
+    b = cache.decode({"bytes": high, "path": "clip.mp3"}, 16000, decoder)  # same name, other audio
+    c = cache.decode({"bytes": bytes(low), "path": "elsewhere.mp3"}, 16000, decoder)  # same audio, other name
+
+    assert decoder.calls == 2
+    assert not np.array_equal(a, b)
+    np.testing.assert_array_equal(c, a)
+
+
+def test_a_full_budget_still_decodes_exactly_but_holds_no_more(tmp_path):
+    first, second = write_mp3(tmp_path / "a.mp3", 440.0), write_mp3(tmp_path / "b.mp3", 880.0)
+    one_clip = decode_audio_column(str(first), 16000).nbytes
+    cache, decoder = DecodedAudioCache(one_clip + 1000), CountingDecoder()
+
+    cache.decode(str(first), 16000, decoder)
+    for _ in range(2):
+        np.testing.assert_array_equal(cache.decode(str(second), 16000, decoder), decode_audio_column(str(second), 16000))
+    cache.decode(str(first), 16000, decoder)
+
+    assert decoder.calls == 3  # the second clip every time, the first once
+    assert cache.stats() | {"held_gb": None} == {"budget_gb": cache.stats()["budget_gb"], "held_gb": None, "clips": 1, "hits": 1, "decodes": 3, "full": True}
+
+
+def test_an_undecodable_clip_is_not_cached_and_is_skipped_every_time(tmp_path, process_cache_off_afterwards):
+    good, bad = write_mp3(tmp_path / "good.mp3", 440.0), tmp_path / "nan.wav"
+    samples = tone(440.0, sampling_rate=16000)
+    samples[100:200] = np.nan  # its header reads, its samples are refused when decoded
+    soundfile.write(bad, samples, 16000, subtype="FLOAT")
+    records = [{"id": name, "audio": path, "sentence": "a b", "language": "fi"} for name, path in (("good", good), ("bad", bad))]
+    set_audio_cache_budget(0.0)
+    dataset = map_style_dataset(_records_dataset(records), 16000, "test clips")
+    assert len(dataset) == 2, "the header scan already dropped the bad clip: the decode path is not tested"
+    set_audio_cache_budget(0.01)
+    hits_before = process_audio_cache().stats()["hits"]
+
+    for _ in range(2):
+        batch = dataset[list(range(len(dataset)))]
+        assert batch["id"] == ["good"]
+
+    stats = process_audio_cache().stats()
+    assert stats["clips"] == 1 and stats["hits"] - hits_before == 1
+
+
+def test_the_map_style_data_path_reads_through_the_process_cache(tiny_demo_corpus, process_cache_off_afterwards):
+    """What the trainer does each epoch (`dataset[indices]`), with `data.audio_cache_gb` > 0: the second epoch
+    decodes nothing and gives the same samples as the run without the cache."""
+    from mlpl.config import SourceConfig
+    from mlpl.trainer_data import load_map_style
+
+    dataset = load_map_style([SourceConfig(kind="common_voice", path=str(tiny_demo_corpus / "cv"), split="train")], "train")
+    indices = list(range(len(dataset)))
+    set_audio_cache_budget(0.0)
+    without = dataset[indices]["audio"]
+    set_audio_cache_budget(0.5)
+    before = process_audio_cache().stats()
+    epochs = [dataset[indices]["audio"] for _ in range(2)]
+
+    after = process_audio_cache().stats()
+    assert len(indices) >= 10 and after["clips"] == len(indices)
+    assert (after["decodes"] - before["decodes"], after["hits"] - before["hits"]) == (len(indices), len(indices))
+    for epoch in epochs:
+        for cached, plain in zip(epoch, without):
+            np.testing.assert_array_equal(cached, plain)
+    # lowering the budget below what is held empties the cache
+    set_audio_cache_budget(0.0)
+    assert process_audio_cache().stats()["clips"] == 0
