@@ -87,15 +87,16 @@ class DecodedAudioCache:
                     )
         return waveform
 
-    def stats(self) -> dict:
-        """Hits, decodes, clips and GB held, and the budget, for logs and run summaries."""
+    def stats(self, since: dict | None = None) -> dict:
+        """Hits and decodes (since the `stats()` given as `since`: one run of a process that runs several), clips
+        and GB held, and the budget, for logs and run summaries."""
         with self._lock:
             return {
                 "budget_gb": round(self.budget_bytes / GIB, 3),
                 "held_gb": round(self.held_bytes / GIB, 3),
                 "clips": len(self._waveforms),
-                "hits": self.hits,
-                "decodes": self.decodes,
+                "hits": self.hits - (since or {}).get("hits", 0),
+                "decodes": self.decodes - (since or {}).get("decodes", 0),
                 "full": self.full,
             }
 

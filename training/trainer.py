@@ -541,6 +541,7 @@ class _TrainingRun:
     teacher: EmaTeacher | None = None
     window: _LossWindow = field(default_factory=_LossWindow)
     progress: Any = None  # the tqdm bar, from start_logging on
+    audio_cache_start: dict = field(default_factory=lambda: process_audio_cache().stats())  # hits / decodes before this run
 
     @property
     def output_dir(self) -> Path:
@@ -830,7 +831,8 @@ class _TrainingRun:
             },  # fmt: skip
             "parameters": parameter_counts(self.unwrapped),
             "mixed_precision": self.accelerator.mixed_precision,  # as run (train.mixed_precision: auto resolved)
-            "audio_cache": process_audio_cache().stats(),  # this process's decoded-audio cache (data.audio_cache_gb)
+            # the decoded-audio cache (data.audio_cache_gb): this invocation's hits and decodes, what the process holds
+            "audio_cache": process_audio_cache().stats(since=self.audio_cache_start),
             "best_model": str(output_dir / BEST_MODEL) if data.dev_sets else None,
             "final_model": str(final_model),
         }
