@@ -138,3 +138,45 @@ def test_the_map_style_data_path_reads_through_the_process_cache(tiny_demo_corpu
     # lowering the budget below what is held empties the cache
     set_audio_cache_budget(0.0)
     assert process_audio_cache().stats()["clips"] == 0
+
+
+def test_auto_sizes_the_budget_to_the_data_within_a_quarter_of_the_memory():
+    from mlpl.audio_cache import GB_PER_HOUR, auto_budget_gb
+
+    gib = 1 << 30
+    budget, why = auto_budget_gb(2.0, 0, 16 * gib)
+    assert budget == pytest.approx(2.0 * GB_PER_HOUR * 1.05) and "2.00 h" in why
+    assert GB_PER_HOUR == pytest.approx(16000 * 4 * 3600 / gib)  # float32 at 16 kHz
+    budget, why = auto_budget_gb(200.0, 0, 8 * gib)
+    assert budget == pytest.approx(2.0) and "capped at a quarter of the 8.0 GB available" in why
+    assert auto_budget_gb(200.0, 0, None)[0] == pytest.approx(2.0)
+    budget, why = auto_budget_gb(2.0, 4, 16 * gib)
+    assert budget == 0.0 and "num_workers=4" in why
+
+
+@pytest.mark.parametrize("value, message", [("lots", "expected a number of GB .0 = off. or auto"), ("-1", "must be >= 0")])
+def test_a_bad_audio_cache_budget_is_refused_naming_the_key(value, message):
+    from mlpl.config import load_config
+
+    with pytest.raises(ValueError, match=f"data.audio_cache_gb.*{message}"):
+        load_config(None, [f"data.audio_cache_gb={value}"])
+    assert load_config(None, ["data.audio_cache_gb=auto"]).data.audio_cache_gb == "auto"
+    assert load_config(None, ["data.audio_cache_gb=0.5"]).data.audio_cache_gb == 0.5
+
+
+def test_auto_gives_the_run_the_budget_of_its_sets(tiny_demo_corpus, process_cache_off_afterwards):
+    from mlpl.audio_cache import GB_PER_HOUR
+    from mlpl.config import DataConfig, SourceConfig
+    from mlpl.data import example_durations
+    from mlpl.trainer_data import load_map_style, size_audio_cache
+
+    train = load_map_style([SourceConfig(kind="common_voice", path=str(tiny_demo_corpus / "cv"), split="train")], "train")
+    dev = load_map_style([SourceConfig(kind="common_voice", path=str(tiny_demo_corpus / "cv"), split="dev")], "dev")
+    hours = (example_durations(train).sum() + example_durations(dev).sum()) / 3600
+
+    size_audio_cache(DataConfig(audio_cache_gb="auto"), [train, dev, None])
+    assert process_audio_cache().budget_bytes == pytest.approx(hours * GB_PER_HOUR * 1.05 * (1 << 30), rel=1e-6)
+    size_audio_cache(DataConfig(audio_cache_gb="auto", num_workers=2), [train, dev, None])
+    assert process_audio_cache().budget_bytes == 0
+    size_audio_cache(DataConfig(audio_cache_gb=0.25), [train])
+    assert process_audio_cache().budget_bytes == int(0.25 * (1 << 30))

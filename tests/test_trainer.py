@@ -341,16 +341,19 @@ def test_sigkill_and_resume_gives_the_same_parameters(slimipl_config, uninterrup
 
 @pytest.mark.slow
 def test_the_decoded_audio_cache_changes_no_parameter(slimipl_config, uninterrupted_slimipl_run, tmp_path):
-    """`data.audio_cache_gb` > 0 (labeled epochs, unlabeled batches and dev reads come from memory after the
-    first decode) trains bit for bit as the run without it, and the summary says what the cache did."""
+    """`data.audio_cache_gb: auto` (sized to the run's sets; labeled epochs, unlabeled batches and dev reads come
+    from memory after the first decode) trains bit for bit as the run without it, and the summary says what the
+    cache did."""
     output_dir = tmp_path / "cached"
-    run_train(slimipl_config, output_dir, "data.audio_cache_gb=0.5")
+    completed = run_train(slimipl_config, output_dir, "data.audio_cache_gb=auto")
+    assert "data.audio_cache_gb=auto:" in completed.stderr and "h of audio of the run's map-style sets" in completed.stderr
     expected = load_file(uninterrupted_slimipl_run / "final" / "model.safetensors")
     cached = load_file(output_dir / "final" / "model.safetensors")
     for name in expected:
         torch.testing.assert_close(cached[name], expected[name], rtol=0, atol=0, msg=name)
     summary = json.loads((output_dir / "train_summary.json").read_text())
     assert summary["audio_cache"]["hits"] > 0 and summary["audio_cache"]["clips"] > 0 and not summary["audio_cache"]["full"]
+    assert 0 < summary["audio_cache"]["held_gb"] <= summary["audio_cache"]["budget_gb"]
     assert json.loads((uninterrupted_slimipl_run / "train_summary.json").read_text())["audio_cache"]["clips"] == 0
     # the cache is not part of the run's identity: a resume may turn it off
     run_train(slimipl_config, output_dir, "--resume", "train.max_updates=17")

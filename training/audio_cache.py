@@ -4,7 +4,7 @@ A training run reads its labeled set once per epoch and its dev sets at every ev
 its few minutes of audio tens of times. Decoding an mp3 and resampling it to 16 kHz is ~15 % of a demo
 training update on 2 cores (profile in docs/design.md §8), and it gives the same samples every time. The
 cache keeps the decoded 16 kHz float32 waveform of each clip, up to a byte budget (`data.audio_cache_gb`,
-0 = off), in the process that decodes: the main process with `data.num_workers: 0`, each DataLoader worker
+0 = off; `auto` sizes it to the run's map-style sets, `auto_budget_gb`), in the process that decodes: the main process with `data.num_workers: 0`, each DataLoader worker
 otherwise (workers started again every epoch start empty).
 
 - Exact: a hit returns a copy of the very array the decode gave, so a run with the cache trains bit for
@@ -26,7 +26,7 @@ from typing import Any, Callable, Hashable
 
 import numpy as np
 
-from .audio import audio_value_source
+from .audio import SAMPLING_RATE, audio_value_source
 
 logger = logging.getLogger("mlpl.audio_cache")
 
@@ -101,6 +101,38 @@ class DecodedAudioCache:
             }
 
 
+GB_PER_HOUR = SAMPLING_RATE * 4 * 3600 / GIB  # float32 samples of one hour at 16 kHz: 0.21 GiB
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the kernel says a new allocation can take (`MemAvailable`), or free pages; None if unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def auto_budget_gb(hours: float, num_workers: int, available_bytes: int | None) -> tuple[float, str]:
+    """`data.audio_cache_gb: auto`: the budget for `hours` of map-style audio (5 % slack), at most a quarter of
+    `available_bytes` (2 GB when unknown); 0 when DataLoader workers decode (`num_workers` > 0: their caches
+    would start empty every epoch). Returns (GB, why), for the log."""
+    if num_workers > 0:
+        return 0.0, f"off: data.num_workers={num_workers}, whose DataLoader workers decode and start again every epoch"
+    need = hours * GB_PER_HOUR * 1.05
+    cap = available_bytes / 4 / GIB if available_bytes else 2.0
+    if need <= cap:
+        return need, f"{need:.2f} GB for the {hours:.2f} h of audio of the run's map-style sets"
+    where = f"a quarter of the {available_bytes / GIB:.1f} GB available" if available_bytes else "2 GB (available memory unknown)"
+    return cap, f"{cap:.2f} GB, capped at {where}; the run's map-style sets hold {hours:.2f} h ({need:.2f} GB)"
+
+
 _PROCESS_CACHE = DecodedAudioCache(0)
 
 
@@ -122,4 +154,6 @@ def set_audio_cache_budget(gigabytes: float) -> DecodedAudioCache:
     return _PROCESS_CACHE
 
 
-__all__ = ["DecodedAudioCache", "audio_cache_key", "process_audio_cache", "set_audio_cache_budget"]
+__all__ = [
+    "DecodedAudioCache", "audio_cache_key", "auto_budget_gb", "available_memory_bytes", "process_audio_cache", "set_audio_cache_budget",
+]  # fmt: skip

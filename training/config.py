@@ -104,8 +104,9 @@ class DataConfig:
     max_clip_seconds: float | None = 60.0
     num_workers: int = 0
     # Decoded 16 kHz audio kept in memory, per decoding process, so later epochs and evaluations do not decode
-    # a clip again (mlpl.audio_cache, exact): 0 = off. One hour of audio holds 0.23 GB.
-    audio_cache_gb: float = 0.0
+    # a clip again (mlpl.audio_cache, exact): 0 = off. One hour of audio holds 0.21 GiB. "auto": what the run's
+    # map-style sets hold, at most a quarter of the available memory, 0 with num_workers > 0.
+    audio_cache_gb: float | str = 0.0
     on_unknown_characters: str = "warn"  # labels the tokenizer cannot encode: "warn" (count, report) or "error"
     # Language-balanced sampling of data.train: language l's share of each epoch's audio is proportional to
     # n_l ** (1 / T), n_l its hours (mlpl.batching.LanguageBalancedBatchSampler). 1 = natural proportions
@@ -122,10 +123,14 @@ class DataConfig:
     def __post_init__(self):
         check_ranges(self, "data", {
             "max_batch_seconds": POSITIVE, "max_batch_size": COUNT, "eval_max_batch_seconds": POSITIVE,
-            "max_clip_seconds": POSITIVE, "num_workers": NON_NEGATIVE, "audio_cache_gb": NON_NEGATIVE, "on_unknown_characters": one_of("warn", "error"),
+            "max_clip_seconds": POSITIVE, "num_workers": NON_NEGATIVE, "on_unknown_characters": one_of("warn", "error"),
             "language_temperature": (POSITIVE[0], "> 0 (1 = natural proportions, .inf = uniform)"), "scan_workers": COUNT,
             "stream_buffer_size": COUNT,
         })  # fmt: skip
+        if isinstance(self.audio_cache_gb, str) and self.audio_cache_gb != "auto":
+            raise ValueError(f"data.audio_cache_gb={self.audio_cache_gb!r}: expected a number of GB (0 = off) or auto")
+        if not isinstance(self.audio_cache_gb, str):
+            check_ranges(self, "data", {"audio_cache_gb": NON_NEGATIVE})
 
 
 @dataclass

@@ -840,7 +840,7 @@ class _TrainingRun:
             save_model_folder(self.unwrapped, self.processor, final_model)
             write_json_atomically(output_dir / FINISHED_MARKER, summary)
             logger.info("finished %d updates; final model %s; summary %s", counters.num_updates, final_model, output_dir / FINISHED_MARKER)
-            if config.data.audio_cache_gb > 0:
+            if summary["audio_cache"]["budget_gb"] > 0:
                 logger.info("decoded-audio cache (main process): %s", summary["audio_cache"])
         self.accelerator.wait_for_everyone()
         if config.train.log_with:

@@ -10,6 +10,7 @@ language-balanced, docs/design.md §4), the languages and character inventories 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,15 @@ from datasets import concatenate_datasets
 
 from modeling_mlpl import build_language_characters
 
-from .audio_cache import set_audio_cache_budget
+from .audio_cache import auto_budget_gb, available_memory_bytes, set_audio_cache_budget
 from .batching import DurationBatchSampler, LanguageBalancedBatchSampler, language_sampling_shares
 from .config import ExperimentConfig, SourceConfig
 from .data import EXAMPLE_COLUMNS, DecodeTransform, drop_long_clips, example_durations, example_languages, records_of
 from .header_index import HeaderScan
 from .streaming import load_balanced_stream, load_training_stream, stream_languages, stream_transcripts, streams_requested
 from .sources import load_source
+
+logger = logging.getLogger("mlpl.trainer_data")
 
 DURATION_CACHE = "duration_cache"  # clip durations of local folders, per clip folder (mlpl.header_index)
 
@@ -51,6 +54,18 @@ def load_map_style(sources: list[SourceConfig], what: str, max_clip_seconds: flo
         records = [r.cast(records[0].features) for r in records]
         dataset = concatenate_datasets(records).with_transform(DecodeTransform())
     return drop_long_clips(dataset, max_clip_seconds, f"{what} data", "data.max_clip_seconds")
+
+
+def size_audio_cache(data, map_style_sets) -> None:
+    """Set this process's decoded-audio budget from `data.audio_cache_gb` (a number, or `auto`: from the hours of
+    `map_style_sets`, `mlpl.audio_cache.auto_budget_gb`). Nothing has been decoded yet: the sets read headers only."""
+    if data.audio_cache_gb != "auto":
+        set_audio_cache_budget(data.audio_cache_gb)
+        return
+    hours = sum(float(example_durations(dataset).sum()) for dataset in map_style_sets if dataset is not None) / 3600
+    budget, why = auto_budget_gb(hours, data.num_workers, available_memory_bytes())
+    set_audio_cache_budget(budget)
+    logger.info("data.audio_cache_gb=auto: %s", why)
 
 
 def training_sampler(dataset, data, seed: int, num_replicas: int, rank: int) -> DurationBatchSampler:
@@ -114,7 +129,6 @@ def load_training_data(config: ExperimentConfig, accelerator: Accelerator) -> Tr
     """The run's data (`data.train`, `data.dev`, with slimIPL `data.unlabeled`), map-style or streamed; the main
     process reads clip headers first (the others find them in the duration cache)."""
     max_seconds, slimipl = config.data.max_clip_seconds, config.slimipl
-    set_audio_cache_budget(config.data.audio_cache_gb)
     scan = HeaderScan(config.data.duration_cache_dir or Path(config.train.output_dir) / DURATION_CACHE, config.data.scan_workers)
     if not config.data.train:
         raise ValueError("data.train is empty: the trainer needs labeled data (add a source under data.train)")
@@ -134,6 +148,7 @@ def load_training_data(config: ExperimentConfig, accelerator: Accelerator) -> Tr
         unlabeled_set = load_map_style(config.data.unlabeled, "unlabeled", max_seconds, scan) if slimipl.enabled and not unlabeled_streaming else None
         unlabeled_stream = load_training_stream(config.data.unlabeled, max_seconds, "unlabeled") if unlabeled_streaming else None
 
+    size_audio_cache(config.data, [train_set, *dev_sets.values(), unlabeled_set])
     transcripts = stream_transcripts(config.data.train) if streaming else None
     train_languages = sorted({language for language, _ in transcripts}) if streaming else dataset_languages(train_set)
     languages = sorted(
