@@ -100,6 +100,7 @@ def test_yaml_overrides_are_typed_and_saved(tmp_path):
         ("slimipl.enabled=maybe", "expected true/false"),
         ("lr=0.1", r"unknown key\(s\) \['lr'\]"),
         ("optim.lr", "must look like section.key=value"),
+        ("spec_augment.batches=unlabeled", r"spec_augment\.batches='unlabeled' is out of range: it must be one of \['all', 'pseudo_labeled'\]"),
     ],
 )
 def test_bad_overrides_name_the_key_and_value(override, message):
@@ -129,6 +130,18 @@ def test_learning_rate_decays_linearly_to_zero_at_the_last_update():
 
     assert "decay_from" not in run_identity(config_to_dict(load_config(None)))["optim"]
     assert run_identity(config_to_dict(load_config(None, ["optim.decay_from=4", "train.max_updates=8"])))["optim"]["decay_from"] == 4
+
+
+def test_spec_augment_batches_is_new_to_a_run_only_when_set():
+    """A run folder recorded before `spec_augment.batches` existed (every batch masked) is still the same run;
+    one that masks only pseudo-labeled batches is another."""
+    from mlpl.adapters import run_identity
+    from mlpl.config import config_to_dict
+
+    default = run_identity(config_to_dict(load_config(None)))["spec_augment"]
+    assert "batches" not in default and default["enabled"] is True
+    chosen = run_identity(config_to_dict(load_config(None, ["spec_augment.batches=pseudo_labeled"])))["spec_augment"]
+    assert chosen == {**default, "batches": "pseudo_labeled"}
 
 
 # ---- real runs ---------------------------------------------------------------------------------------------
@@ -357,6 +370,37 @@ def test_the_decoded_audio_cache_changes_no_parameter(slimipl_config, uninterrup
     assert json.loads((uninterrupted_slimipl_run / "train_summary.json").read_text())["audio_cache"]["clips"] == 0
     # the cache is not part of the run's identity: a resume may turn it off
     run_train(slimipl_config, output_dir, "--resume", "train.max_updates=17")
+
+
+@pytest.mark.slow
+def test_spec_augment_on_pseudo_labeled_batches_only(slimipl_config, uninterrupted_slimipl_run, tmp_path):
+    """`spec_augment.batches: pseudo_labeled` masks slimIPL's PL batches and no labeled one: the slimIPL run masks
+    exactly its cache reads (the default masks every trained batch), and a labeled-only run with it trains bit
+    for bit as with SpecAugment off, which is what makes it a matched control."""
+    every = json.loads((uninterrupted_slimipl_run / "train_summary.json").read_text())
+    assert every["spec_augmented_batches"] == every["num_updates"] == 16  # batches: all (the default), start_update 0
+
+    pseudo_labeled = tmp_path / "pseudo_labeled"
+    run_train(slimipl_config, pseudo_labeled, "spec_augment.batches=pseudo_labeled")
+    summary = json.loads((pseudo_labeled / "train_summary.json").read_text())
+    reads = summary["slimipl"]["training_reads"]
+    assert summary["num_updates"] == 16 and 0 < reads < 16
+    assert summary["spec_augmented_batches"] == reads
+    expected = load_file(uninterrupted_slimipl_run / "final" / "model.safetensors")
+    trained = load_file(pseudo_labeled / "final" / "model.safetensors")
+    assert any(not torch.equal(trained[name], expected[name]) for name in expected)  # the labeled steps went unmasked
+
+    labeled_only, logs = {}, {}
+    for name, extra in {"pseudo_labeled": "spec_augment.batches=pseudo_labeled", "off": "spec_augment.enabled=false"}.items():
+        labeled_only[name] = tmp_path / f"labeled_only_{name}"
+        logs[name] = run_train(slimipl_config, labeled_only[name], "slimipl.enabled=false", "train.max_updates=6", extra).stderr
+    assert "pseudo_labeled without slimIPL: no batch is masked" in logs["pseudo_labeled"]
+    summary = json.loads((labeled_only["pseudo_labeled"] / "train_summary.json").read_text())
+    assert summary["num_updates"] == 6 and summary["spec_augmented_batches"] == 0
+    clean = load_file(labeled_only["off"] / "final" / "model.safetensors")
+    unmasked = load_file(labeled_only["pseudo_labeled"] / "final" / "model.safetensors")
+    for name in clean:
+        torch.testing.assert_close(unmasked[name], clean[name], rtol=0, atol=0, msg=name)
 
 
 @pytest.mark.slow

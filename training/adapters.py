@@ -207,15 +207,18 @@ def set_adapter_base_model(folder: str | os.PathLike, base_model: str) -> None:
 
 def run_identity(values: dict) -> dict:
     """A config dict (ExperimentConfig or RecipeConfig, as `config_to_dict` gives it) without its `adapters`
-    section when adapters are off, and without the later options (slimIPL's LM and oracle, `optim.decay_from`) when they are unset: a run folder made
+    section when adapters are off, and without the later options (slimIPL's LM and oracle, `optim.decay_from`,
+    `spec_augment.batches`) when they are unset: a run folder made
     before those existed is still the same run (mlpl.run_folder compares every key)."""
     adapters = values.get("adapters")
     if adapters is not None and not (adapters or {}).get("enabled", False):
         values = {key: value for key, value in values.items() if key != "adapters"}
-    from .config import OPTIM_KEYS_ADDED_LATER, SLIMIPL_KEYS_ADDED_LATER
+    from .config import OPTIM_KEYS_ADDED_LATER, SLIMIPL_KEYS_ADDED_LATER, SPEC_AUGMENT_KEYS_ADDED_LATER
     from .run_folder import without_keys_added_later
 
-    return without_keys_added_later(values, {"slimipl": SLIMIPL_KEYS_ADDED_LATER, "optim": OPTIM_KEYS_ADDED_LATER})
+    return without_keys_added_later(
+        values, {"slimipl": SLIMIPL_KEYS_ADDED_LATER, "optim": OPTIM_KEYS_ADDED_LATER, "spec_augment": SPEC_AUGMENT_KEYS_ADDED_LATER}
+    )
 
 
 def folder_bytes(folder: str | os.PathLike) -> int:

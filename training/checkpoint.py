@@ -50,6 +50,7 @@ class RunCounters:
     cropped_pseudo_labeled_batches: int = 0  # made during the cropping warm-up (docs/design.md §5)
     pseudo_labeled_utterances: int = 0  # counted with slimipl.min_confidence
     dropped_pseudo_labels: int = 0  # of those, below slimipl.min_confidence
+    spec_augmented_batches: int = 0  # trained batches that SpecAugment masked (spec_augment.batches, start_update)
     language_seconds: list[float] = field(default_factory=list)  # this process's labeled audio trained on, per language id
 
 

@@ -175,6 +175,9 @@ class OptimConfig:
         })  # fmt: skip
 
 
+SPEC_AUGMENT_BATCHES = ("all", "pseudo_labeled")
+
+
 @dataclass
 class SpecAugmentConfig:
     enabled: bool = True
@@ -184,9 +187,13 @@ class SpecAugmentConfig:
     time_mask_width: int = 50
     time_mask_max_ratio: float = 0.1
     start_update: int = 0  # docs/design.md §4: 50k when training from scratch on CV+PL
+    # Which batches are masked: "all", or "pseudo_labeled" (slimIPL's PL batches only, the noisy student's
+    # noise; labeled batches stay clean, so a labeled-only control trains exactly without SpecAugment) (§5)
+    batches: str = "all"
 
     def __post_init__(self):
         check_ranges(self, "spec_augment", {
+            "batches": one_of(*SPEC_AUGMENT_BATCHES),
             "num_freq_masks": NON_NEGATIVE, "freq_mask_width": NON_NEGATIVE, "num_time_masks": NON_NEGATIVE,
             "time_mask_width": NON_NEGATIVE, "time_mask_max_ratio": PROBABILITY, "start_update": NON_NEGATIVE,
         })  # fmt: skip
@@ -219,6 +226,7 @@ LM_OPTION_KEYS = tuple(option.name for option in dataclasses.fields(LMDecodingOp
 # slimIPL options added after run folders existed, with their "off" value (mlpl.run_folder.without_keys_added_later)
 SLIMIPL_KEYS_ADDED_LATER = {**dict.fromkeys(LM_OPTION_KEYS), "oracle_transcripts": None}
 OPTIM_KEYS_ADDED_LATER = {"decay_from": None}
+SPEC_AUGMENT_KEYS_ADDED_LATER = {"batches": "all"}
 
 
 @dataclass

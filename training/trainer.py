@@ -314,7 +314,7 @@ def _train(config: ExperimentConfig, resume: bool) -> TrainResult:
         if batch is None:
             continue  # a filling step of the cache: pseudo-labels made, no update
         # 2-3. SpecAugment, forward, the all-process non-finite vote, backward, clip, optimizer step.
-        outputs, grad_norm = run.train_step(batch)
+        outputs, grad_norm = run.train_step(batch, kind)
         if outputs is None:
             continue  # a non-finite loss on some process: the batch is skipped on all of them
         run.count_step(kind, batch, outputs)
@@ -475,6 +475,8 @@ def _set_up(config: ExperimentConfig) -> _TrainingRun:
         if spec.enabled
         else None
     )
+    if spec_augment is not None and spec.batches == "pseudo_labeled" and not slimipl.enabled and accelerator.is_main_process:
+        logger.info("spec_augment.batches: pseudo_labeled without slimIPL: no batch is masked (a labeled-only run trains clean)")
     return _TrainingRun(
         config=config, accelerator=accelerator, data=data, processor=processor, collator=collator,
         model=model, unwrapped=unwrapped, optimizer=optimizer, scheduler=scheduler, labeled=labeled, unlabeled=unlabeled,
@@ -747,9 +749,10 @@ class _TrainingRun:
             token_ids.append(greedy_ids[row] if text is None else self.processor.tokenizer(text).input_ids)
         return token_ids
 
-    def train_step(self, batch: dict) -> tuple[Any, torch.Tensor | None]:
-        """SpecAugment (labeled and pseudo-labeled batches alike, one set of masks per batch), forward, the
-        all-process non-finite vote, backward, clip, optimizer step (docs/design.md §4).
+    def train_step(self, batch: dict, kind: str) -> tuple[Any, torch.Tensor | None]:
+        """SpecAugment (one set of masks per batch; every batch, or with `spec_augment.batches:
+        pseudo_labeled` only slimIPL's PL batches, docs/design.md §5), forward, the all-process non-finite
+        vote, backward, clip, optimizer step (docs/design.md §4).
 
         Returns the model's outputs and the gradient norm (None without clipping or between accumulated
         micro-batches); the outputs are None when some process's loss was not finite: then every process
@@ -757,10 +760,12 @@ class _TrainingRun:
         """
         accelerator, counters = self.accelerator, self.counters
         inputs = {k: batch[k].to(accelerator.device) for k in MODEL_INPUTS if k in batch}
-        if self.spec_augment is not None:
-            inputs["input_features"] = self.spec_augment(
+        spec_augment = self.spec_augment
+        if spec_augment is not None and (kind != LABELED_STEP or self.config.spec_augment.batches == "all"):
+            inputs["input_features"] = spec_augment(
                 inputs["input_features"], inputs["attention_mask"], num_updates=counters.num_updates, generator=self.augment_generator
             )
+            counters.spec_augmented_batches += spec_augment.is_active(counters.num_updates)
         with accelerator.accumulate(self.model):
             outputs = self.model(**inputs)
             finite = torch.isfinite(outputs.loss.detach()).float()
@@ -814,6 +819,7 @@ class _TrainingRun:
             "num_updates": counters.num_updates,
             "best_dev_cer": counters.best_dev_cer if math.isfinite(counters.best_dev_cer) else None,
             "skipped_non_finite": counters.skipped_non_finite,
+            "spec_augmented_batches": counters.spec_augmented_batches,  # of the trained batches (spec_augment.batches)
             "unknown_characters": self.collator.unknown_character_summary(),
             "slimipl": (
                 {
